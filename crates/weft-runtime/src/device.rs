@@ -1,0 +1,146 @@
+//! Node-provided devices: sensors and actuators a process reaches through a
+//! `device:<name>` capability.
+//!
+//! Devices are sampled at tag time, not wall-clock time: a read in the tick
+//! at tag `t` sees the device as it is at `t`. For a simulated device that
+//! means its model is integrated up to `t`, so a run is reproducible.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use crate::tag::Tag;
+
+/// A sensor/actuator. Reads and writes are raw bytes; each device documents
+/// its encoding (see `docs/abi.md`).
+pub trait Device: Send + Sync {
+    fn read(&self, tag: Tag) -> Vec<u8>;
+    /// Applies a write at `tag`, or says why it is not acceptable.
+    fn write(&self, tag: Tag, data: &[u8]) -> Result<(), String>;
+    /// A JSON value describing the device's current state, for reports.
+    fn status(&self) -> serde_json::Value;
+}
+
+/// The devices a node offers, by name.
+#[derive(Clone, Default)]
+pub struct Devices {
+    by_name: BTreeMap<String, Arc<dyn Device>>,
+}
+
+impl Devices {
+    pub fn new() -> Devices {
+        Devices::default()
+    }
+
+    /// The default set of a node: the simulated thermal `plant`.
+    pub fn simulated() -> Devices {
+        let mut devices = Devices::new();
+        devices.add("plant", Arc::new(ThermalPlant::default()));
+        devices
+    }
+
+    pub fn add(&mut self, name: &str, device: Arc<dyn Device>) {
+        self.by_name.insert(name.to_string(), device);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Device>> {
+        self.by_name.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        self.by_name
+            .iter()
+            .map(|(name, d)| (name.clone(), d.status()))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+}
+
+/// A first-order thermal process: a tank of water with a heater.
+///
+/// `dT/dt = (AMBIENT - T + GAIN·u) / TAU`, integrated exactly between tags
+/// (the solution is an exponential), so any sequence of tags and heater
+/// settings always gives the same temperatures.
+pub struct ThermalPlant {
+    state: Mutex<PlantState>,
+}
+
+struct PlantState {
+    temperature: f64,
+    heater: f64,
+    at: Tag,
+}
+
+impl ThermalPlant {
+    pub const AMBIENT: f64 = 20.0;
+    pub const GAIN: f64 = 80.0;
+    pub const TAU_SECONDS: f64 = 2.0;
+
+    fn advance(state: &mut PlantState, tag: Tag) {
+        if tag <= state.at {
+            return;
+        }
+        let dt = (tag.0 - state.at.0) as f64 * 1e-9;
+        let steady = Self::AMBIENT + Self::GAIN * state.heater;
+        state.temperature = steady + (state.temperature - steady) * (-dt / Self::TAU_SECONDS).exp();
+        state.at = tag;
+    }
+}
+
+impl Default for ThermalPlant {
+    fn default() -> Self {
+        ThermalPlant {
+            state: Mutex::new(PlantState { temperature: Self::AMBIENT, heater: 0.0, at: Tag::ZERO }),
+        }
+    }
+}
+
+impl Device for ThermalPlant {
+    fn read(&self, tag: Tag) -> Vec<u8> {
+        let mut state = self.state.lock().unwrap();
+        Self::advance(&mut state, tag);
+        state.temperature.to_le_bytes().to_vec()
+    }
+
+    fn write(&self, tag: Tag, data: &[u8]) -> Result<(), String> {
+        let bytes: [u8; 8] = data
+            .try_into()
+            .map_err(|_| format!("plant: heater power must be 8 bytes (f64), got {}", data.len()))?;
+        let power = f64::from_le_bytes(bytes);
+        if !power.is_finite() {
+            return Err("plant: heater power must be a finite number".into());
+        }
+        let mut state = self.state.lock().unwrap();
+        Self::advance(&mut state, tag);
+        state.heater = power.clamp(0.0, 1.0);
+        Ok(())
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let state = self.state.lock().unwrap();
+        serde_json::json!({
+            "temperature_c": state.temperature,
+            "heater": state.heater,
+            "at_tag_ns": state.at.0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plant_heats_toward_steady_state() {
+        let plant = ThermalPlant::default();
+        plant.write(Tag(0), &1.0f64.to_le_bytes()).unwrap();
+        let t = |tag: u64| f64::from_le_bytes(plant.read(Tag(tag)).try_into().unwrap());
+        let one_tau = t(2_000_000_000);
+        assert!((one_tau - (100.0 - 80.0 * (-1.0f64).exp())).abs() < 1e-9);
+        assert!(t(60_000_000_000) > 99.99);
+        assert!(plant.write(Tag(1), &[1, 2]).unwrap_err().contains("8 bytes"));
+    }
+}

@@ -1,0 +1,224 @@
+//! The wasmtime engines a node runs on and the compiled-artefact cache.
+//!
+//! A node has two engines because the two execution classes need different
+//! code: rt processes are metered with fuel (deterministic CPU budget), be
+//! processes with epoch interruption (cheap, lets a busy module yield its
+//! worker). Both share the deterministic settings: NaN canonicalisation, no
+//! threads, no relaxed SIMD, a fixed maximum stack, and the pooling
+//! allocator so instantiation is a few microseconds.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig};
+
+use crate::module::{LoadedModule, REWRITE_VERSION};
+
+/// How often the be engine's epoch advances: the granularity at which a busy
+/// be process yields and at which its deadline is checked.
+pub const EPOCH_PERIOD: Duration = Duration::from_millis(1);
+
+/// Node-wide engine settings, builder style.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Instance slots in each engine's pool: the most processes of one class.
+    pub max_processes: u32,
+    /// Largest linear memory any process may have; per-process limits come
+    /// from the manifest and must not exceed it.
+    pub max_memory: u64,
+    /// Wasm stack limit: deep recursion traps here, not in the host.
+    pub max_wasm_stack: usize,
+    /// Where compiled artefacts are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Use the pooling allocator (fast instantiation) or on-demand mmap.
+    pub pooling: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            max_processes: 1000,
+            max_memory: 256 << 20,
+            max_wasm_stack: 512 << 10,
+            cache_dir: default_cache_dir(),
+            pooling: true,
+        }
+    }
+}
+
+impl RuntimeConfig {
+    pub fn max_processes(mut self, n: u32) -> Self {
+        self.max_processes = n;
+        self
+    }
+    pub fn max_memory(mut self, bytes: u64) -> Self {
+        self.max_memory = bytes;
+        self
+    }
+    pub fn max_wasm_stack(mut self, bytes: usize) -> Self {
+        self.max_wasm_stack = bytes;
+        self
+    }
+    pub fn cache_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.cache_dir = dir;
+        self
+    }
+    pub fn pooling(mut self, on: bool) -> Self {
+        self.pooling = on;
+        self
+    }
+}
+
+/// `$WEFT_CACHE_DIR`, else `$XDG_CACHE_HOME/weft`, else `~/.cache/weft`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("WEFT_CACHE_DIR") {
+        return Some(dir.into());
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(Path::new(&dir).join("weft"));
+    }
+    std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache/weft"))
+}
+
+/// Which metering an engine compiles in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metering {
+    Fuel,
+    Epoch,
+    None,
+}
+
+/// The common deterministic configuration; `metering` picks fuel or epochs.
+pub fn engine_config(config: &RuntimeConfig, metering: Metering) -> Config {
+    let mut c = Config::new();
+    // The threads proposal is off because wasmtime's `threads` cargo
+    // feature is not enabled: shared memories do not even validate.
+    c.cranelift_nan_canonicalization(true)
+        .wasm_relaxed_simd(false)
+        .max_wasm_stack(config.max_wasm_stack)
+        .consume_fuel(metering == Metering::Fuel)
+        .epoch_interruption(metering == Metering::Epoch);
+    if config.pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        // A process may be a small group of linked modules.
+        pool.total_core_instances(config.max_processes.saturating_mul(2))
+            .total_memories(config.max_processes.saturating_mul(2))
+            .total_tables(config.max_processes.saturating_mul(2))
+            .total_stacks(config.max_processes)
+            .max_memory_size(config.max_memory as usize)
+            // Keep a little of each freed memory resident so re-instantiation
+            // does not fault pages in again.
+            .linear_memory_keep_resident(64 << 10);
+        c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    c
+}
+
+/// A compiled module ready to instantiate in one engine.
+#[derive(Clone)]
+pub struct CompiledModule {
+    pub loaded: Arc<LoadedModule>,
+    pub module: Module,
+    /// True when the artefact came from the cache instead of Cranelift.
+    pub from_cache: bool,
+}
+
+/// One engine plus its artefact cache.
+#[derive(Clone)]
+pub struct WeftEngine {
+    pub engine: Engine,
+    pub metering: Metering,
+    cache_dir: Option<PathBuf>,
+    compat: u64,
+}
+
+impl WeftEngine {
+    pub fn new(config: &RuntimeConfig, metering: Metering) -> Result<WeftEngine> {
+        let engine = Engine::new(&engine_config(config, metering))
+            .map_err(anyhow::Error::from)
+            .context("cannot create the wasmtime engine")?;
+        let mut hasher = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        REWRITE_VERSION.hash(&mut hasher);
+        Ok(WeftEngine {
+            engine,
+            metering,
+            cache_dir: config.cache_dir.clone(),
+            compat: hasher.finish(),
+        })
+    }
+
+    /// Compiles a loaded module, or loads its artefact from the cache when
+    /// one exists for this module digest and engine configuration.
+    pub fn compile(&self, loaded: Arc<LoadedModule>) -> Result<CompiledModule> {
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{}-{:016x}.cwasm", loaded.digest, self.compat)));
+        if let Some(path) = cached.as_ref().filter(|p| p.is_file()) {
+            // SAFETY: the cache directory holds only artefacts this code
+            // serialised for this exact engine configuration (the file name
+            // carries the compatibility hash); wasmtime checks the header too.
+            match unsafe { Module::deserialize_file(&self.engine, path) } {
+                Ok(module) => return Ok(CompiledModule { loaded, module, from_cache: true }),
+                Err(e) => tracing::warn!(path = %path.display(), "ignoring unusable cached artefact: {e}"),
+            }
+        }
+        let module = Module::new(&self.engine, &loaded.rewritten)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("cannot compile module {:?}", loaded.info.name))?;
+        if let Some(path) = cached {
+            if let Err(e) = store_artefact(&path, &module) {
+                tracing::warn!(path = %path.display(), "cannot cache compiled module: {e:#}");
+            }
+        }
+        Ok(CompiledModule { loaded, module, from_cache: false })
+    }
+}
+
+fn store_artefact(path: &Path, module: &Module) -> Result<()> {
+    let dir = path.parent().context("cache path has no parent")?;
+    std::fs::create_dir_all(dir)?;
+    let bytes = module.serialize().map_err(anyhow::Error::from)?;
+    // Write then rename so a concurrent reader never sees half a file.
+    let tmp = dir.join(format!(".{}.{}", std::process::id(), path.file_name().unwrap().to_string_lossy()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Advances an engine's epoch every [`EPOCH_PERIOD`] until dropped.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    pub fn start(engine: Engine) -> EpochTicker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("weft-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_PERIOD);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawn epoch thread");
+        EpochTicker { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Per-process metrics and the report built from them.
+//!
+//! A scheduler owns the [`ProcessMetrics`] of each process it drives and
+//! updates them after every call; readers (the live table, the final
+//! report, later the cluster status) take a [`ProcessReport`] copy.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use weft_manifest::Class;
+
+use crate::process::Fault;
+
+/// Lifecycle of a process as the node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessState {
+    Starting,
+    Running,
+    /// Waiting out its restart backoff after a fault.
+    Backoff,
+    /// Faulted with restart policy `never`.
+    Failed,
+    /// Crash-looped: faulted more than `max_restarts` times in a row.
+    Parked,
+    Stopped,
+}
+
+/// Median, 99th percentile and maximum, in microseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Percentiles {
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+    pub samples: u64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Percentiles {
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Percentiles {
+            p50_us: us(h.value_at_quantile(0.5)),
+            p99_us: us(h.value_at_quantile(0.99)),
+            max_us: us(h.max()),
+            samples: h.len(),
+        }
+    }
+}
+
+pub(crate) fn histogram() -> Histogram<u64> {
+    // 1 ns .. 60 s at 3 significant digits.
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Live counters of one process.
+pub struct ProcessMetrics {
+    pub name: String,
+    pub class: Class,
+    pub state: ProcessState,
+    pub reason: Option<String>,
+    pub ticks: u64,
+    pub messages_handled: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub messages_dropped: u64,
+    pub messages_refused: u64,
+    pub tardy: u64,
+    pub deadline_misses: u64,
+    pub faults: u64,
+    pub restarts: u64,
+    pub fuel_used: u64,
+    pub memory_bytes: u64,
+    pub output_hash: String,
+    pub last_tag_ns: Option<u64>,
+    pub last_output_hex: Option<String>,
+    pub last_fault: Option<Fault>,
+    pub jitter: Histogram<u64>,
+    pub exec: Histogram<u64>,
+}
+
+impl ProcessMetrics {
+    pub fn new(name: &str, class: Class) -> ProcessMetrics {
+        ProcessMetrics {
+            name: name.to_string(),
+            class,
+            state: ProcessState::Starting,
+            reason: None,
+            ticks: 0,
+            messages_handled: 0,
+            messages_in: 0,
+            messages_out: 0,
+            messages_dropped: 0,
+            messages_refused: 0,
+            tardy: 0,
+            deadline_misses: 0,
+            faults: 0,
+            restarts: 0,
+            fuel_used: 0,
+            memory_bytes: 0,
+            output_hash: hex::encode([0u8; 32]),
+            last_tag_ns: None,
+            last_output_hex: None,
+            last_fault: None,
+            jitter: histogram(),
+            exec: histogram(),
+        }
+    }
+
+    pub(crate) fn record(h: &mut Histogram<u64>, d: Duration) {
+        let _ = h.record((d.as_nanos() as u64).clamp(1, 60_000_000_000));
+    }
+
+    pub fn report(&self) -> ProcessReport {
+        ProcessReport {
+            name: self.name.clone(),
+            class: self.class,
+            state: self.state.clone(),
+            reason: self.reason.clone(),
+            ticks: self.ticks,
+            messages_handled: self.messages_handled,
+            messages_in: self.messages_in,
+            messages_out: self.messages_out,
+            messages_dropped: self.messages_dropped,
+            messages_refused: self.messages_refused,
+            tardy: self.tardy,
+            deadline_misses: self.deadline_misses,
+            faults: self.faults,
+            restarts: self.restarts,
+            fuel_used: self.fuel_used,
+            memory_bytes: self.memory_bytes,
+            output_hash: self.output_hash.clone(),
+            last_tag_ns: self.last_tag_ns,
+            last_output_hex: self.last_output_hex.clone(),
+            last_fault: self.last_fault.clone(),
+            jitter: Percentiles::of(&self.jitter),
+            exec: Percentiles::of(&self.exec),
+        }
+    }
+}
+
+/// A point-in-time copy of a process's metrics (the `--json` schema).
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessReport {
+    pub name: String,
+    pub class: Class,
+    pub state: ProcessState,
+    pub reason: Option<String>,
+    pub ticks: u64,
+    pub messages_handled: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub messages_dropped: u64,
+    pub messages_refused: u64,
+    pub tardy: u64,
+    pub deadline_misses: u64,
+    pub faults: u64,
+    pub restarts: u64,
+    pub fuel_used: u64,
+    pub memory_bytes: u64,
+    pub output_hash: String,
+    pub last_tag_ns: Option<u64>,
+    pub last_output_hex: Option<String>,
+    pub last_fault: Option<Fault>,
+    /// Wake-up lateness against the release time.
+    pub jitter: Percentiles,
+    /// Execution time of one tick or message.
+    pub exec: Percentiles,
+}

@@ -1,0 +1,199 @@
+//! A node: the engines, linkers and devices of one machine, and the apps it
+//! runs. `Node::start` is the single entry point from a validated manifest
+//! to running processes; everything that can be wrong with the manifest's
+//! modules is found before the first process starts.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use wasmtime::Linker;
+use weft_manifest::{AppManifest, Class, ProcessSpec};
+
+use crate::device::Devices;
+use crate::engine::{EpochTicker, Metering, RuntimeConfig, WeftEngine};
+use crate::host::{self, Host};
+use crate::metrics::{ProcessMetrics, ProcessReport};
+use crate::ports::{Inbox, Router};
+use crate::process::{ProcessEnv, Program, metering_for};
+use crate::rt::{self, RtClass};
+use crate::sched::{self, Stop, Supervisor};
+
+/// Time between starting an app and its tag 0, so every process is
+/// instantiated before its first release.
+const START_LEAD: Duration = Duration::from_millis(50);
+
+pub struct Node {
+    rt: WeftEngine,
+    be: WeftEngine,
+    rt_linker: Linker<Host>,
+    be_linker: Linker<Host>,
+    devices: Devices,
+    _epoch: EpochTicker,
+}
+
+impl Node {
+    pub fn new(config: &RuntimeConfig) -> Result<Node> {
+        Self::with_devices(config, Devices::simulated())
+    }
+
+    pub fn with_devices(config: &RuntimeConfig, devices: Devices) -> Result<Node> {
+        let rt = WeftEngine::new(config, Metering::Fuel)?;
+        let be = WeftEngine::new(config, Metering::Epoch)?;
+        let mut rt_linker = Linker::new(&rt.engine);
+        host::add_to_linker(&mut rt_linker).map_err(anyhow::Error::from)?;
+        let mut be_linker = Linker::new(&be.engine);
+        host::add_to_linker(&mut be_linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi::p1::add_to_linker_async(&mut be_linker, |h: &mut Host| {
+            h.wasi.as_mut().expect("only processes granted `wasi` can import WASI")
+        })
+        .map_err(anyhow::Error::from)?;
+        let epoch = EpochTicker::start(be.engine.clone());
+        Ok(Node { rt, be, rt_linker, be_linker, devices, _epoch: epoch })
+    }
+
+    pub fn devices(&self) -> &Devices {
+        &self.devices
+    }
+
+    /// Loads, checks and compiles the modules of one process.
+    pub fn prepare(&self, spec: Arc<ProcessSpec>) -> Result<Program> {
+        match metering_for(spec.class) {
+            Metering::Fuel => Program::prepare(spec, &self.rt, &self.rt_linker),
+            _ => Program::prepare(spec, &self.be, &self.be_linker),
+        }
+    }
+
+    /// A process environment with a fresh inbox and this node's devices.
+    pub fn env(&self, spec: &ProcessSpec, app_seed: u64) -> ProcessEnv {
+        ProcessEnv { seed: process_seed(app_seed, &spec.name), inbox: Arc::new(Inbox::new(spec.mailbox)), devices: self.devices.clone() }
+    }
+
+    /// Starts every process of `app`. Be processes run on `runtime`.
+    pub fn start(&self, app: &AppManifest, runtime: &tokio::runtime::Handle) -> Result<RunningApp> {
+        let mut programs = Vec::new();
+        for spec in &app.processes {
+            let program = self.prepare(Arc::new(spec.clone())).with_context(|| format!("app {:?}", app.name))?;
+            programs.push(Arc::new(program));
+        }
+        let envs: HashMap<&str, ProcessEnv> = app.processes.iter().map(|s| (s.name.as_str(), self.env(s, app.seed))).collect();
+        let mut router = Router::default();
+        for c in &app.connections {
+            let sender = app.process(&c.from.process).expect("validated");
+            let receiver = app.process(&c.to.process).expect("validated");
+            router.connect(
+                &sender.name,
+                sender.port_handle(&c.from.port).expect("validated"),
+                &receiver.name,
+                envs[receiver.name.as_str()].inbox.clone(),
+                receiver.port_handle(&c.to.port).expect("validated"),
+                c.delay,
+            );
+        }
+        let has_rt = app.processes.iter().any(|p| p.class == Class::Rt);
+        if has_rt {
+            rt::lock_memory();
+        }
+        let stop = Stop::default();
+        let start_ns = rt::monotonic_ns() + START_LEAD.as_nanos() as u64;
+        let mut processes = Vec::new();
+        let mut threads = Vec::new();
+        let mut tasks = Vec::new();
+        for program in programs {
+            let spec = program.spec.clone();
+            let metrics = Arc::new(Mutex::new(ProcessMetrics::new(&spec.name, spec.class)));
+            let sup = Supervisor::new(program, envs[spec.name.as_str()].clone(), router.clone(), metrics.clone(), stop.clone(), start_ns);
+            match spec.class {
+                Class::Rt => threads.push(
+                    std::thread::Builder::new()
+                        .name(format!("weft-rt-{}", spec.name))
+                        .spawn(move || sched::run_rt(sup))
+                        .context("cannot spawn rt thread")?,
+                ),
+                Class::Be => tasks.push(runtime.spawn(sched::run_be(sup))),
+            }
+            processes.push(metrics);
+        }
+        Ok(RunningApp {
+            name: app.name.clone(),
+            rt_class: if has_rt { rt::node_rt_class() } else { RtClass::Soft },
+            processes,
+            stop,
+            threads,
+            tasks,
+            devices: self.devices.clone(),
+            started: Instant::now(),
+        })
+    }
+}
+
+/// Each process's PRNG seed: derived from the app seed and the process
+/// name with SHA-256, so it is stable across machines and Rust versions.
+pub fn process_seed(app_seed: u64, name: &str) -> u64 {
+    let digest = Sha256::new().chain_update(app_seed.to_le_bytes()).chain_update(name.as_bytes()).finalize();
+    u64::from_le_bytes(digest[..8].try_into().unwrap())
+}
+
+/// An app running on a node.
+pub struct RunningApp {
+    name: String,
+    rt_class: RtClass,
+    processes: Vec<Arc<Mutex<ProcessMetrics>>>,
+    stop: Stop,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    devices: Devices,
+    started: Instant,
+}
+
+/// The state of an app: what `weft run --json` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppReport {
+    pub app: String,
+    pub rt_class: RtClass,
+    pub uptime_s: f64,
+    pub processes: Vec<ProcessReport>,
+    pub devices: serde_json::Value,
+}
+
+impl RunningApp {
+    pub fn report(&self) -> AppReport {
+        AppReport {
+            app: self.name.clone(),
+            rt_class: self.rt_class,
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            processes: self.processes.iter().map(|m| m.lock().unwrap().report()).collect(),
+            devices: self.devices.status(),
+        }
+    }
+
+    /// True when no process can run any more (all failed, parked or stopped).
+    pub fn all_done(&self) -> bool {
+        self.threads.iter().all(|t| t.is_finished()) && self.tasks.iter().all(|t| t.is_finished())
+    }
+
+    /// Stops every process at its next boundary and returns the final report.
+    pub async fn stop(self) -> AppReport {
+        self.stop.trigger();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+        AppReport {
+            app: self.name.clone(),
+            rt_class: self.rt_class,
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            processes: self.processes.iter().map(|m| m.lock().unwrap().report()).collect(),
+            devices: self.devices.status(),
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! Ports and message delivery between processes on one node.
+//!
+//! Every message carries the tag at which it becomes visible to its
+//! receiver, its source process and the source's sequence number. A
+//! receiver's [`Inbox`] keeps messages ordered by exactly that triple, so
+//! the order in which a process sees its inputs never depends on thread
+//! timing. The [`Router`] holds the app's connections and applies each
+//! connection's logical delay.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::tag::Tag;
+
+/// Order of delivery: visible tag, then source process, then its sequence.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MessageKey {
+    pub tag: Tag,
+    pub source: String,
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub key: MessageKey,
+    /// The receiver's port handle.
+    pub port: i32,
+    pub payload: Vec<u8>,
+}
+
+/// One output of a call, before routing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// The sender's port handle.
+    pub port: i32,
+    pub payload: Vec<u8>,
+}
+
+/// Why a message did not make it into an inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    MailboxFull,
+}
+
+/// The bounded, ordered mailbox of one process.
+pub struct Inbox {
+    queue: Mutex<BTreeMap<MessageKey, (i32, Vec<u8>)>>,
+    depth: usize,
+    /// Woken whenever a message arrives (be processes wait on it).
+    pub(crate) arrived: tokio::sync::Notify,
+    pub(crate) dropped: AtomicU64,
+    /// One past the last tag the receiver completed (0: none yet). A message
+    /// visible before it arrived too late to be read at its tag.
+    watermark: AtomicU64,
+    pub(crate) tardy: AtomicU64,
+}
+
+impl Inbox {
+    pub fn new(depth: usize) -> Inbox {
+        Inbox {
+            queue: Mutex::new(BTreeMap::new()),
+            depth: depth.max(1),
+            arrived: tokio::sync::Notify::new(),
+            dropped: AtomicU64::new(0),
+            watermark: AtomicU64::new(0),
+            tardy: AtomicU64::new(0),
+        }
+    }
+
+    pub fn push(&self, message: Message) -> Result<(), Refused> {
+        let mut queue = self.queue.lock().unwrap();
+        if queue.len() >= self.depth {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return Err(Refused::MailboxFull);
+        }
+        if message.key.tag.0 < self.watermark.load(Ordering::Relaxed) {
+            // Tardy: its tag has already been processed. It is still
+            // delivered (at the receiver's next tag), and counted.
+            self.tardy.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(source = %message.key.source, tag = %message.key.tag, "tardy message: arrived after its tag was processed");
+        }
+        queue.insert(message.key, (message.port, message.payload));
+        drop(queue);
+        self.arrived.notify_one();
+        Ok(())
+    }
+
+    /// Takes the first message visible at `tag` (on `port`, if given).
+    pub fn pop_visible(&self, tag: Tag, port: Option<i32>) -> Option<Message> {
+        let mut queue = self.queue.lock().unwrap();
+        let key = queue
+            .iter()
+            .take_while(|(k, _)| k.tag <= tag)
+            .find(|(_, (p, _))| port.is_none_or(|want| *p == want))
+            .map(|(k, _)| k.clone())?;
+        let (port, payload) = queue.remove(&key)?;
+        Some(Message { key, port, payload })
+    }
+
+    /// Length of the first message visible at `tag` on `port`.
+    pub fn peek_len(&self, tag: Tag, port: i32) -> Option<usize> {
+        let queue = self.queue.lock().unwrap();
+        queue
+            .iter()
+            .take_while(|(k, _)| k.tag <= tag)
+            .find(|(_, (p, _))| *p == port)
+            .map(|(_, (_, payload))| payload.len())
+    }
+
+    /// Takes the earliest message regardless of its tag (message-driven processes).
+    pub fn pop_next(&self) -> Option<Message> {
+        let mut queue = self.queue.lock().unwrap();
+        let (key, (port, payload)) = queue.pop_first()?;
+        Some(Message { key, port, payload })
+    }
+
+    /// Records that the receiver completed `tag`.
+    pub fn completed(&self, tag: Tag) {
+        self.watermark.store(tag.0 + 1, Ordering::Relaxed);
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every queued message, in delivery order (for snapshots).
+    pub fn contents(&self) -> Vec<Message> {
+        let queue = self.queue.lock().unwrap();
+        queue
+            .iter()
+            .map(|(k, (p, d))| Message { key: k.clone(), port: *p, payload: d.clone() })
+            .collect()
+    }
+
+    pub fn replace(&self, messages: Vec<Message>) {
+        let mut queue = self.queue.lock().unwrap();
+        queue.clear();
+        for m in messages {
+            queue.insert(m.key, (m.port, m.payload));
+        }
+    }
+}
+
+/// A destination of one output port.
+#[derive(Clone)]
+struct Route {
+    inbox: Arc<Inbox>,
+    port: i32,
+    delay: Duration,
+    receiver: String,
+}
+
+/// All connections of the processes on this node.
+#[derive(Default, Clone)]
+pub struct Router {
+    routes: HashMap<(String, i32), Vec<Route>>,
+    delivered: Arc<AtomicU64>,
+}
+
+/// What happened to one published message.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Delivery {
+    pub delivered: u64,
+    pub refused: u64,
+}
+
+impl Router {
+    pub fn connect(&mut self, sender: &str, out_port: i32, receiver: &str, inbox: Arc<Inbox>, in_port: i32, delay: Duration) {
+        self.routes
+            .entry((sender.to_string(), out_port))
+            .or_default()
+            .push(Route { inbox, port: in_port, delay, receiver: receiver.to_string() });
+    }
+
+    /// Delivers one output of `sender` produced at `tag` with sequence `seq`.
+    pub fn publish(&self, sender: &str, tag: Tag, seq: u64, output: &Output) -> Delivery {
+        let mut result = Delivery::default();
+        let Some(routes) = self.routes.get(&(sender.to_string(), output.port)) else {
+            return result;
+        };
+        for route in routes {
+            let message = Message {
+                key: MessageKey { tag: tag.after(route.delay), source: sender.to_string(), seq },
+                port: route.port,
+                payload: output.payload.clone(),
+            };
+            match route.inbox.push(message) {
+                Ok(()) => result.delivered += 1,
+                Err(Refused::MailboxFull) => {
+                    result.refused += 1;
+                    tracing::warn!(from = sender, to = %route.receiver, "mailbox full, message dropped");
+                }
+            }
+        }
+        self.delivered.fetch_add(result.delivered, Ordering::Relaxed);
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(tag: u64, source: &str, seq: u64, port: i32) -> Message {
+        Message { key: MessageKey { tag: Tag(tag), source: source.into(), seq }, port, payload: vec![seq as u8] }
+    }
+
+    #[test]
+    fn delivery_order_is_tag_source_sequence() {
+        let inbox = Inbox::new(16);
+        for m in [msg(20, "a", 3, 0), msg(10, "b", 1, 0), msg(10, "a", 2, 0), msg(10, "a", 1, 0)] {
+            inbox.push(m).unwrap();
+        }
+        let order: Vec<_> = std::iter::from_fn(|| inbox.pop_next()).map(|m| (m.key.tag.0, m.key.source, m.key.seq)).collect();
+        assert_eq!(order, [(10, "a".into(), 1), (10, "a".into(), 2), (10, "b".into(), 1), (20, "a".into(), 3)]);
+    }
+
+    #[test]
+    fn only_visible_messages_are_taken() {
+        let inbox = Inbox::new(16);
+        inbox.push(msg(10, "a", 1, 0)).unwrap();
+        inbox.push(msg(30, "a", 2, 1)).unwrap();
+        assert!(inbox.pop_visible(Tag(5), None).is_none());
+        assert!(inbox.pop_visible(Tag(40), Some(0)).is_some());
+        assert!(inbox.pop_visible(Tag(20), Some(1)).is_none());
+        assert_eq!(inbox.pop_visible(Tag(30), Some(1)).unwrap().key.seq, 2);
+    }
+
+    #[test]
+    fn full_mailbox_refuses() {
+        let inbox = Inbox::new(1);
+        inbox.push(msg(1, "a", 1, 0)).unwrap();
+        assert_eq!(inbox.push(msg(1, "a", 2, 0)), Err(Refused::MailboxFull));
+        assert_eq!(inbox.dropped.load(Ordering::Relaxed), 1);
+    }
+}

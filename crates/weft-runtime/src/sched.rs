@@ -1,0 +1,318 @@
+//! The two schedulers that drive processes, and the supervision they share.
+//!
+//! * rt: one dedicated OS thread per process, `SCHED_FIFO` when permitted,
+//!   pinned, released with `clock_nanosleep` at `start + offset + k·period`,
+//!   synchronous wasmtime calls under a fuel budget.
+//! * be: one tokio task per process, async wasmtime calls that yield at every
+//!   epoch so a busy process cannot hold a worker, interrupted at its deadline.
+//!
+//! Both hand every call's outcome to [`Supervisor`], which publishes outputs,
+//! applies the deadline-miss policy, updates metrics and decides, on a
+//! fault, whether and when the process starts again.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use weft_manifest::{MissPolicy, RestartPolicy};
+
+use crate::metrics::{ProcessMetrics, ProcessState};
+use crate::ports::Router;
+use crate::process::{CallReport, Fault, Process, ProcessEnv, Program, run_sync};
+use crate::rt::{self, monotonic_ns};
+use crate::tag::Tag;
+
+/// A process that ran this long without a fault has its crash-loop count reset.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+/// Longest restart backoff.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often memory use is sampled (in calls): it needs an export lookup.
+const MEMORY_SAMPLE_EVERY: u64 = 64;
+
+/// Tells every driver of an app to stop.
+#[derive(Clone)]
+pub struct Stop {
+    flag: Arc<AtomicBool>,
+    tx: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for Stop {
+    fn default() -> Self {
+        Stop { flag: Arc::new(AtomicBool::new(false)), tx: Arc::new(tokio::sync::watch::channel(false).0) }
+    }
+}
+
+impl Stop {
+    pub fn trigger(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.tx.send_replace(true);
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.flag.load(Ordering::Relaxed)
+    }
+
+    async fn wait(&self) {
+        let mut rx = self.tx.subscribe();
+        let _ = rx.wait_for(|stopped| *stopped).await;
+    }
+}
+
+/// Everything a driver needs to run one process.
+pub(crate) struct Supervisor {
+    pub program: Arc<Program>,
+    pub env: ProcessEnv,
+    pub router: Router,
+    pub metrics: Arc<Mutex<ProcessMetrics>>,
+    pub stop: Stop,
+    /// `CLOCK_MONOTONIC` time of tag 0.
+    pub start_ns: u64,
+    consecutive_faults: u32,
+    started_at_ns: u64,
+    calls: u64,
+}
+
+/// Per-call timing the driver measured.
+pub(crate) struct Timing {
+    pub jitter: Duration,
+    pub exec: Duration,
+    pub missed_deadline: bool,
+}
+
+impl Supervisor {
+    pub fn new(program: Arc<Program>, env: ProcessEnv, router: Router, metrics: Arc<Mutex<ProcessMetrics>>, stop: Stop, start_ns: u64) -> Self {
+        Supervisor { program, env, router, metrics, stop, start_ns, consecutive_faults: 0, started_at_ns: 0, calls: 0 }
+    }
+
+    fn name(&self) -> &str {
+        &self.program.spec.name
+    }
+
+    /// Instantiates and initialises a fresh incarnation.
+    async fn start(&mut self) -> Result<Process, Fault> {
+        let mut process = Process::instantiate(self.program.clone(), self.env.clone()).await?;
+        let init = process.init().await?;
+        process.publish(&self.router, Tag::ZERO, init.outputs);
+        let mut m = self.metrics.lock().unwrap();
+        if m.faults > 0 {
+            m.restarts += 1;
+        }
+        m.state = ProcessState::Running;
+        m.reason = None;
+        m.memory_bytes = process.memory_bytes();
+        self.started_at_ns = monotonic_ns();
+        Ok(process)
+    }
+
+    /// Books a finished call: applies the deadline policy, publishes, records.
+    fn complete(&mut self, process: &mut Process, tag: Tag, result: Result<CallReport, Fault>, timing: Timing) -> Result<(), Fault> {
+        let report = result?;
+        self.calls += 1;
+        let outputs = if timing.missed_deadline {
+            match self.program.spec.on_deadline_miss {
+                MissPolicy::Hold => process.last_outputs.clone(),
+                MissPolicy::Skip => Vec::new(),
+            }
+        } else {
+            report.outputs
+        };
+        let (sent, dropped) = process.publish(&self.router, tag, outputs);
+        self.env.inbox.completed(tag);
+        let memory = (self.calls % MEMORY_SAMPLE_EVERY == 1).then(|| process.memory_bytes());
+        let mut m = self.metrics.lock().unwrap();
+        if self.program.spec.period.is_some() {
+            m.ticks += 1;
+        }
+        m.messages_handled += report.messages_in;
+        m.messages_in += report.messages_in;
+        m.messages_out += sent;
+        m.messages_dropped += dropped;
+        m.messages_refused = process.refused_messages();
+        m.tardy = self.env.inbox.tardy.load(Ordering::Relaxed);
+        m.fuel_used += report.fuel_used;
+        m.deadline_misses += timing.missed_deadline as u64;
+        m.output_hash = process.chain().hex();
+        m.last_tag_ns = Some(tag.0);
+        if let Some(last) = process.last_outputs.last() {
+            m.last_output_hex = Some(hex::encode(&last.payload));
+        }
+        if let Some(bytes) = memory {
+            m.memory_bytes = bytes;
+        }
+        ProcessMetrics::record(&mut m.jitter, timing.jitter);
+        ProcessMetrics::record(&mut m.exec, timing.exec);
+        drop(m);
+        if self.consecutive_faults > 0 && monotonic_ns() - self.started_at_ns > HEALTHY_AFTER.as_nanos() as u64 {
+            self.consecutive_faults = 0;
+        }
+        Ok(())
+    }
+
+    /// Records a fault and says when to restart (`None`: never again).
+    fn on_fault(&mut self, fault: Fault) -> Option<u64> {
+        tracing::warn!(process = self.name(), kind = ?fault.kind, "process faulted: {}", fault.message);
+        let mut m = self.metrics.lock().unwrap();
+        m.faults += 1;
+        m.last_fault = Some(fault.clone());
+        match &self.program.spec.restart {
+            RestartPolicy::Never => {
+                m.state = ProcessState::Failed;
+                m.reason = Some(fault.message);
+                None
+            }
+            RestartPolicy::OnFailure { max_restarts, backoff } => {
+                self.consecutive_faults += 1;
+                if self.consecutive_faults > *max_restarts {
+                    m.state = ProcessState::Parked;
+                    m.reason = Some(format!(
+                        "crash loop: {} faults in a row (max_restarts = {max_restarts}); last: {}",
+                        self.consecutive_faults, fault.message
+                    ));
+                    tracing::error!(process = self.name(), "parked: {}", m.reason.as_deref().unwrap_or_default());
+                    return None;
+                }
+                m.state = ProcessState::Backoff;
+                m.reason = Some(fault.message);
+                let delay = backoff.saturating_mul(1 << (self.consecutive_faults - 1).min(16)).min(MAX_BACKOFF);
+                Some(monotonic_ns() + delay.as_nanos() as u64)
+            }
+        }
+    }
+
+    fn finish(&self) {
+        let mut m = self.metrics.lock().unwrap();
+        if matches!(m.state, ProcessState::Running | ProcessState::Starting | ProcessState::Backoff) {
+            m.state = ProcessState::Stopped;
+        }
+    }
+
+    /// The first release index whose release time is not in the past.
+    fn next_release(&self, period: u64, offset: u64) -> u64 {
+        let now = monotonic_ns();
+        let first = self.start_ns + offset;
+        if now <= first { 0 } else { (now - first).div_ceil(period) }
+    }
+}
+
+/// Drives an rt process on the calling (dedicated) thread until stopped,
+/// failed or parked.
+pub(crate) fn run_rt(mut sup: Supervisor) {
+    let period = sup.program.spec.period.expect("rt processes have a period").as_nanos() as u64;
+    let offset = sup.program.spec.offset.as_nanos() as u64;
+    let deadline = sup.program.spec.effective_deadline().map_or(period, |d| d.as_nanos() as u64);
+    rt::make_current_thread_rt(rt::RT_PRIORITY, rt::rt_cpu());
+    let mut process: Option<Process> = None;
+    let mut k = 0;
+    while !sup.stop.is_set() {
+        let Some(p) = process.as_mut() else {
+            match run_sync(sup.start()) {
+                Ok(p) => process = Some(p),
+                Err(fault) => match sup.on_fault(fault) {
+                    Some(at) if rt::sleep_until_or_stop(at, &sup.stop.flag, Duration::from_millis(20)) => {}
+                    _ => break,
+                },
+            }
+            k = k.max(sup.next_release(period, offset));
+            continue;
+        };
+        let tag = offset + k * period;
+        let release = sup.start_ns + tag;
+        rt::sleep_until_ns(release);
+        if sup.stop.is_set() {
+            break;
+        }
+        let woke = monotonic_ns();
+        let result = run_sync(p.tick(Tag(tag)));
+        let done = monotonic_ns();
+        k += 1;
+        let timing = Timing {
+            jitter: Duration::from_nanos(woke.saturating_sub(release)),
+            exec: Duration::from_nanos(done - woke),
+            missed_deadline: done > release + deadline,
+        };
+        if let Err(fault) = sup.complete(p, Tag(tag), result, timing) {
+            process = None;
+            match sup.on_fault(fault) {
+                Some(at) if rt::sleep_until_or_stop(at, &sup.stop.flag, Duration::from_millis(20)) => {}
+                _ => break,
+            }
+        }
+    }
+    sup.finish();
+}
+
+/// Drives a be process on the tokio runtime until stopped, failed or parked.
+pub(crate) async fn run_be(mut sup: Supervisor) {
+    let mut process: Option<Process> = None;
+    let mut k = 0;
+    let stop = sup.stop.clone();
+    loop {
+        if stop.is_set() {
+            break;
+        }
+        let Some(p) = process.as_mut() else {
+            match sup.start().await {
+                Ok(p) => process = Some(p),
+                Err(fault) => match sup.on_fault(fault) {
+                    Some(at) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_nanos(at.saturating_sub(monotonic_ns()))) => {}
+                            _ = stop.wait() => break,
+                        }
+                    }
+                    None => break,
+                },
+            }
+            if let Some(period) = sup.program.spec.period {
+                k = k.max(sup.next_release(period.as_nanos() as u64, sup.program.spec.offset.as_nanos() as u64));
+            }
+            continue;
+        };
+        let outcome = match sup.program.spec.period {
+            Some(period) => {
+                let tag = sup.program.spec.offset.as_nanos() as u64 + k * period.as_nanos() as u64;
+                k += 1;
+                let release = sup.start_ns + tag;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_nanos(release.saturating_sub(monotonic_ns()))) => {}
+                    _ = stop.wait() => break,
+                }
+                let woke = monotonic_ns();
+                let result = p.tick(Tag(tag)).await;
+                let timing = Timing {
+                    jitter: Duration::from_nanos(woke.saturating_sub(release)),
+                    exec: Duration::from_nanos(monotonic_ns() - woke),
+                    missed_deadline: false,
+                };
+                sup.complete(p, Tag(tag), result, timing)
+            }
+            None => {
+                let inbox = sup.env.inbox.clone();
+                let Some(message) = inbox.pop_next() else {
+                    tokio::select! {
+                        _ = inbox.arrived.notified() => {}
+                        _ = stop.wait() => break,
+                    }
+                    continue;
+                };
+                let woke = monotonic_ns();
+                let result = p.message(&message).await;
+                let timing = Timing { jitter: Duration::ZERO, exec: Duration::from_nanos(monotonic_ns() - woke), missed_deadline: false };
+                sup.complete(p, message.key.tag, result, timing)
+            }
+        };
+        if let Err(fault) = outcome {
+            process = None;
+            match sup.on_fault(fault) {
+                Some(at) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_nanos(at.saturating_sub(monotonic_ns()))) => {}
+                        _ = stop.wait() => break,
+                    }
+                }
+                None => break,
+            }
+        }
+    }
+    sup.finish();
+}

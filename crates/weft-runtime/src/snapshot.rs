@@ -1,0 +1,289 @@
+//! Snapshots of a reactor process at a tick or message boundary, and
+//! restoring them into a fresh instance.
+//!
+//! A snapshot holds all the state that decides what a process does next:
+//! every linear memory and mutable global of every module in its store
+//! (reachable because the loader exported them), and the host state: kv,
+//! PRNG position, mailbox, sequence number, hash chain, opened devices and
+//! the last completed tag.
+//!
+//! On disk and on the wire a snapshot is a small header (magic, format
+//! version, body length, CRC-32 of the body) followed by the body in
+//! postcard. Decoding checks each of these in turn, so a truncated,
+//! corrupted or newer snapshot is refused with a reason instead of being
+//! restored into a process that would then misbehave.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use wasmtime::{Extern, Val};
+use weft_abi::exports;
+
+use crate::module::ModuleDigest;
+use crate::ports::Message;
+use crate::process::{HashChain, Process, ProcessEnv, Program};
+use crate::tag::Tag;
+
+const MAGIC: &[u8; 8] = b"WEFTSNAP";
+pub const FORMAT_VERSION: u32 = 1;
+const HEADER_LEN: usize = 8 + 4 + 8 + 4;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum GlobalValue {
+    I32(i32),
+    I64(i64),
+    F32(u32),
+    F64(u64),
+    V128(u128),
+}
+
+/// The state of one module instance of the process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceState {
+    pub digest: ModuleDigest,
+    /// Memories by index (`weft:memory:<i>`).
+    pub memories: BTreeMap<u32, Vec<u8>>,
+    /// Mutable globals by index (`weft:global:<i>`).
+    pub globals: BTreeMap<u32, GlobalValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub process: String,
+    pub last_tag: Option<Tag>,
+    pub instances: Vec<InstanceState>,
+    pub kv: BTreeMap<Vec<u8>, Vec<u8>>,
+    pub rng_seed: [u8; 32],
+    pub rng_stream: u64,
+    pub rng_word_pos: u128,
+    pub inbox: Vec<Message>,
+    pub seq: u64,
+    pub chain: HashChain,
+    pub opened_devices: Vec<String>,
+}
+
+/// Why a snapshot cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SnapshotError {
+    #[error("not a weft snapshot (bad magic bytes)")]
+    BadMagic,
+    #[error("snapshot format version {found} is not supported (this weft reads version {FORMAT_VERSION})")]
+    Version { found: u32 },
+    #[error("snapshot is truncated: header says {expected} bytes of body, found {found}")]
+    Truncated { expected: u64, found: u64 },
+    #[error("snapshot is corrupt: checksum mismatch (stored {stored:08x}, computed {computed:08x})")]
+    Checksum { stored: u32, computed: u32 },
+    #[error("snapshot is corrupt: {0}")]
+    Body(String),
+}
+
+impl Snapshot {
+    pub fn encode(&self) -> Vec<u8> {
+        let body = postcard::to_stdvec(self).expect("snapshot serialisation cannot fail");
+        let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
+        if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
+            return Err(SnapshotError::BadMagic);
+        }
+        let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+        if version != FORMAT_VERSION {
+            return Err(SnapshotError::Version { found: version });
+        }
+        let expected = u64::from_le_bytes(bytes[12..20].try_into().unwrap());
+        let stored = u32::from_le_bytes(bytes[20..24].try_into().unwrap());
+        let body = &bytes[HEADER_LEN..];
+        if body.len() as u64 != expected {
+            return Err(SnapshotError::Truncated { expected, found: body.len() as u64 });
+        }
+        let computed = crc32fast::hash(body);
+        if computed != stored {
+            return Err(SnapshotError::Checksum { stored, computed });
+        }
+        postcard::from_bytes(body).map_err(|e| SnapshotError::Body(e.to_string()))
+    }
+
+    /// Total bytes of linear memory in the snapshot.
+    pub fn memory_bytes(&self) -> u64 {
+        self.instances.iter().flat_map(|i| i.memories.values()).map(|m| m.len() as u64).sum()
+    }
+}
+
+fn index_after(name: &str, prefix: &str) -> Option<u32> {
+    name.strip_prefix(prefix)?.parse().ok()
+}
+
+impl Process {
+    /// Captures the process between two calls.
+    pub fn snapshot(&mut self) -> Result<Snapshot> {
+        if self.spec().grants(&weft_abi::Capability::Wasi) {
+            bail!("process {:?} uses WASI; WASI host state (open files, streams) cannot be snapshotted", self.name());
+        }
+        let mut instances = Vec::with_capacity(self.instances.len());
+        for (i, instance) in self.instances.clone().into_iter().enumerate() {
+            let mut state = InstanceState {
+                digest: self.program.module_digest(i),
+                memories: BTreeMap::new(),
+                globals: BTreeMap::new(),
+            };
+            let exports: Vec<(String, Extern)> = instance
+                .exports(&mut self.store)
+                .map(|e| (e.name().to_string(), e.into_extern()))
+                .collect();
+            for (name, ext) in exports {
+                if let (Some(index), Extern::Memory(m)) = (index_after(&name, exports::SNAPSHOT_MEMORY_PREFIX), &ext) {
+                    state.memories.insert(index, m.data(&self.store).to_vec());
+                } else if let (Some(index), Extern::Global(g)) = (index_after(&name, exports::SNAPSHOT_GLOBAL_PREFIX), &ext) {
+                    let value = match g.get(&mut self.store) {
+                        Val::I32(v) => GlobalValue::I32(v),
+                        Val::I64(v) => GlobalValue::I64(v),
+                        Val::F32(v) => GlobalValue::F32(v),
+                        Val::F64(v) => GlobalValue::F64(v),
+                        Val::V128(v) => GlobalValue::V128(v.as_u128()),
+                        _ => bail!("process {:?}: mutable reference global {index} cannot be snapshotted", self.name()),
+                    };
+                    state.globals.insert(index, value);
+                }
+            }
+            instances.push(state);
+        }
+        let host = self.store.data();
+        Ok(Snapshot {
+            process: self.name().to_string(),
+            last_tag: self.last_tag,
+            instances,
+            kv: host.kv.clone(),
+            rng_seed: host.rng.get_seed(),
+            rng_stream: host.rng.get_stream(),
+            rng_word_pos: host.rng.get_word_pos(),
+            inbox: host.inbox.contents(),
+            seq: self.seq,
+            chain: self.chain,
+            opened_devices: host.opened.clone(),
+        })
+    }
+
+    /// Instantiates `program` afresh and puts the snapshot's state into it.
+    /// `weft_init` is not called: the state already is initialised.
+    pub async fn restore(program: std::sync::Arc<Program>, env: ProcessEnv, snapshot: &Snapshot) -> Result<Process> {
+        let count = program.module_count();
+        if snapshot.instances.len() != count {
+            bail!(
+                "snapshot of {:?} has {} module instances but process {:?} has {count}",
+                snapshot.process,
+                snapshot.instances.len(),
+                program.spec.name
+            );
+        }
+        for (i, state) in snapshot.instances.iter().enumerate() {
+            let digest = program.module_digest(i);
+            if state.digest != digest {
+                bail!(
+                    "snapshot of {:?} was taken from module {} but process {:?} runs module {digest}; refusing to restore state into a different module",
+                    snapshot.process,
+                    state.digest,
+                    program.spec.name
+                );
+            }
+        }
+        let mut process = Process::instantiate(program, env).await.map_err(|f| anyhow::anyhow!(f))?;
+        for (i, state) in snapshot.instances.iter().enumerate() {
+            let instance = process.instances[i];
+            for (index, bytes) in &state.memories {
+                let name = format!("{}{index}", exports::SNAPSHOT_MEMORY_PREFIX);
+                let memory = instance
+                    .get_memory(&mut process.store, &name)
+                    .with_context(|| format!("snapshot has memory {index} but the module has none"))?;
+                let current = memory.data_size(&process.store);
+                if bytes.len() < current || bytes.len() % 65536 != 0 {
+                    bail!("snapshot memory {index} has {} bytes; the module starts with {current}", bytes.len());
+                }
+                let grow = ((bytes.len() - current) / 65536) as u64;
+                if grow > 0 {
+                    memory
+                        .grow(&mut process.store, grow)
+                        .map_err(anyhow::Error::from)
+                        .with_context(|| format!("cannot grow memory {index} to the snapshot's {} bytes", bytes.len()))?;
+                }
+                memory.data_mut(&mut process.store).copy_from_slice(bytes);
+            }
+            for (index, value) in &state.globals {
+                let name = format!("{}{index}", exports::SNAPSHOT_GLOBAL_PREFIX);
+                let global = instance
+                    .get_global(&mut process.store, &name)
+                    .with_context(|| format!("snapshot has global {index} but the module has none"))?;
+                let value = match value {
+                    GlobalValue::I32(v) => Val::I32(*v),
+                    GlobalValue::I64(v) => Val::I64(*v),
+                    GlobalValue::F32(v) => Val::F32(*v),
+                    GlobalValue::F64(v) => Val::F64(*v),
+                    GlobalValue::V128(v) => Val::V128((*v).into()),
+                };
+                global
+                    .set(&mut process.store, value)
+                    .map_err(anyhow::Error::from)
+                    .with_context(|| format!("snapshot global {index} does not fit the module's global"))?;
+            }
+        }
+        let host = process.store.data_mut();
+        host.kv = snapshot.kv.clone();
+        host.rng = <rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::from_seed(snapshot.rng_seed);
+        host.rng.set_stream(snapshot.rng_stream);
+        host.rng.set_word_pos(snapshot.rng_word_pos);
+        host.inbox.replace(snapshot.inbox.clone());
+        host.opened = snapshot.opened_devices.clone();
+        process.seq = snapshot.seq;
+        process.chain = snapshot.chain;
+        process.last_tag = snapshot.last_tag;
+        Ok(process)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Snapshot {
+        Snapshot {
+            process: "p".into(),
+            last_tag: Some(Tag(10)),
+            instances: vec![],
+            kv: BTreeMap::from([(b"k".to_vec(), b"v".to_vec())]),
+            rng_seed: [1; 32],
+            rng_stream: 0,
+            rng_word_pos: 5,
+            inbox: vec![],
+            seq: 3,
+            chain: HashChain([9; 32]),
+            opened_devices: vec![],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let s = sample();
+        assert_eq!(Snapshot::decode(&s.encode()).unwrap(), s);
+    }
+
+    #[test]
+    fn corruption_is_detected() {
+        let bytes = sample().encode();
+        let mut flipped = bytes.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0x40;
+        assert!(matches!(Snapshot::decode(&flipped), Err(SnapshotError::Checksum { .. })));
+        assert!(matches!(Snapshot::decode(&bytes[..bytes.len() - 3]), Err(SnapshotError::Truncated { .. })));
+        assert_eq!(Snapshot::decode(b"nonsense nonsense nonsense"), Err(SnapshotError::BadMagic));
+        let mut newer = bytes.clone();
+        newer[8] = 99;
+        assert_eq!(Snapshot::decode(&newer), Err(SnapshotError::Version { found: 99 }));
+    }
+}
