@@ -30,7 +30,7 @@ use crate::ports::{Inbox, Message, Output, Router};
 use crate::tag::Tag;
 
 /// Drives a future that is known not to suspend (an rt call) to completion.
-pub(crate) fn run_sync<F: Future>(future: F) -> F::Output {
+pub fn run_sync<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
     match future.as_mut().poll(&mut TaskContext::from_waker(Waker::noop())) {
         Poll::Ready(out) => out,

@@ -1,0 +1,214 @@
+//! Hostile and broken modules fault alone, with a reason a user can act on.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tempfile::tempdir;
+use weft_manifest::ProcessSpec;
+use weft_runtime::{FaultKind, ProcessState, Tag, process::run_sync};
+
+#[test]
+fn ungranted_capability_is_named() {
+    let dir = tempdir().unwrap();
+    let m = write(dir.path(), "logger.wat", r#"(module (import "weft" "log" (func (param i32 i32 i32))) (memory 1))"#);
+    let mut spec = ProcessSpec::new("chatty", &m);
+    caps(&mut spec, &["ports"]);
+    let err = instantiate(&node(), spec).err().expect("must be refused");
+    let text = format!("{err:#}");
+    assert!(text.contains("\"chatty\""), "{text}");
+    assert!(text.contains("weft::log"), "{text}");
+    assert!(text.contains("\"log\"") && text.contains("not granted"), "{text}");
+}
+
+#[test]
+fn ungranted_wasi_and_unknown_host_function_are_refused() {
+    let dir = tempdir().unwrap();
+    let m = write(dir.path(), "w.wat", r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))))"#);
+    let text = format!("{:#}", instantiate(&node(), ProcessSpec::new("w", &m)).err().unwrap());
+    assert!(text.contains("\"wasi\"") && text.contains("fd_write"), "{text}");
+    let m = write(dir.path(), "u.wat", r#"(module (import "weft" "launch_missiles" (func)))"#);
+    let text = format!("{:#}", instantiate(&node(), ProcessSpec::new("u", &m)).err().unwrap());
+    assert!(text.contains("launch_missiles") && text.contains("not a weft host function"), "{text}");
+}
+
+const SPIN: &str = r#"(module (memory 1) (func (export "weft_tick") (param i64) (loop $l (br $l))))"#;
+
+#[test]
+fn fuel_exhaustion_faults_the_call() {
+    let dir = tempdir().unwrap();
+    let m = write(dir.path(), "spin.wat", SPIN);
+    let mut p = instantiate(&node(), rt_spec("spin", &m, Duration::from_millis(10), 100_000)).unwrap();
+    let fault = run_sync(p.tick(Tag(0))).unwrap_err();
+    assert_eq!(fault.kind, FaultKind::FuelExhausted, "{fault}");
+    assert!(fault.message.contains("100000"), "{fault}");
+}
+
+#[test]
+fn memory_bomb_hits_the_process_limit() {
+    let dir = tempdir().unwrap();
+    let m = write(
+        dir.path(),
+        "bomb.wat",
+        r#"(module (memory 1)
+            (func (export "weft_tick") (param i64)
+              (loop $l (drop (memory.grow (i32.const 16))) (br $l))))"#,
+    );
+    let mut spec = rt_spec("bomb", &m, Duration::from_millis(10), u64::MAX / 2);
+    spec.memory = 4 << 20;
+    let mut p = instantiate(&node(), spec).unwrap();
+    let fault = run_sync(p.tick(Tag(0))).unwrap_err();
+    assert_eq!(fault.kind, FaultKind::MemoryLimit, "{fault}");
+    assert!(fault.message.contains("4194304"), "{fault}");
+}
+
+#[test]
+fn deep_recursion_is_a_stack_overflow_fault() {
+    let dir = tempdir().unwrap();
+    let m = write(
+        dir.path(),
+        "rec.wat",
+        r#"(module (memory 1)
+            (func $f (param i64) (result i64) (i64.add (call $f (local.get 0)) (i64.const 1)))
+            (func (export "weft_tick") (param i64) (drop (call $f (local.get 0)))))"#,
+    );
+    let mut p = instantiate(&node(), rt_spec("rec", &m, Duration::from_millis(10), u64::MAX / 2)).unwrap();
+    let fault = run_sync(p.tick(Tag(0))).unwrap_err();
+    assert_eq!(fault.kind, FaultKind::StackOverflow, "{fault}");
+}
+
+#[test]
+fn out_of_bounds_host_buffer_traps_only_the_caller() {
+    let dir = tempdir().unwrap();
+    let m = write(
+        dir.path(),
+        "oob.wat",
+        r#"(module (import "weft" "log" (func $log (param i32 i32 i32))) (memory 1)
+            (func (export "weft_tick") (param i64) (call $log (i32.const 2) (i32.const 65530) (i32.const 100))))"#,
+    );
+    let mut spec = rt_spec("oob", &m, Duration::from_millis(10), 1_000_000);
+    caps(&mut spec, &["log"]);
+    let mut p = instantiate(&node(), spec).unwrap();
+    let fault = run_sync(p.tick(Tag(0))).unwrap_err();
+    assert!(fault.message.contains("outside linear memory"), "{fault}");
+}
+
+#[test]
+fn oversized_message_is_refused_and_the_process_goes_on() {
+    let dir = tempdir().unwrap();
+    let m = write(
+        dir.path(),
+        "big.wat",
+        r#"(module
+            (import "weft" "send" (func $send (param i32 i32 i32) (result i32)))
+            (memory 1) (global $status (mut i32) (i32.const 0))
+            (func (export "weft_tick") (param i64)
+              (global.set $status (call $send (i32.const 0) (i32.const 0) (i32.const 2048)))
+              (drop (call $send (i32.const 0) (i32.const 0) (i32.const 16))))
+            (func (export "status") (result i32) (global.get $status)))"#,
+    );
+    let mut spec = rt_spec("big", &m, Duration::from_millis(10), 1_000_000);
+    caps(&mut spec, &["ports"]);
+    spec.outputs = vec!["out".into()];
+    spec.max_message = 1024;
+    let mut p = instantiate(&node(), spec).unwrap();
+    let report = run_sync(p.tick(Tag(0))).expect("refusal is not a fault");
+    assert_eq!(report.outputs.len(), 1, "only the small message is sent");
+    assert_eq!(report.outputs[0].payload.len(), 16);
+    assert_eq!(p.refused_messages(), 1);
+}
+
+/// An infinite loop in an rt and in a be process, and a crash-looping
+/// process, while a healthy rt process keeps its schedule.
+#[test]
+fn runaway_processes_do_not_disturb_a_healthy_one() {
+    let dir = tempdir().unwrap();
+    write(dir.path(), "spin.wat", SPIN);
+    write(
+        dir.path(),
+        "count.wat",
+        r#"(module (import "weft" "send" (func $send (param i32 i32 i32) (result i32)))
+            (memory 1)
+            (func (export "weft_tick") (param i64)
+              (i64.store (i32.const 0) (i64.add (i64.load (i32.const 0)) (i64.const 1)))
+              (drop (call $send (i32.const 0) (i32.const 0) (i32.const 8)))))"#,
+    );
+    write(dir.path(), "trap.wat", r#"(module (memory 1) (func (export "weft_tick") (param i64) unreachable))"#);
+    let app = manifest(
+        dir.path(),
+        r#"
+        name = "chaos"
+        [[process]]
+        name = "healthy"
+        module = "count.wat"
+        class = "rt"
+        period = "5ms"
+        capabilities = ["ports"]
+        outputs = ["n"]
+        [[process]]
+        name = "rt-spin"
+        module = "spin.wat"
+        class = "rt"
+        period = "10ms"
+        fuel_per_tick = 2_000_000
+        restart = "on-failure"
+        backoff = "10ms"
+        max_restarts = 1000
+        [[process]]
+        name = "be-spin"
+        module = "spin.wat"
+        period = "10ms"
+        deadline = "50ms"
+        restart = "on-failure"
+        backoff = "10ms"
+        max_restarts = 1000
+        [[process]]
+        name = "storm"
+        module = "trap.wat"
+        class = "rt"
+        period = "5ms"
+        restart = "on-failure"
+        backoff = "5ms"
+        max_restarts = 3
+        "#,
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let node = node();
+    let running = node.start(&app, rt.handle()).unwrap();
+    let by_name = |name: &str| running.report().processes.into_iter().find(|p| p.name == name).unwrap();
+    assert!(wait_until(Duration::from_secs(30), || by_name("storm").state == ProcessState::Parked), "storm never parked");
+    assert!(wait_until(Duration::from_secs(30), || by_name("rt-spin").faults >= 3 && by_name("be-spin").faults >= 3));
+    let before = by_name("healthy").ticks;
+    assert!(wait_until(Duration::from_secs(30), || by_name("healthy").ticks >= before + 50), "healthy process stalled");
+    let report = rt.block_on(running.stop());
+    let get = |n: &str| report.processes.iter().find(|p| p.name == n).unwrap().clone();
+    let healthy = get("healthy");
+    assert_eq!(healthy.faults, 0);
+    assert_eq!(healthy.restarts, 0);
+    assert_eq!(get("rt-spin").last_fault.unwrap().kind, FaultKind::FuelExhausted);
+    assert_eq!(get("be-spin").last_fault.unwrap().kind, FaultKind::Deadline);
+    let storm = get("storm");
+    assert_eq!(storm.state, ProcessState::Parked);
+    assert_eq!(storm.faults, 4, "1 fault + 3 restarts that faulted again");
+    assert_eq!(storm.restarts, 3);
+    assert!(storm.reason.unwrap().contains("crash loop"));
+}
+
+#[test]
+fn a_process_with_restart_never_stays_failed() {
+    let dir = tempdir().unwrap();
+    write(dir.path(), "trap.wat", r#"(module (memory 1) (func (export "weft_tick") (param i64) unreachable))"#);
+    let app = manifest(
+        dir.path(),
+        "name = \"once\"\n[[process]]\nname = \"t\"\nmodule = \"trap.wat\"\nperiod = \"5ms\"\n",
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let node = node();
+    let running = node.start(&app, rt.handle()).unwrap();
+    assert!(wait_until(Duration::from_secs(20), || running.all_done()));
+    let report = rt.block_on(running.stop());
+    assert_eq!(report.processes[0].state, ProcessState::Failed);
+    assert_eq!(report.processes[0].faults, 1);
+    assert!(report.processes[0].reason.as_deref().unwrap().contains("unreachable"), "{:?}", report.processes[0].reason);
+}
