@@ -63,7 +63,15 @@ pub enum Capability {
 }
 
 /// Every capability name a manifest may use, for error messages and docs.
-pub const CAPABILITY_NAMES: &[&str] = &["log", "time", "random", "ports", "kv", "wasi", "device:<name>"];
+pub const CAPABILITY_NAMES: &[&str] = &[
+    "log",
+    "time",
+    "random",
+    "ports",
+    "kv",
+    "wasi",
+    "device:<name>",
+];
 
 impl Capability {
     /// Parses a manifest capability string such as `"log"` or `"device:plant"`.
@@ -78,7 +86,9 @@ impl Capability {
             _ => {
                 let name = text.strip_prefix("device:")?;
                 let valid = !name.is_empty()
-                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
                 if !valid {
                     return None;
                 }
@@ -152,7 +162,15 @@ mod tests {
 
     #[test]
     fn capability_names_round_trip() {
-        for text in ["log", "time", "random", "ports", "kv", "wasi", "device:plant"] {
+        for text in [
+            "log",
+            "time",
+            "random",
+            "ports",
+            "kv",
+            "wasi",
+            "device:plant",
+        ] {
             assert_eq!(Capability::parse(text).unwrap().to_string(), text);
         }
         assert_eq!(Capability::parse("logs"), None);
@@ -163,7 +181,20 @@ mod tests {
     #[test]
     fn every_import_needs_a_capability() {
         use imports::*;
-        for f in [LOG, NOW, RANDOM, PORT, SEND, RECV, KV_GET, KV_SET, KV_DELETE, DEVICE_OPEN, DEVICE_READ, DEVICE_WRITE] {
+        for f in [
+            LOG,
+            NOW,
+            RANDOM,
+            PORT,
+            SEND,
+            RECV,
+            KV_GET,
+            KV_SET,
+            KV_DELETE,
+            DEVICE_OPEN,
+            DEVICE_READ,
+            DEVICE_WRITE,
+        ] {
             assert!(Capability::for_import(f).is_some(), "{f}");
         }
         assert!(Capability::for_import("nope").is_none());

@@ -1,14 +1,135 @@
 //! The weft benchmark suite (`weft bench`).
+//!
+//! Every figure is weft against a baseline measured in the same run
+//! (raw wasmtime, a native process spawn, a native Rust loop, `cyclictest`,
+//! a tokio channel, an unmetered engine), reported as median and p99 with
+//! the ratios, and judged against its goal. Results go to `BENCHMARKS.md`
+//! and `benchmarks.json`.
+//!
+//! * `startup`: instantiate-to-first-call and cold start.
+//! * `memory`: RSS per idle process and processes per 8 GiB.
+//! * `latency`: local port message latency.
+//! * `jitter`: rt 1 kHz wake-up jitter, alone and under load.
+//! * `metering`: fuel and epoch overhead.
+//! * `stats` and `report`: figures, verdicts and the two output files.
 
-use anyhow::Result;
+mod jitter;
+mod latency;
+mod memory;
+mod metering;
+mod modules;
+mod report;
+mod startup;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+
+use crate::modules::Scratch;
+use crate::stats::{Figure, Unit, Verdict};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Fewer iterations, for a fast smoke run.
     #[arg(long)]
     pub quick: bool,
+    /// Directory to write BENCHMARKS.md and benchmarks.json to (default: the repository root).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Run only these benchmark groups: startup, memory, latency, jitter, metering (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub only: Vec<String>,
 }
 
-pub fn run(_args: BenchArgs) -> Result<()> {
-    anyhow::bail!("the benchmark suite is not built yet")
+/// What every benchmark gets.
+pub(crate) struct Ctx {
+    pub quick: bool,
+    /// The repository root (for examples/wasm).
+    pub root: PathBuf,
+    pub scratch: Scratch,
+}
+
+/// Prints a figure's verdict as a progress line.
+pub(crate) fn progress(f: &Figure) {
+    eprintln!("[bench]   {}: {}", f.id, f.verdict_text());
+}
+
+type Group = fn(&Ctx) -> Result<Vec<Figure>>;
+
+/// The groups in running order. Jitter runs last: it locks the process's
+/// memory (as a node with rt processes does), which would distort the RSS
+/// figures and slow the others.
+const GROUPS: &[(&str, Group)] = &[
+    ("startup", |c| {
+        let mut v = startup::instantiate(c)?;
+        v.extend(startup::cold_start(c)?);
+        Ok(v)
+    }),
+    ("memory", memory::density),
+    ("latency", latency::port_latency),
+    ("metering", metering::metering),
+    ("jitter", jitter::jitter),
+];
+
+/// The repository root: the nearest ancestor of the working directory, then
+/// of the binary, then of this crate's source, that holds `examples/wasm`.
+fn repo_root() -> PathBuf {
+    let candidates = [
+        std::env::current_dir().ok(),
+        std::env::current_exe().ok(),
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
+    ];
+    for start in candidates.into_iter().flatten() {
+        let mut dir: Option<&Path> = Some(&start);
+        while let Some(d) = dir {
+            if d.join("examples/wasm").is_dir() && d.join("Cargo.toml").is_file() {
+                return d.to_path_buf();
+            }
+            dir = d.parent();
+        }
+    }
+    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    for name in &args.only {
+        if !GROUPS.iter().any(|(g, _)| g == name) {
+            let names: Vec<_> = GROUPS.iter().map(|(g, _)| *g).collect();
+            bail!("unknown benchmark group {name:?}; choose from {}", names.join(", "));
+        }
+    }
+    let mode = if args.quick { "quick" } else { "full" };
+    let root = repo_root();
+    let out = args.out.clone().unwrap_or_else(|| root.clone());
+    let ctx = Ctx { quick: args.quick, root, scratch: Scratch::new()? };
+    let host = report::Host::probe();
+    let started = Instant::now();
+    eprintln!("[bench] weft bench ({mode}) on {} CPUs; results go to {}", host.cpus, out.display());
+    let mut figures = Vec::new();
+    for (name, group) in GROUPS {
+        if !args.only.is_empty() && !args.only.iter().any(|o| o == name) {
+            continue;
+        }
+        let t = Instant::now();
+        eprintln!("[bench] {name} ...");
+        match group(&ctx) {
+            Ok(v) => figures.extend(v),
+            Err(e) => {
+                eprintln!("[bench]   {name} failed: {e:#}");
+                figures.push(Figure::skipped(name, &format!("{name} (group failed)"), Unit::Nanoseconds, "—", format!("the {name} benchmarks failed: {e:#}")));
+            }
+        }
+        eprintln!("[bench] {name} done in {:.1} s", t.elapsed().as_secs_f64());
+    }
+    report::write(&out, &figures, &host, mode)?;
+    let met = figures.iter().filter(|f| f.verdict == Verdict::Met).count();
+    let not_met = figures.iter().filter(|f| f.verdict == Verdict::NotMet).count();
+    let skipped = figures.iter().filter(|f| f.verdict == Verdict::Skipped).count();
+    eprintln!(
+        "[bench] {met} goals met, {not_met} not met, {skipped} skipped, in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

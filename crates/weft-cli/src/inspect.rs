@@ -17,16 +17,26 @@ pub fn inspect(path: &Path, json: bool) -> Result<()> {
     println!("digest     sha256:{}", info.digest);
     println!("size       {} bytes", info.size_bytes);
     println!("style      {}", info.style);
-    let caps = if info.capabilities.is_empty() { "(none)".to_string() } else { info.capabilities.join(", ") };
+    let caps = if info.capabilities.is_empty() {
+        "(none)".to_string()
+    } else {
+        info.capabilities.join(", ")
+    };
     println!("needs      {caps}");
     for m in &info.memories {
-        let max = m.max_bytes.map_or("unbounded".to_string(), |b| format!("{b} bytes"));
+        let max = m
+            .max_bytes
+            .map_or("unbounded".to_string(), |b| format!("{b} bytes"));
         let origin = if m.imported { "imported" } else { "defined" };
         println!("memory     {origin}, min {} bytes, max {max}", m.min_bytes);
     }
     println!("imports ({}):", info.imports.len());
     for i in &info.imports {
-        let cap = i.capability.as_deref().map(|c| format!("  [needs {c}]")).unwrap_or_default();
+        let cap = i
+            .capability
+            .as_deref()
+            .map(|c| format!("  [needs {c}]"))
+            .unwrap_or_default();
         println!("  {:<6} {}::{}{cap}", i.kind, i.module, i.name);
     }
     println!("exports ({}):", info.exports.len());

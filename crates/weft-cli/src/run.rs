@@ -32,7 +32,9 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<i32> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let is_manifest = args.target.extension().is_some_and(|e| e == "toml");
     if is_manifest {
         runtime.block_on(run_app(args))
@@ -53,7 +55,9 @@ async fn run_app(args: RunArgs) -> Result<i32> {
             "running app {:?}: {} processes{}; Ctrl-C to stop",
             manifest.name,
             manifest.processes.len(),
-            args.duration.map(|d| format!(" for {}", humantime::format_duration(d))).unwrap_or_default()
+            args.duration
+                .map(|d| format!(" for {}", humantime::format_duration(d)))
+                .unwrap_or_default()
         );
     }
     let started = Instant::now();
@@ -102,10 +106,16 @@ async fn run_command(args: RunArgs) -> Result<i32> {
     spec.args = args.args.clone();
     spec.deadline = Some(Duration::from_secs(365 * 24 * 3600));
     for text in &args.envs {
-        let (k, v) = text.split_once('=').with_context(|| format!("--env {text:?}: write KEY=VALUE"))?;
+        let (k, v) = text
+            .split_once('=')
+            .with_context(|| format!("--env {text:?}: write KEY=VALUE"))?;
         spec.env.insert(k.into(), v.into());
     }
-    spec.dirs = args.dirs.iter().map(|d| weft_manifest::parse_dir(Path::new("."), d)).collect();
+    spec.dirs = args
+        .dirs
+        .iter()
+        .map(|d| weft_manifest::parse_dir(Path::new("."), d))
+        .collect();
     let node = Node::new(&RuntimeConfig::default().max_processes(4))?;
     let spec = Arc::new(spec);
     let program = Arc::new(node.prepare(spec.clone())?);
@@ -114,5 +124,7 @@ async fn run_command(args: RunArgs) -> Result<i32> {
 }
 
 fn command_name(path: &Path) -> String {
-    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "command".into())
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "command".into())
 }

@@ -13,12 +13,19 @@ fn repo() -> PathBuf {
 
 fn example(name: &str) -> PathBuf {
     let path = repo().join("examples/wasm").join(name);
-    assert!(path.is_file(), "{} is missing: run `bash scripts/build-guests.sh` first", path.display());
+    assert!(
+        path.is_file(),
+        "{} is missing: run `bash scripts/build-guests.sh` first",
+        path.display()
+    );
     path
 }
 
 fn f64_at(hex_text: &str, index: usize) -> f64 {
-    let bytes: Vec<u8> = (0..hex_text.len()).step_by(2).map(|i| u8::from_str_radix(&hex_text[i..i + 2], 16).unwrap()).collect();
+    let bytes: Vec<u8> = (0..hex_text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex_text[i..i + 2], 16).unwrap())
+        .collect();
     f64::from_le_bytes(bytes[index * 8..index * 8 + 8].try_into().unwrap())
 }
 
@@ -32,12 +39,26 @@ fn factory_cell_runs_and_holds_the_setpoint() {
         .current_dir(repo())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     let processes = report["processes"].as_array().unwrap();
     assert_eq!(processes.len(), 4);
     for p in processes {
-        for key in ["name", "state", "ticks", "deadline_misses", "faults", "restarts", "fuel_used", "memory_bytes", "output_hash"] {
+        for key in [
+            "name",
+            "state",
+            "ticks",
+            "deadline_misses",
+            "faults",
+            "restarts",
+            "fuel_used",
+            "memory_bytes",
+            "output_hash",
+        ] {
             assert!(p.get(key).is_some(), "missing {key} in {p}");
         }
         assert_eq!(p["faults"], 0, "{p}");
@@ -50,17 +71,39 @@ fn factory_cell_runs_and_holds_the_setpoint() {
     let telemetry = pid["last_output_hex"].as_str().unwrap();
     let (temperature, setpoint) = (f64_at(telemetry, 0), f64_at(telemetry, 1));
     assert_eq!(setpoint, 60.0, "the supervisor switches to 60 °C at 4 s");
-    assert!((temperature - setpoint).abs() < 2.0, "plant at {temperature} °C, setpoint {setpoint} °C");
-    let plant = report["devices"]["plant"]["temperature_c"].as_f64().unwrap();
+    assert!(
+        (temperature - setpoint).abs() < 2.0,
+        "plant at {temperature} °C, setpoint {setpoint} °C"
+    );
+    let plant = report["devices"]["plant"]["temperature_c"]
+        .as_f64()
+        .unwrap();
     assert!((plant - 60.0).abs() < 2.0, "{plant}");
 }
 
 #[test]
 fn wasi_command_gets_args_and_exit_code() {
-    let out = weft().arg("run").arg(example("hello-wasi.wasm")).args(["--", "a", "b"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hello from weft a b");
-    let out = weft().arg("run").arg(example("hello-wasi.wasm")).args(["--", "exit", "7"]).output().unwrap();
+    let out = weft()
+        .arg("run")
+        .arg(example("hello-wasi.wasm"))
+        .args(["--", "a", "b"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "hello from weft a b"
+    );
+    let out = weft()
+        .arg("run")
+        .arg(example("hello-wasi.wasm"))
+        .args(["--", "exit", "7"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(7));
 }
 
@@ -69,8 +112,19 @@ fn wasi_file_access_needs_a_preopen() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("note.txt"), "secret plans").unwrap();
     let file = dir.path().join("note.txt");
-    let denied = weft().arg("run").arg(example("hello-wasi.wasm")).arg("--").arg("cat").arg(&file).output().unwrap();
-    assert_eq!(denied.status.code(), Some(2), "reading without a preopen must fail");
+    let denied = weft()
+        .arg("run")
+        .arg(example("hello-wasi.wasm"))
+        .arg("--")
+        .arg("cat")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        denied.status.code(),
+        Some(2),
+        "reading without a preopen must fail"
+    );
     assert!(!String::from_utf8_lossy(&denied.stdout).contains("secret plans"));
     let allowed = weft()
         .arg("run")
@@ -82,19 +136,40 @@ fn wasi_file_access_needs_a_preopen() {
         .arg(&file)
         .output()
         .unwrap();
-    assert!(allowed.status.success(), "{}", String::from_utf8_lossy(&allowed.stderr));
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
     assert!(String::from_utf8_lossy(&allowed.stdout).contains("secret plans"));
 }
 
 #[test]
 fn inspect_describes_a_module() {
-    let out = weft().arg("inspect").arg(example("pid.wasm")).arg("--json").output().unwrap();
+    let out = weft()
+        .arg("inspect")
+        .arg(example("pid.wasm"))
+        .arg("--json")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["style"], "reactor");
-    let caps: Vec<&str> = info["capabilities"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
-    assert!(caps.contains(&"ports") && caps.contains(&"device:*"), "{caps:?}");
-    let out = weft().arg("inspect").arg(example("supervisor.wasm")).output().unwrap();
+    let caps: Vec<&str> = info["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(
+        caps.contains(&"ports") && caps.contains(&"device:*"),
+        "{caps:?}"
+    );
+    let out = weft()
+        .arg("inspect")
+        .arg(example("supervisor.wasm"))
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("weft::send"));
 }
 
@@ -106,18 +181,43 @@ fn malformed_module_and_bad_manifest_are_refused_clearly() {
     let out = weft().arg("inspect").arg(&junk).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("junk.wasm") && err.contains("malformed"), "{err}");
+    assert!(
+        err.contains("junk.wasm") && err.contains("malformed"),
+        "{err}"
+    );
 
     let manifest = dir.path().join("bad.toml");
     std::fs::write(&manifest, "name = \"bad\"\n[[process]]\nname = \"p\"\nmodule = \"junk.wasm\"\ncapabilities = [\"lgo\"]\n").unwrap();
-    let out = weft().arg("run").arg(&manifest).arg("--for").arg("1s").output().unwrap();
+    let out = weft()
+        .arg("run")
+        .arg(&manifest)
+        .arg("--for")
+        .arg("1s")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml") && err.contains("process #1 (\"p\")") && err.contains("lgo"), "{err}");
+    assert!(
+        err.contains("bad.toml") && err.contains("process #1 (\"p\")") && err.contains("lgo"),
+        "{err}"
+    );
 
-    std::fs::write(&manifest, "name = \"bad\"\n[[process]]\nname = \"p\"\nmodule = \"junk.wasm\"\n").unwrap();
-    let out = weft().arg("run").arg(&manifest).arg("--for").arg("1s").output().unwrap();
+    std::fs::write(
+        &manifest,
+        "name = \"bad\"\n[[process]]\nname = \"p\"\nmodule = \"junk.wasm\"\n",
+    )
+    .unwrap();
+    let out = weft()
+        .arg("run")
+        .arg(&manifest)
+        .arg("--for")
+        .arg("1s")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("process \"p\"") && err.contains("malformed"), "{err}");
+    assert!(
+        err.contains("process \"p\"") && err.contains("malformed"),
+        "{err}"
+    );
 }

@@ -56,7 +56,10 @@ pub enum RestartPolicy {
     Never,
     /// Restart after `backoff · 2^(n-1)` (capped at 30 s); after
     /// `max_restarts` consecutive faults the process is parked.
-    OnFailure { max_restarts: u32, backoff: Duration },
+    OnFailure {
+        max_restarts: u32,
+        backoff: Duration,
+    },
 }
 
 /// One process of an app.
@@ -123,11 +126,18 @@ pub struct ConnectionSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("cannot read manifest {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("{path}: {entry}: {message}")]
-    Invalid { path: PathBuf, entry: String, message: String },
+    Invalid {
+        path: PathBuf,
+        entry: String,
+        message: String,
+    },
 }
 
 /// Defaults applied where a manifest is silent.
@@ -146,8 +156,10 @@ impl AppManifest {
     /// Reads and validates a manifest file. Module paths are resolved against
     /// the file's directory.
     pub fn load(path: &Path) -> Result<AppManifest, ManifestError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ManifestError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, path, base)
     }
@@ -158,11 +170,12 @@ impl AppManifest {
             path: origin.to_owned(),
             message: e.to_string(),
         })?;
-        raw.validate(base).map_err(|(entry, message)| ManifestError::Invalid {
-            path: origin.to_owned(),
-            entry,
-            message,
-        })
+        raw.validate(base)
+            .map_err(|(entry, message)| ManifestError::Invalid {
+                path: origin.to_owned(),
+                entry,
+                message,
+            })
     }
 
     pub fn process(&self, name: &str) -> Option<&ProcessSpec> {

@@ -103,7 +103,10 @@ impl App {
         if !is_identifier(&self.name) {
             return Err((
                 "name".into(),
-                format!("app name {:?} must be non-empty letters, digits, '-' or '_'", self.name),
+                format!(
+                    "app name {:?} must be non-empty letters, digits, '-' or '_'",
+                    self.name
+                ),
             ));
         }
         let mut processes = Vec::with_capacity(self.processes.len());
@@ -143,7 +146,11 @@ impl Process {
         let class = match self.class.as_deref() {
             None | Some("be") => Class::Be,
             Some("rt") => Class::Rt,
-            Some(other) => return Err(format!("class: unknown class {other:?}; use \"rt\" or \"be\"")),
+            Some(other) => {
+                return Err(format!(
+                    "class: unknown class {other:?}; use \"rt\" or \"be\""
+                ));
+            }
         };
         let duration = |name: &str, value: &Option<String>| {
             value
@@ -189,7 +196,10 @@ impl Process {
                 if name == weft_abi::IMPORT_MODULE || name == weft_abi::WASI_MODULE {
                     return Err(format!("link: {name:?} is reserved for host functions"));
                 }
-                Ok((name.clone(), resolve_module(base, path, &format!("link.{name}"))?))
+                Ok((
+                    name.clone(),
+                    resolve_module(base, path, &format!("link.{name}"))?,
+                ))
             })
             .collect::<Result<Vec<_>, String>>()?;
         let restart = match self.restart.as_deref() {
@@ -199,18 +209,25 @@ impl Process {
                 backoff: duration("backoff", &self.backoff)?.unwrap_or(defaults::BACKOFF),
             },
             Some(other) => {
-                return Err(format!("restart: unknown policy {other:?}; use \"never\" or \"on-failure\""));
+                return Err(format!(
+                    "restart: unknown policy {other:?}; use \"never\" or \"on-failure\""
+                ));
             }
         };
         let on_deadline_miss = match self.on_deadline_miss.as_deref() {
             None | Some("hold") => MissPolicy::Hold,
             Some("skip") => MissPolicy::Skip,
             Some(other) => {
-                return Err(format!("on_deadline_miss: unknown policy {other:?}; use \"hold\" or \"skip\""));
+                return Err(format!(
+                    "on_deadline_miss: unknown policy {other:?}; use \"hold\" or \"skip\""
+                ));
             }
         };
         if class == Class::Rt && capabilities.contains(&Capability::Wasi) {
-            return Err("capabilities: \"wasi\" is only available to class \"be\" (WASI calls block)".into());
+            return Err(
+                "capabilities: \"wasi\" is only available to class \"be\" (WASI calls block)"
+                    .into(),
+            );
         }
         let dirs = self.dirs.iter().map(|d| parse_dir(base, d)).collect();
         Ok(ProcessSpec {
@@ -261,17 +278,25 @@ fn check_ports(inputs: &[String], outputs: &[String]) -> Result<(), String> {
     let mut seen = BTreeSet::new();
     for port in inputs.iter().chain(outputs) {
         if !is_identifier(port) {
-            return Err(format!("port name {port:?} must be letters, digits, '-' or '_'"));
+            return Err(format!(
+                "port name {port:?} must be letters, digits, '-' or '_'"
+            ));
         }
         if !seen.insert(port) {
-            return Err(format!("port {port:?} is declared twice (inputs and outputs share one namespace)"));
+            return Err(format!(
+                "port {port:?} is declared twice (inputs and outputs share one namespace)"
+            ));
         }
     }
     Ok(())
 }
 
 fn resolve_module(base: &Path, path: &Path, key: &str) -> Result<PathBuf, String> {
-    let resolved = if path.is_absolute() { path.to_owned() } else { base.join(path) };
+    let resolved = if path.is_absolute() {
+        path.to_owned()
+    } else {
+        base.join(path)
+    };
     if !resolved.is_file() {
         return Err(format!(
             "{key}: module file {} not found (paths are relative to the manifest's directory)",
@@ -288,7 +313,11 @@ pub fn parse_dir(base: &Path, text: &str) -> DirGrant {
         None => (text, text.to_string()),
     };
     let host = Path::new(host);
-    let host = if host.is_absolute() { host.to_owned() } else { base.join(host) };
+    let host = if host.is_absolute() {
+        host.to_owned()
+    } else {
+        base.join(host)
+    };
     DirGrant { host, guest }
 }
 
@@ -325,5 +354,8 @@ fn endpoint(
             "{key}: process {process:?} has no {direction} port {port:?} (its {direction}s: [{declared}])"
         ));
     }
-    Ok(PortRef { process: process.into(), port: port.into() })
+    Ok(PortRef {
+        process: process.into(),
+        port: port.into(),
+    })
 }

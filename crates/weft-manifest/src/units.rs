@@ -11,7 +11,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Parses a size in bytes: a plain number or one with a unit
 /// (`B`, `KiB`, `MiB`, `GiB`, or the decimal `KB`, `MB`, `GB`).
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let bad = || format!("invalid size {text:?}; write e.g. \"64KiB\", \"1MiB\" or a number of bytes");
+    let bad =
+        || format!("invalid size {text:?}; write e.g. \"64KiB\", \"1MiB\" or a number of bytes");
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '_'))
@@ -50,6 +51,10 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("10ms").unwrap(), Duration::from_millis(10));
         assert_eq!(parse_duration("1s").unwrap(), Duration::from_secs(1));
-        assert!(parse_duration("10 parsecs").unwrap_err().contains("10 parsecs"));
+        assert!(
+            parse_duration("10 parsecs")
+                .unwrap_err()
+                .contains("10 parsecs")
+        );
     }
 }

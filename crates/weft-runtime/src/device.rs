@@ -93,7 +93,11 @@ impl ThermalPlant {
 impl Default for ThermalPlant {
     fn default() -> Self {
         ThermalPlant {
-            state: Mutex::new(PlantState { temperature: Self::AMBIENT, heater: 0.0, at: Tag::ZERO }),
+            state: Mutex::new(PlantState {
+                temperature: Self::AMBIENT,
+                heater: 0.0,
+                at: Tag::ZERO,
+            }),
         }
     }
 }
@@ -106,9 +110,12 @@ impl Device for ThermalPlant {
     }
 
     fn write(&self, tag: Tag, data: &[u8]) -> Result<(), String> {
-        let bytes: [u8; 8] = data
-            .try_into()
-            .map_err(|_| format!("plant: heater power must be 8 bytes (f64), got {}", data.len()))?;
+        let bytes: [u8; 8] = data.try_into().map_err(|_| {
+            format!(
+                "plant: heater power must be 8 bytes (f64), got {}",
+                data.len()
+            )
+        })?;
         let power = f64::from_le_bytes(bytes);
         if !power.is_finite() {
             return Err("plant: heater power must be a finite number".into());
@@ -141,6 +148,11 @@ mod tests {
         let one_tau = t(2_000_000_000);
         assert!((one_tau - (100.0 - 80.0 * (-1.0f64).exp())).abs() < 1e-9);
         assert!(t(60_000_000_000) > 99.99);
-        assert!(plant.write(Tag(1), &[1, 2]).unwrap_err().contains("8 bytes"));
+        assert!(
+            plant
+                .write(Tag(1), &[1, 2])
+                .unwrap_err()
+                .contains("8 bytes")
+        );
     }
 }

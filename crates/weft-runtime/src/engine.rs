@@ -164,19 +164,31 @@ impl WeftEngine {
             // serialised for this exact engine configuration (the file name
             // carries the compatibility hash); wasmtime checks the header too.
             match unsafe { Module::deserialize_file(&self.engine, path) } {
-                Ok(module) => return Ok(CompiledModule { loaded, module, from_cache: true }),
-                Err(e) => tracing::warn!(path = %path.display(), "ignoring unusable cached artefact: {e}"),
+                Ok(module) => {
+                    return Ok(CompiledModule {
+                        loaded,
+                        module,
+                        from_cache: true,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "ignoring unusable cached artefact: {e}")
+                }
             }
         }
         let module = Module::new(&self.engine, &loaded.rewritten)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("cannot compile module {:?}", loaded.info.name))?;
-        if let Some(path) = cached {
-            if let Err(e) = store_artefact(&path, &module) {
-                tracing::warn!(path = %path.display(), "cannot cache compiled module: {e:#}");
-            }
+        if let Some(path) = cached
+            && let Err(e) = store_artefact(&path, &module)
+        {
+            tracing::warn!(path = %path.display(), "cannot cache compiled module: {e:#}");
         }
-        Ok(CompiledModule { loaded, module, from_cache: false })
+        Ok(CompiledModule {
+            loaded,
+            module,
+            from_cache: false,
+        })
     }
 }
 
@@ -185,7 +197,11 @@ fn store_artefact(path: &Path, module: &Module) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let bytes = module.serialize().map_err(anyhow::Error::from)?;
     // Write then rename so a concurrent reader never sees half a file.
-    let tmp = dir.join(format!(".{}.{}", std::process::id(), path.file_name().unwrap().to_string_lossy()));
+    let tmp = dir.join(format!(
+        ".{}.{}",
+        std::process::id(),
+        path.file_name().unwrap().to_string_lossy()
+    ));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)?;
     Ok(())
@@ -210,7 +226,10 @@ impl EpochTicker {
                 }
             })
             .expect("spawn epoch thread");
-        EpochTicker { stop, thread: Some(thread) }
+        EpochTicker {
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 

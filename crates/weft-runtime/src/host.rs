@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::{Result, bail};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use wasmtime::{Caller, Extern, Linker, Memory, ResourceLimiter};
+use wasmtime::{Result, bail};
 use weft_abi::{IMPORT_MODULE, exports, imports, log_level, status};
 use weft_manifest::ProcessSpec;
 
@@ -49,8 +49,17 @@ pub struct Host {
 }
 
 impl Host {
-    pub(crate) fn new(spec: Arc<ProcessSpec>, seed: u64, inbox: Arc<Inbox>, devices: Devices) -> Host {
-        let limiter = MemoryLimiter { limit: spec.memory, process: spec.name.clone(), exceeded: None };
+    pub(crate) fn new(
+        spec: Arc<ProcessSpec>,
+        seed: u64,
+        inbox: Arc<Inbox>,
+        devices: Devices,
+    ) -> Host {
+        let limiter = MemoryLimiter {
+            limit: spec.memory,
+            process: spec.name.clone(),
+            exceeded: None,
+        };
         Host {
             deadline: spec.effective_deadline(),
             spec,
@@ -92,7 +101,12 @@ pub(crate) struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired as u64 > self.limit {
             let reason = format!(
                 "memory limit exceeded: process {:?} asked for {} bytes, its limit is {} bytes (grew from {})",
@@ -104,7 +118,12 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -127,7 +146,9 @@ fn range(ptr: i32, len: i32, memory_len: usize, what: &str) -> Result<std::ops::
     let end = start.checked_add(len).filter(|&end| end <= memory_len);
     match end {
         Some(end) => Ok(start..end),
-        None => bail!("{what}: buffer {start:#x}+{len} is outside linear memory ({memory_len} bytes)"),
+        None => {
+            bail!("{what}: buffer {start:#x}+{len} is outside linear memory ({memory_len} bytes)")
+        }
     }
 }
 
@@ -147,7 +168,13 @@ fn write_guest(caller: &mut Caller<'_, Host>, ptr: i32, bytes: &[u8], what: &str
 
 /// Copies `bytes` to the guest buffer if it fits, returning the length or
 /// `BUFFER_TOO_SMALL`.
-fn copy_out(caller: &mut Caller<'_, Host>, ptr: i32, cap: i32, bytes: &[u8], what: &str) -> Result<i32> {
+fn copy_out(
+    caller: &mut Caller<'_, Host>,
+    ptr: i32,
+    cap: i32,
+    bytes: &[u8],
+    what: &str,
+) -> Result<i32> {
     if bytes.len() > cap.max(0) as usize {
         return Ok(status::BUFFER_TOO_SMALL);
     }
@@ -160,8 +187,10 @@ fn copy_out(caller: &mut Caller<'_, Host>, ptr: i32, cap: i32, bytes: &[u8], wha
 /// them all here grants nothing.
 pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> Result<()> {
     let m = IMPORT_MODULE;
-    linker
-        .func_wrap(m, imports::LOG, |mut c: Caller<'_, Host>, level: i32, ptr: i32, len: i32| -> Result<()> {
+    linker.func_wrap(
+        m,
+        imports::LOG,
+        |mut c: Caller<'_, Host>, level: i32, ptr: i32, len: i32| -> Result<()> {
             let bytes = read_guest(&mut c, ptr, len.min(MAX_LOG_BYTES as i32), "log")?;
             let text = String::from_utf8_lossy(&bytes);
             let (process, tag) = (c.data().spec.name.as_str(), c.data().tag);
@@ -173,17 +202,23 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> Result<()> {
                 _ => tracing::trace!(target: "weft::guest", process, %tag, "{text}"),
             }
             Ok(())
-        })?;
-    linker
-        .func_wrap(m, imports::NOW, |c: Caller<'_, Host>| -> i64 { c.data().tag.0 as i64 })?;
-    linker
-        .func_wrap(m, imports::RANDOM, |mut c: Caller<'_, Host>| -> i64 { c.data_mut().rng.next_u64() as i64 })?;
-    linker
-        .func_wrap(m, imports::PORT, |mut c: Caller<'_, Host>, ptr: i32, len: i32| -> Result<i32> {
+        },
+    )?;
+    linker.func_wrap(m, imports::NOW, |c: Caller<'_, Host>| -> i64 {
+        c.data().tag.0 as i64
+    })?;
+    linker.func_wrap(m, imports::RANDOM, |mut c: Caller<'_, Host>| -> i64 {
+        c.data_mut().rng.next_u64() as i64
+    })?;
+    linker.func_wrap(
+        m,
+        imports::PORT,
+        |mut c: Caller<'_, Host>, ptr: i32, len: i32| -> Result<i32> {
             let name = read_guest(&mut c, ptr, len.min(256), "port")?;
             let name = String::from_utf8_lossy(&name);
             Ok(c.data().spec.port_handle(&name).unwrap_or(status::UNKNOWN))
-        })?;
+        },
+    )?;
     linker
         .func_wrap(m, imports::SEND, |mut c: Caller<'_, Host>, port: i32, ptr: i32, len: i32| -> Result<i32> {
             let host = c.data();
@@ -202,8 +237,10 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> Result<()> {
             c.data_mut().outbox.push(Output { port, payload });
             Ok(status::OK)
         })?;
-    linker
-        .func_wrap(m, imports::RECV, |mut c: Caller<'_, Host>, port: i32, ptr: i32, cap: i32| -> Result<i32> {
+    linker.func_wrap(
+        m,
+        imports::RECV,
+        |mut c: Caller<'_, Host>, port: i32, ptr: i32, cap: i32| -> Result<i32> {
             let host = c.data();
             if !host.input_port(port) {
                 return Ok(status::UNKNOWN);
@@ -213,11 +250,14 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> Result<()> {
                 None => Ok(status::NOT_FOUND),
                 Some(len) if len > cap.max(0) as usize => Ok(status::BUFFER_TOO_SMALL),
                 Some(_) => {
-                    let message = inbox.pop_visible(tag, Some(port)).expect("peeked message is still there");
+                    let message = inbox
+                        .pop_visible(tag, Some(port))
+                        .expect("peeked message is still there");
                     copy_out(&mut c, ptr, cap, &message.payload, "recv")
                 }
             }
-        })?;
+        },
+    )?;
     add_kv(linker)?;
     add_devices(linker)?;
     Ok(())
@@ -225,32 +265,43 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> Result<()> {
 
 fn add_kv(linker: &mut Linker<Host>) -> Result<()> {
     let m = IMPORT_MODULE;
-    linker
-        .func_wrap(m, imports::KV_GET, |mut c: Caller<'_, Host>, kp: i32, kl: i32, vp: i32, vcap: i32| -> Result<i32> {
+    linker.func_wrap(
+        m,
+        imports::KV_GET,
+        |mut c: Caller<'_, Host>, kp: i32, kl: i32, vp: i32, vcap: i32| -> Result<i32> {
             let key = read_guest(&mut c, kp, kl.min(MAX_KEY_BYTES as i32), "kv_get")?;
             match c.data().kv.get(&key).cloned() {
                 None => Ok(status::NOT_FOUND),
                 Some(value) => copy_out(&mut c, vp, vcap, &value, "kv_get"),
             }
-        })?;
-    linker
-        .func_wrap(m, imports::KV_SET, |mut c: Caller<'_, Host>, kp: i32, kl: i32, vp: i32, vl: i32| -> Result<i32> {
-            if kl as u32 as usize > MAX_KEY_BYTES || (kl as u32 as usize + vl as u32 as usize) > c.data().spec.max_message {
+        },
+    )?;
+    linker.func_wrap(
+        m,
+        imports::KV_SET,
+        |mut c: Caller<'_, Host>, kp: i32, kl: i32, vp: i32, vl: i32| -> Result<i32> {
+            if kl as u32 as usize > MAX_KEY_BYTES
+                || (kl as u32 as usize + vl as u32 as usize) > c.data().spec.max_message
+            {
                 return Ok(status::TOO_LARGE);
             }
             let key = read_guest(&mut c, kp, kl, "kv_set")?;
             let value = read_guest(&mut c, vp, vl, "kv_set")?;
             c.data_mut().kv.insert(key, value);
             Ok(status::OK)
-        })?;
-    linker
-        .func_wrap(m, imports::KV_DELETE, |mut c: Caller<'_, Host>, kp: i32, kl: i32| -> Result<i32> {
+        },
+    )?;
+    linker.func_wrap(
+        m,
+        imports::KV_DELETE,
+        |mut c: Caller<'_, Host>, kp: i32, kl: i32| -> Result<i32> {
             let key = read_guest(&mut c, kp, kl.min(MAX_KEY_BYTES as i32), "kv_delete")?;
             Ok(match c.data_mut().kv.remove(&key) {
                 Some(_) => status::OK,
                 None => status::NOT_FOUND,
             })
-        })?;
+        },
+    )?;
     Ok(())
 }
 
@@ -271,17 +322,22 @@ fn add_devices(linker: &mut Linker<Host>) -> Result<()> {
             host.opened.push(name);
             Ok(host.opened.len() as i32 - 1)
         })?;
-    linker
-        .func_wrap(m, imports::DEVICE_READ, |mut c: Caller<'_, Host>, dev: i32, ptr: i32, cap: i32| -> Result<i32> {
+    linker.func_wrap(
+        m,
+        imports::DEVICE_READ,
+        |mut c: Caller<'_, Host>, dev: i32, ptr: i32, cap: i32| -> Result<i32> {
             let host = c.data();
             let Some(device) = host.opened_device(dev) else {
                 return Ok(status::UNKNOWN);
             };
             let sample = device.read(host.tag);
             copy_out(&mut c, ptr, cap, &sample, "device_read")
-        })?;
-    linker
-        .func_wrap(m, imports::DEVICE_WRITE, |mut c: Caller<'_, Host>, dev: i32, ptr: i32, len: i32| -> Result<i32> {
+        },
+    )?;
+    linker.func_wrap(
+        m,
+        imports::DEVICE_WRITE,
+        |mut c: Caller<'_, Host>, dev: i32, ptr: i32, len: i32| -> Result<i32> {
             let Some(device) = c.data().opened_device(dev) else {
                 return Ok(status::UNKNOWN);
             };
@@ -293,6 +349,7 @@ fn add_devices(linker: &mut Linker<Host>) -> Result<()> {
                     Ok(status::UNKNOWN)
                 }
             }
-        })?;
+        },
+    )?;
     Ok(())
 }

@@ -113,8 +113,9 @@ impl LoadedModule {
         let binary = if bytes.starts_with(b"\0asm") {
             std::borrow::Cow::Borrowed(bytes)
         } else {
-            let text = wat::parse_bytes(bytes)
-                .map_err(|e| anyhow::anyhow!("not a WebAssembly binary, and not valid text format either: {e}"))?;
+            let text = wat::parse_bytes(bytes).map_err(|e| {
+                anyhow::anyhow!("not a WebAssembly binary, and not valid text format either: {e}")
+            })?;
             std::borrow::Cow::Owned(text.into_owned())
         };
         let digest = ModuleDigest(Sha256::digest(&binary).into());
@@ -123,7 +124,11 @@ impl LoadedModule {
             .validate_all(&binary)
             .map_err(|e| anyhow::anyhow!("invalid WebAssembly: {e}"))?;
         let rewritten = export_state(&binary, &scan.mutable_globals, scan.memories)?;
-        Ok(LoadedModule { info: scan.info, digest, rewritten })
+        Ok(LoadedModule {
+            info: scan.info,
+            digest,
+            rewritten,
+        })
     }
 
     /// Refuses what would make a snapshot of this module incomplete.
@@ -191,7 +196,8 @@ fn scan(name: &str, bytes: &[u8], digest: ModuleDigest) -> Result<Scan> {
         match payload {
             Payload::ImportSection(reader) => {
                 for import in reader.into_imports() {
-                    let import = import.map_err(|e| anyhow::anyhow!("malformed import section: {e}"))?;
+                    let import =
+                        import.map_err(|e| anyhow::anyhow!("malformed import section: {e}"))?;
                     let kind = match import.ty {
                         TypeRef::Func(_) | TypeRef::FuncExact(_) => "func",
                         TypeRef::Table(_) => "table",
@@ -222,7 +228,8 @@ fn scan(name: &str, bytes: &[u8], digest: ModuleDigest) -> Result<Scan> {
             }
             Payload::GlobalSection(reader) => {
                 for (i, global) in reader.into_iter().enumerate() {
-                    let global = global.map_err(|e| anyhow::anyhow!("malformed global section: {e}"))?;
+                    let global =
+                        global.map_err(|e| anyhow::anyhow!("malformed global section: {e}"))?;
                     if global.ty.mutable {
                         mutable_globals.push(imported_globals + i as u32);
                     }
@@ -230,22 +237,26 @@ fn scan(name: &str, bytes: &[u8], digest: ModuleDigest) -> Result<Scan> {
             }
             Payload::ExportSection(reader) => {
                 for export in reader {
-                    let export = export.map_err(|e| anyhow::anyhow!("malformed export section: {e}"))?;
-                    exports_out.push(ExportInfo { name: export.name.to_string(), kind: kind_name(export.kind) });
+                    let export =
+                        export.map_err(|e| anyhow::anyhow!("malformed export section: {e}"))?;
+                    exports_out.push(ExportInfo {
+                        name: export.name.to_string(),
+                        kind: kind_name(export.kind),
+                    });
                 }
             }
             Payload::StartSection { .. } => has_start_function = true,
-            Payload::CodeSectionEntry(body) => {
-                if !mutates_tables {
-                    mutates_tables = body_mutates_tables(&body)?;
-                }
+            Payload::CodeSectionEntry(body) if !mutates_tables => {
+                mutates_tables = body_mutates_tables(&body)?;
             }
             _ => {}
         }
     }
 
     if memories.iter().any(|m| m.shared) {
-        bail!("uses shared memory (the threads proposal); weft processes are single-threaded and deterministic");
+        bail!(
+            "uses shared memory (the threads proposal); weft processes are single-threaded and deterministic"
+        );
     }
     if memories.iter().any(|m| m.memory64) {
         bail!("uses a 64-bit memory (memory64); weft runs wasm32 modules only");
@@ -258,7 +269,8 @@ fn scan(name: &str, bytes: &[u8], digest: ModuleDigest) -> Result<Scan> {
         .map(|i| format!("{}::{}", i.module, i.name))
         .collect();
     let exported = |n: &str| exports_out.iter().any(|e| e.name == n);
-    let style = if exported(exports::TICK) || exported(exports::MESSAGE) || exported(exports::INIT) {
+    let style = if exported(exports::TICK) || exported(exports::MESSAGE) || exported(exports::INIT)
+    {
         "reactor"
     } else if exported(exports::START) {
         "command"
@@ -279,7 +291,11 @@ fn scan(name: &str, bytes: &[u8], digest: ModuleDigest) -> Result<Scan> {
         mutates_tables,
         mutable_globals: mutable_globals.len() as u32,
     };
-    Ok(Scan { info, mutable_globals, memories: memories.len() as u32 })
+    Ok(Scan {
+        info,
+        mutable_globals,
+        memories: memories.len() as u32,
+    })
 }
 
 fn import_capability(module: &str, name: &str) -> Option<Capability> {
@@ -291,7 +307,10 @@ fn import_capability(module: &str, name: &str) -> Option<Capability> {
 }
 
 fn needed_capabilities(imports: &[ImportInfo]) -> Vec<String> {
-    let mut caps: Vec<String> = imports.iter().filter_map(|i| i.capability.clone()).collect();
+    let mut caps: Vec<String> = imports
+        .iter()
+        .filter_map(|i| i.capability.clone())
+        .collect();
     caps.sort();
     caps.dedup();
     caps
@@ -302,7 +321,9 @@ fn body_mutates_tables(body: &wasmparser::FunctionBody<'_>) -> Result<bool> {
         .get_operators_reader()
         .map_err(|e| anyhow::anyhow!("malformed function body: {e}"))?;
     while !reader.eof() {
-        let op = reader.read().map_err(|e| anyhow::anyhow!("malformed function body: {e}"))?;
+        let op = reader
+            .read()
+            .map_err(|e| anyhow::anyhow!("malformed function body: {e}"))?;
         if matches!(
             op,
             Operator::TableSet { .. }
@@ -351,13 +372,18 @@ fn export_state(bytes: &[u8], mutable_globals: &[u32], memories: u32) -> Result<
             exports_written = true;
             continue;
         }
-        let Some((id, range)) = payload.as_section() else { continue };
+        let Some((id, range)) = payload.as_section() else {
+            continue;
+        };
         if !exports_written && AFTER_EXPORT.contains(&id) {
             out.section(&extra);
             exports_written = true;
         }
         debug_assert_ne!(id, EXPORT_SECTION);
-        out.section(&RawSection { id, data: &bytes[range] });
+        out.section(&RawSection {
+            id,
+            data: &bytes[range],
+        });
     }
     if !exports_written {
         out.section(&extra);
@@ -367,10 +393,18 @@ fn export_state(bytes: &[u8], mutable_globals: &[u32], memories: u32) -> Result<
 
 fn append_exports(section: &mut ExportSection, mutable_globals: &[u32], memories: u32) {
     for &g in mutable_globals {
-        section.export(&format!("{}{g}", exports::SNAPSHOT_GLOBAL_PREFIX), ExportKind::Global, g);
+        section.export(
+            &format!("{}{g}", exports::SNAPSHOT_GLOBAL_PREFIX),
+            ExportKind::Global,
+            g,
+        );
     }
     for m in 0..memories {
-        section.export(&format!("{}{m}", exports::SNAPSHOT_MEMORY_PREFIX), ExportKind::Memory, m);
+        section.export(
+            &format!("{}{m}", exports::SNAPSHOT_MEMORY_PREFIX),
+            ExportKind::Memory,
+            m,
+        );
     }
 }
 
@@ -401,8 +435,21 @@ mod tests {
         )
         .unwrap();
         let rewritten = LoadedModule::from_bytes("again", &m.rewritten).unwrap();
-        let names: Vec<_> = rewritten.info.exports.iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(names, ["weft_tick", "weft:global:0", "weft:global:2", "weft:memory:0"]);
+        let names: Vec<_> = rewritten
+            .info
+            .exports
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "weft_tick",
+                "weft:global:0",
+                "weft:global:2",
+                "weft:memory:0"
+            ]
+        );
         assert_eq!(m.info.mutable_globals, 2);
     }
 
@@ -417,7 +464,10 @@ mod tests {
         let err = LoadedModule::from_bytes("junk", b"\0asm\x01\0\0\0\x05\xff\xff").unwrap_err();
         assert!(format!("{err:#}").contains("malformed"), "{err:#}");
         let err = LoadedModule::from_bytes("junk", b"hello").unwrap_err();
-        assert!(format!("{err:#}").contains("not a WebAssembly binary"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("not a WebAssembly binary"),
+            "{err:#}"
+        );
     }
 
     #[test]
@@ -428,9 +478,19 @@ mod tests {
                 (elem declare func $f))"#,
         )
         .unwrap();
-        assert!(m.check_snapshotable().unwrap_err().to_string().contains("mutates tables"));
+        assert!(
+            m.check_snapshotable()
+                .unwrap_err()
+                .to_string()
+                .contains("mutates tables")
+        );
         let m = load("(module (func $s) (start $s))").unwrap();
-        assert!(m.check_snapshotable().unwrap_err().to_string().contains("start"));
+        assert!(
+            m.check_snapshotable()
+                .unwrap_err()
+                .to_string()
+                .contains("start")
+        );
     }
 
     #[test]

@@ -48,11 +48,20 @@ impl Node {
         let mut be_linker = Linker::new(&be.engine);
         host::add_to_linker(&mut be_linker).map_err(anyhow::Error::from)?;
         wasmtime_wasi::p1::add_to_linker_async(&mut be_linker, |h: &mut Host| {
-            h.wasi.as_mut().expect("only processes granted `wasi` can import WASI")
+            h.wasi
+                .as_mut()
+                .expect("only processes granted `wasi` can import WASI")
         })
         .map_err(anyhow::Error::from)?;
         let epoch = EpochTicker::start(be.engine.clone());
-        Ok(Node { rt, be, rt_linker, be_linker, devices, _epoch: epoch })
+        Ok(Node {
+            rt,
+            be,
+            rt_linker,
+            be_linker,
+            devices,
+            _epoch: epoch,
+        })
     }
 
     pub fn devices(&self) -> &Devices {
@@ -69,17 +78,27 @@ impl Node {
 
     /// A process environment with a fresh inbox and this node's devices.
     pub fn env(&self, spec: &ProcessSpec, app_seed: u64) -> ProcessEnv {
-        ProcessEnv { seed: process_seed(app_seed, &spec.name), inbox: Arc::new(Inbox::new(spec.mailbox)), devices: self.devices.clone() }
+        ProcessEnv {
+            seed: process_seed(app_seed, &spec.name),
+            inbox: Arc::new(Inbox::new(spec.mailbox)),
+            devices: self.devices.clone(),
+        }
     }
 
     /// Starts every process of `app`. Be processes run on `runtime`.
     pub fn start(&self, app: &AppManifest, runtime: &tokio::runtime::Handle) -> Result<RunningApp> {
         let mut programs = Vec::new();
         for spec in &app.processes {
-            let program = self.prepare(Arc::new(spec.clone())).with_context(|| format!("app {:?}", app.name))?;
+            let program = self
+                .prepare(Arc::new(spec.clone()))
+                .with_context(|| format!("app {:?}", app.name))?;
             programs.push(Arc::new(program));
         }
-        let envs: HashMap<&str, ProcessEnv> = app.processes.iter().map(|s| (s.name.as_str(), self.env(s, app.seed))).collect();
+        let envs: HashMap<&str, ProcessEnv> = app
+            .processes
+            .iter()
+            .map(|s| (s.name.as_str(), self.env(s, app.seed)))
+            .collect();
         let mut router = Router::default();
         for c in &app.connections {
             let sender = app.process(&c.from.process).expect("validated");
@@ -105,7 +124,14 @@ impl Node {
         for program in programs {
             let spec = program.spec.clone();
             let metrics = Arc::new(Mutex::new(ProcessMetrics::new(&spec.name, spec.class)));
-            let sup = Supervisor::new(program, envs[spec.name.as_str()].clone(), router.clone(), metrics.clone(), stop.clone(), start_ns);
+            let sup = Supervisor::new(
+                program,
+                envs[spec.name.as_str()].clone(),
+                router.clone(),
+                metrics.clone(),
+                stop.clone(),
+                start_ns,
+            );
             match spec.class {
                 Class::Rt => threads.push(
                     std::thread::Builder::new()
@@ -119,7 +145,11 @@ impl Node {
         }
         Ok(RunningApp {
             name: app.name.clone(),
-            rt_class: if has_rt { rt::node_rt_class() } else { RtClass::Soft },
+            rt_class: if has_rt {
+                rt::node_rt_class()
+            } else {
+                RtClass::Soft
+            },
             processes,
             stop,
             threads,
@@ -133,7 +163,10 @@ impl Node {
 /// Each process's PRNG seed: derived from the app seed and the process
 /// name with SHA-256, so it is stable across machines and Rust versions.
 pub fn process_seed(app_seed: u64, name: &str) -> u64 {
-    let digest = Sha256::new().chain_update(app_seed.to_le_bytes()).chain_update(name.as_bytes()).finalize();
+    let digest = Sha256::new()
+        .chain_update(app_seed.to_le_bytes())
+        .chain_update(name.as_bytes())
+        .finalize();
     u64::from_le_bytes(digest[..8].try_into().unwrap())
 }
 
@@ -165,7 +198,11 @@ impl RunningApp {
             app: self.name.clone(),
             rt_class: self.rt_class,
             uptime_s: self.started.elapsed().as_secs_f64(),
-            processes: self.processes.iter().map(|m| m.lock().unwrap().report()).collect(),
+            processes: self
+                .processes
+                .iter()
+                .map(|m| m.lock().unwrap().report())
+                .collect(),
             devices: self.devices.status(),
         }
     }
@@ -192,7 +229,11 @@ impl RunningApp {
             app: self.name.clone(),
             rt_class: self.rt_class,
             uptime_s: self.started.elapsed().as_secs_f64(),
-            processes: self.processes.iter().map(|m| m.lock().unwrap().report()).collect(),
+            processes: self
+                .processes
+                .iter()
+                .map(|m| m.lock().unwrap().report())
+                .collect(),
             devices: self.devices.status(),
         }
     }

@@ -137,7 +137,11 @@ impl Inbox {
         let queue = self.queue.lock().unwrap();
         queue
             .iter()
-            .map(|(k, (p, d))| Message { key: k.clone(), port: *p, payload: d.clone() })
+            .map(|(k, (p, d))| Message {
+                key: k.clone(),
+                port: *p,
+                payload: d.clone(),
+            })
             .collect()
     }
 
@@ -174,11 +178,24 @@ pub struct Delivery {
 }
 
 impl Router {
-    pub fn connect(&mut self, sender: &str, out_port: i32, receiver: &str, inbox: Arc<Inbox>, in_port: i32, delay: Duration) {
+    pub fn connect(
+        &mut self,
+        sender: &str,
+        out_port: i32,
+        receiver: &str,
+        inbox: Arc<Inbox>,
+        in_port: i32,
+        delay: Duration,
+    ) {
         self.routes
             .entry((sender.to_string(), out_port))
             .or_default()
-            .push(Route { inbox, port: in_port, delay, receiver: receiver.to_string() });
+            .push(Route {
+                inbox,
+                port: in_port,
+                delay,
+                receiver: receiver.to_string(),
+            });
     }
 
     /// Delivers one output of `sender` produced at `tag` with sequence `seq`.
@@ -189,7 +206,11 @@ impl Router {
         };
         for route in routes {
             let message = Message {
-                key: MessageKey { tag: tag.after(route.delay), source: sender.to_string(), seq },
+                key: MessageKey {
+                    tag: tag.after(route.delay),
+                    source: sender.to_string(),
+                    seq,
+                },
                 port: route.port,
                 payload: output.payload.clone(),
             };
@@ -201,7 +222,8 @@ impl Router {
                 }
             }
         }
-        self.delivered.fetch_add(result.delivered, Ordering::Relaxed);
+        self.delivered
+            .fetch_add(result.delivered, Ordering::Relaxed);
         result
     }
 }
@@ -211,17 +233,40 @@ mod tests {
     use super::*;
 
     fn msg(tag: u64, source: &str, seq: u64, port: i32) -> Message {
-        Message { key: MessageKey { tag: Tag(tag), source: source.into(), seq }, port, payload: vec![seq as u8] }
+        Message {
+            key: MessageKey {
+                tag: Tag(tag),
+                source: source.into(),
+                seq,
+            },
+            port,
+            payload: vec![seq as u8],
+        }
     }
 
     #[test]
     fn delivery_order_is_tag_source_sequence() {
         let inbox = Inbox::new(16);
-        for m in [msg(20, "a", 3, 0), msg(10, "b", 1, 0), msg(10, "a", 2, 0), msg(10, "a", 1, 0)] {
+        for m in [
+            msg(20, "a", 3, 0),
+            msg(10, "b", 1, 0),
+            msg(10, "a", 2, 0),
+            msg(10, "a", 1, 0),
+        ] {
             inbox.push(m).unwrap();
         }
-        let order: Vec<_> = std::iter::from_fn(|| inbox.pop_next()).map(|m| (m.key.tag.0, m.key.source, m.key.seq)).collect();
-        assert_eq!(order, [(10, "a".into(), 1), (10, "a".into(), 2), (10, "b".into(), 1), (20, "a".into(), 3)]);
+        let order: Vec<_> = std::iter::from_fn(|| inbox.pop_next())
+            .map(|m| (m.key.tag.0, m.key.source, m.key.seq))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                (10, "a".into(), 1),
+                (10, "a".into(), 2),
+                (10, "b".into(), 1),
+                (20, "a".into(), 3)
+            ]
+        );
     }
 
     #[test]

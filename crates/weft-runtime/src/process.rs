@@ -32,7 +32,10 @@ use crate::tag::Tag;
 /// Drives a future that is known not to suspend (an rt call) to completion.
 pub fn run_sync<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
-    match future.as_mut().poll(&mut TaskContext::from_waker(Waker::noop())) {
+    match future
+        .as_mut()
+        .poll(&mut TaskContext::from_waker(Waker::noop()))
+    {
         Poll::Ready(out) => out,
         Poll::Pending => unreachable!("a synchronous wasmtime call suspended"),
     }
@@ -62,7 +65,10 @@ pub struct Fault {
 
 impl Fault {
     fn instantiate(error: anyhow::Error) -> Fault {
-        Fault { kind: FaultKind::Instantiate, message: format!("{error:#}") }
+        Fault {
+            kind: FaultKind::Instantiate,
+            message: format!("{error:#}"),
+        }
     }
 }
 
@@ -89,10 +95,19 @@ pub struct Program {
 impl Program {
     /// Loads and checks every module of `spec` and compiles it for `engine`.
     /// Every problem is reported here, before anything runs.
-    pub fn prepare(spec: Arc<ProcessSpec>, engine: &WeftEngine, linker: &Linker<Host>) -> Result<Program> {
+    pub fn prepare(
+        spec: Arc<ProcessSpec>,
+        engine: &WeftEngine,
+        linker: &Linker<Host>,
+    ) -> Result<Program> {
         let process = &spec.name;
         let mut modules = Vec::new();
-        for (name, path) in spec.links.iter().map(|(n, p)| (n.as_str(), p.as_path())).chain([("", spec.module.as_path())]) {
+        for (name, path) in spec
+            .links
+            .iter()
+            .map(|(n, p)| (n.as_str(), p.as_path()))
+            .chain([("", spec.module.as_path())])
+        {
             let loaded = load(path).with_context(|| format!("process {process:?}"))?;
             check_module(&spec, name, &loaded)?;
             let compiled = engine
@@ -106,12 +121,23 @@ impl Program {
                 linker
                     .instantiate_pre(&main.module)
                     .map_err(anyhow::Error::from)
-                    .with_context(|| format!("process {process:?}: cannot link module {}", spec.module.display()))?,
+                    .with_context(|| {
+                        format!(
+                            "process {process:?}: cannot link module {}",
+                            spec.module.display()
+                        )
+                    })?,
             )
         } else {
             None
         };
-        Ok(Program { spec: spec.clone(), engine: engine.clone(), modules, pre, linker: linker.clone() })
+        Ok(Program {
+            spec: spec.clone(),
+            engine: engine.clone(),
+            modules,
+            pre,
+            linker: linker.clone(),
+        })
     }
 
     pub fn modules(&self) -> impl Iterator<Item = &LoadedModule> {
@@ -143,15 +169,26 @@ fn load(path: &Path) -> Result<LoadedModule> {
 /// Capability and shape checks of one module of a process.
 fn check_module(spec: &ProcessSpec, link_name: &str, module: &LoadedModule) -> Result<()> {
     let process = &spec.name;
-    let which = if link_name.is_empty() { format!("module {:?}", module.info.name) } else { format!("linked module {link_name:?}") };
+    let which = if link_name.is_empty() {
+        format!("module {:?}", module.info.name)
+    } else {
+        format!("linked module {link_name:?}")
+    };
     for import in &module.info.imports {
         match import.module.as_str() {
             IMPORT_MODULE => {
                 let Some(needed) = Capability::for_import(&import.name) else {
-                    bail!("process {process:?}: {which} imports `weft::{}`, which is not a weft host function (see docs/abi.md)", import.name);
+                    bail!(
+                        "process {process:?}: {which} imports `weft::{}`, which is not a weft host function (see docs/abi.md)",
+                        import.name
+                    );
                 };
                 if !spec.grants(&needed) {
-                    let grant = if matches!(needed, Capability::Device(_)) { "device:<name>".to_string() } else { needed.to_string() };
+                    let grant = if matches!(needed, Capability::Device(_)) {
+                        "device:<name>".to_string()
+                    } else {
+                        needed.to_string()
+                    };
                     bail!(
                         "process {process:?}: {which} imports `weft::{}`, which needs capability {grant:?}; it is not granted (add it to `capabilities` in the manifest)",
                         import.name
@@ -176,7 +213,14 @@ fn check_module(spec: &ProcessSpec, link_name: &str, module: &LoadedModule) -> R
             }
         }
     }
-    let min_memory: u64 = module.info.memories.iter().filter(|m| !m.imported).map(|m| m.min_bytes).max().unwrap_or(0);
+    let min_memory: u64 = module
+        .info
+        .memories
+        .iter()
+        .filter(|m| !m.imported)
+        .map(|m| m.min_bytes)
+        .max()
+        .unwrap_or(0);
     if min_memory > spec.memory {
         bail!(
             "process {process:?}: {which} needs at least {min_memory} bytes of memory but the process limit is {} (raise `memory`)",
@@ -184,15 +228,24 @@ fn check_module(spec: &ProcessSpec, link_name: &str, module: &LoadedModule) -> R
         );
     }
     if !spec.grants(&Capability::Wasi) {
-        module.check_snapshotable().with_context(|| format!("process {process:?}"))?;
+        module
+            .check_snapshotable()
+            .with_context(|| format!("process {process:?}"))?;
     }
     if link_name.is_empty() && !spec.grants(&Capability::Wasi) {
         let has = |n: &str| module.info.exports.iter().any(|e| e.name == n);
         if spec.period.is_some() && !has(exports::TICK) {
-            bail!("process {process:?}: has a period but {which} does not export `{}`", exports::TICK);
+            bail!(
+                "process {process:?}: has a period but {which} does not export `{}`",
+                exports::TICK
+            );
         }
         if has(exports::MESSAGE) && !has(exports::ALLOC) {
-            bail!("process {process:?}: {which} exports `{}` but not `{}`", exports::MESSAGE, exports::ALLOC);
+            bail!(
+                "process {process:?}: {which} exports `{}` but not `{}`",
+                exports::MESSAGE,
+                exports::ALLOC
+            );
         }
     }
     Ok(())
@@ -264,9 +317,11 @@ impl Process {
             store.epoch_deadline_callback(|ctx| {
                 let host = ctx.data();
                 match host.deadline {
-                    Some(limit) if host.call_started.elapsed() > limit => Err(wasmtime::Error::msg(format!(
-                        "deadline exceeded: call ran longer than {limit:?}"
-                    ))),
+                    Some(limit) if host.call_started.elapsed() > limit => {
+                        Err(wasmtime::Error::msg(format!(
+                            "deadline exceeded: call ran longer than {limit:?}"
+                        )))
+                    }
                     _ => Ok(UpdateDeadline::Yield(1)),
                 }
             });
@@ -275,7 +330,11 @@ impl Process {
         let is_async = program.is_async();
         let mut instances = Vec::with_capacity(program.modules.len());
         if let Some(pre) = &program.pre {
-            let instance = if is_async { pre.instantiate_async(&mut store).await } else { pre.instantiate(&mut store) };
+            let instance = if is_async {
+                pre.instantiate_async(&mut store).await
+            } else {
+                pre.instantiate(&mut store)
+            };
             instances.push(instance.map_err(|e| classify(&store, e.into()))?);
         } else {
             let mut linker = program.linker.clone();
@@ -302,7 +361,16 @@ impl Process {
             alloc: main.get_typed_func(&mut store, exports::ALLOC).ok(),
             start: main.get_typed_func(&mut store, exports::START).ok(),
         };
-        Ok(Process { program, store, instances, entry, seq: 0, chain: HashChain::default(), last_tag: None, last_outputs: Vec::new() })
+        Ok(Process {
+            program,
+            store,
+            instances,
+            entry,
+            seq: 0,
+            chain: HashChain::default(),
+            last_tag: None,
+            last_outputs: Vec::new(),
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -349,18 +417,31 @@ impl Process {
         host.outbox.clear();
         host.call_started = Instant::now();
         host.limiter.exceeded = None;
-        if let Some(fuel) = self.program.spec.fuel_per_tick.filter(|_| self.program.engine.metering == Metering::Fuel) {
-            self.store.set_fuel(fuel).map_err(|e| Fault::instantiate(e.into()))?;
+        if let Some(fuel) = self
+            .program
+            .spec
+            .fuel_per_tick
+            .filter(|_| self.program.engine.metering == Metering::Fuel)
+        {
+            self.store
+                .set_fuel(fuel)
+                .map_err(|e| Fault::instantiate(e.into()))?;
         }
         Ok(())
     }
 
     fn end(&mut self, messages_in: u64) -> CallReport {
         let fuel_used = match self.program.spec.fuel_per_tick {
-            Some(budget) if self.program.engine.metering == Metering::Fuel => budget - self.store.get_fuel().unwrap_or(0),
+            Some(budget) if self.program.engine.metering == Metering::Fuel => {
+                budget - self.store.get_fuel().unwrap_or(0)
+            }
             _ => 0,
         };
-        CallReport { fuel_used, messages_in, outputs: std::mem::take(&mut self.store.data_mut().outbox) }
+        CallReport {
+            fuel_used,
+            messages_in,
+            outputs: std::mem::take(&mut self.store.data_mut().outbox),
+        }
     }
 
     /// Runs `weft_init` if the module exports it.
@@ -400,29 +481,48 @@ impl Process {
     }
 
     async fn deliver(&mut self, message: &Message) -> Result<(), Fault> {
-        let (Some(alloc), Some(handler)) = (self.entry.alloc.clone(), self.entry.message.clone()) else {
+        let (Some(alloc), Some(handler)) = (self.entry.alloc.clone(), self.entry.message.clone())
+        else {
             return Ok(());
         };
         let len = message.payload.len() as i32;
         let ptr = self.call(alloc, len).await?;
-        let memory = self.instances.last().unwrap().get_memory(&mut self.store, &format!("{}0", exports::SNAPSHOT_MEMORY_PREFIX));
+        let memory = self.instances.last().unwrap().get_memory(
+            &mut self.store,
+            &format!("{}0", exports::SNAPSHOT_MEMORY_PREFIX),
+        );
         let Some(memory) = memory else {
-            return Err(Fault { kind: FaultKind::Trap, message: "module exports weft_message but has no memory".into() });
+            return Err(Fault {
+                kind: FaultKind::Trap,
+                message: "module exports weft_message but has no memory".into(),
+            });
         };
-        memory.write(&mut self.store, ptr as u32 as usize, &message.payload).map_err(|_| Fault {
-            kind: FaultKind::Trap,
-            message: format!("weft_alloc({len}) returned {ptr:#x}, which is outside linear memory"),
-        })?;
-        self.call(handler, (message.port, ptr, len, message.key.tag.0 as i64)).await
+        memory
+            .write(&mut self.store, ptr as u32 as usize, &message.payload)
+            .map_err(|_| Fault {
+                kind: FaultKind::Trap,
+                message: format!(
+                    "weft_alloc({len}) returned {ptr:#x}, which is outside linear memory"
+                ),
+            })?;
+        self.call(handler, (message.port, ptr, len, message.key.tag.0 as i64))
+            .await
     }
 
     /// Runs a WASI command's `_start`; returns its exit code.
     pub async fn run_command(&mut self) -> Result<i32, Fault> {
         let Some(start) = self.entry.start.clone() else {
-            return Err(Fault { kind: FaultKind::Instantiate, message: "module does not export `_start`; it is not a WASI command".into() });
+            return Err(Fault {
+                kind: FaultKind::Instantiate,
+                message: "module does not export `_start`; it is not a WASI command".into(),
+            });
         };
         self.begin(Tag::ZERO)?;
-        let result = if self.program.is_async() { start.call_async(&mut self.store, ()).await } else { start.call(&mut self.store, ()) };
+        let result = if self.program.is_async() {
+            start.call_async(&mut self.store, ()).await
+        } else {
+            start.call(&mut self.store, ())
+        };
         match result {
             Ok(()) => Ok(0),
             Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
@@ -437,7 +537,11 @@ impl Process {
         P: wasmtime::WasmParams + Sync,
         R: wasmtime::WasmResults + Send + Sync,
     {
-        let result = if self.program.is_async() { func.call_async(&mut self.store, params).await } else { func.call(&mut self.store, params) };
+        let result = if self.program.is_async() {
+            func.call_async(&mut self.store, params).await
+        } else {
+            func.call(&mut self.store, params)
+        };
         result.map_err(|e| classify(&self.store, e.into()))
     }
 
@@ -460,7 +564,10 @@ impl Process {
 /// Turns a wasmtime error into a fault a user can act on.
 fn classify(store: &Store<Host>, error: anyhow::Error) -> Fault {
     if let Some(reason) = &store.data().limiter.exceeded {
-        return Fault { kind: FaultKind::MemoryLimit, message: reason.clone() };
+        return Fault {
+            kind: FaultKind::MemoryLimit,
+            message: reason.clone(),
+        };
     }
     let text = format!("{error:#}");
     let kind = match error.downcast_ref::<Trap>() {
@@ -468,12 +575,20 @@ fn classify(store: &Store<Host>, error: anyhow::Error) -> Fault {
         Some(Trap::StackOverflow) => FaultKind::StackOverflow,
         Some(_) => FaultKind::Trap,
         None if text.contains("deadline exceeded") => FaultKind::Deadline,
-        None if error.downcast_ref::<wasmtime::UnknownImportError>().is_some() => FaultKind::Instantiate,
+        None if error
+            .downcast_ref::<wasmtime::UnknownImportError>()
+            .is_some() =>
+        {
+            FaultKind::Instantiate
+        }
         None => FaultKind::Trap,
     };
     let message = match kind {
         FaultKind::FuelExhausted => {
-            format!("fuel exhausted: the call used its whole budget of {} fuel ({text})", store.data().spec.fuel_per_tick.unwrap_or(0))
+            format!(
+                "fuel exhausted: the call used its whole budget of {} fuel ({text})",
+                store.data().spec.fuel_per_tick.unwrap_or(0)
+            )
         }
         FaultKind::StackOverflow => format!("stack overflow (deep recursion) ({text})"),
         _ => text,

@@ -23,7 +23,10 @@ pub const RT_PRIORITY: i32 = 80;
 
 /// Nanoseconds on `CLOCK_MONOTONIC`.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -37,7 +40,14 @@ pub fn sleep_until_ns(deadline_ns: u64) {
     };
     loop {
         // SAFETY: `ts` is a valid timespec; a null remainder is allowed with TIMER_ABSTIME.
-        let rc = unsafe { libc::clock_nanosleep(libc::CLOCK_MONOTONIC, libc::TIMER_ABSTIME, &ts, std::ptr::null_mut()) };
+        let rc = unsafe {
+            libc::clock_nanosleep(
+                libc::CLOCK_MONOTONIC,
+                libc::TIMER_ABSTIME,
+                &ts,
+                std::ptr::null_mut(),
+            )
+        };
         if rc != libc::EINTR {
             return;
         }
@@ -53,14 +63,24 @@ pub fn make_current_thread_rt(priority: i32, cpu: Option<usize>) -> RtClass {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
             libc::CPU_SET(cpu % libc::CPU_SETSIZE as usize, &mut set);
             if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                tracing::warn!(cpu, "cannot pin rt thread: {}", std::io::Error::last_os_error());
+                tracing::warn!(
+                    cpu,
+                    "cannot pin rt thread: {}",
+                    std::io::Error::last_os_error()
+                );
             }
         }
     }
-    let param = libc::sched_param { sched_priority: priority };
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
     // SAFETY: valid policy and parameter for the calling thread.
     let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
-    if rc == 0 { RtClass::Hard } else { RtClass::Soft }
+    if rc == 0 {
+        RtClass::Hard
+    } else {
+        RtClass::Soft
+    }
 }
 
 /// The node's rt class, probed once on a throw-away thread (so the probe
@@ -87,9 +107,13 @@ pub fn lock_memory() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         // SAFETY: mlockall has no memory-safety preconditions.
-        let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT) };
+        let rc =
+            unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT) };
         if rc != 0 {
-            tracing::warn!("mlockall failed ({}); rt threads may page-fault", std::io::Error::last_os_error());
+            tracing::warn!(
+                "mlockall failed ({}); rt threads may page-fault",
+                std::io::Error::last_os_error()
+            );
         }
     });
 }
@@ -97,13 +121,19 @@ pub fn lock_memory() {
 /// The CPU rt threads are pinned to: the last one, leaving the others to
 /// the best-effort workers. `None` on a single-CPU machine.
 pub fn rt_cpu() -> Option<usize> {
-    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     (n > 1).then_some(n - 1)
 }
 
 /// Sleeps until `deadline_ns` but wakes every `slice` to check `stop`;
 /// returns false if stopped first. For long waits such as restart backoff.
-pub fn sleep_until_or_stop(deadline_ns: u64, stop: &std::sync::atomic::AtomicBool, slice: Duration) -> bool {
+pub fn sleep_until_or_stop(
+    deadline_ns: u64,
+    stop: &std::sync::atomic::AtomicBool,
+    slice: Duration,
+) -> bool {
     loop {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             return false;

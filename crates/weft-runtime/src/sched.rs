@@ -38,7 +38,10 @@ pub struct Stop {
 
 impl Default for Stop {
     fn default() -> Self {
-        Stop { flag: Arc::new(AtomicBool::new(false)), tx: Arc::new(tokio::sync::watch::channel(false).0) }
+        Stop {
+            flag: Arc::new(AtomicBool::new(false)),
+            tx: Arc::new(tokio::sync::watch::channel(false).0),
+        }
     }
 }
 
@@ -80,8 +83,25 @@ pub(crate) struct Timing {
 }
 
 impl Supervisor {
-    pub fn new(program: Arc<Program>, env: ProcessEnv, router: Router, metrics: Arc<Mutex<ProcessMetrics>>, stop: Stop, start_ns: u64) -> Self {
-        Supervisor { program, env, router, metrics, stop, start_ns, consecutive_faults: 0, started_at_ns: 0, calls: 0 }
+    pub fn new(
+        program: Arc<Program>,
+        env: ProcessEnv,
+        router: Router,
+        metrics: Arc<Mutex<ProcessMetrics>>,
+        stop: Stop,
+        start_ns: u64,
+    ) -> Self {
+        Supervisor {
+            program,
+            env,
+            router,
+            metrics,
+            stop,
+            start_ns,
+            consecutive_faults: 0,
+            started_at_ns: 0,
+            calls: 0,
+        }
     }
 
     fn name(&self) -> &str {
@@ -105,7 +125,13 @@ impl Supervisor {
     }
 
     /// Books a finished call: applies the deadline policy, publishes, records.
-    fn complete(&mut self, process: &mut Process, tag: Tag, result: Result<CallReport, Fault>, timing: Timing) -> Result<(), Fault> {
+    fn complete(
+        &mut self,
+        process: &mut Process,
+        tag: Tag,
+        result: Result<CallReport, Fault>,
+        timing: Timing,
+    ) -> Result<(), Fault> {
         let report = result?;
         self.calls += 1;
         let outputs = if timing.missed_deadline {
@@ -142,7 +168,9 @@ impl Supervisor {
         ProcessMetrics::record(&mut m.jitter, timing.jitter);
         ProcessMetrics::record(&mut m.exec, timing.exec);
         drop(m);
-        if self.consecutive_faults > 0 && monotonic_ns() - self.started_at_ns > HEALTHY_AFTER.as_nanos() as u64 {
+        if self.consecutive_faults > 0
+            && monotonic_ns() - self.started_at_ns > HEALTHY_AFTER.as_nanos() as u64
+        {
             self.consecutive_faults = 0;
         }
         Ok(())
@@ -160,7 +188,10 @@ impl Supervisor {
                 m.reason = Some(fault.message);
                 None
             }
-            RestartPolicy::OnFailure { max_restarts, backoff } => {
+            RestartPolicy::OnFailure {
+                max_restarts,
+                backoff,
+            } => {
                 self.consecutive_faults += 1;
                 if self.consecutive_faults > *max_restarts {
                     m.state = ProcessState::Parked;
@@ -168,12 +199,18 @@ impl Supervisor {
                         "crash loop: {} faults in a row (max_restarts = {max_restarts}); last: {}",
                         self.consecutive_faults, fault.message
                     ));
-                    tracing::error!(process = self.name(), "parked: {}", m.reason.as_deref().unwrap_or_default());
+                    tracing::error!(
+                        process = self.name(),
+                        "parked: {}",
+                        m.reason.as_deref().unwrap_or_default()
+                    );
                     return None;
                 }
                 m.state = ProcessState::Backoff;
                 m.reason = Some(fault.message);
-                let delay = backoff.saturating_mul(1 << (self.consecutive_faults - 1).min(16)).min(MAX_BACKOFF);
+                let delay = backoff
+                    .saturating_mul(1 << (self.consecutive_faults - 1).min(16))
+                    .min(MAX_BACKOFF);
                 Some(monotonic_ns() + delay.as_nanos() as u64)
             }
         }
@@ -181,7 +218,10 @@ impl Supervisor {
 
     fn finish(&self) {
         let mut m = self.metrics.lock().unwrap();
-        if matches!(m.state, ProcessState::Running | ProcessState::Starting | ProcessState::Backoff) {
+        if matches!(
+            m.state,
+            ProcessState::Running | ProcessState::Starting | ProcessState::Backoff
+        ) {
             m.state = ProcessState::Stopped;
         }
     }
@@ -190,16 +230,29 @@ impl Supervisor {
     fn next_release(&self, period: u64, offset: u64) -> u64 {
         let now = monotonic_ns();
         let first = self.start_ns + offset;
-        if now <= first { 0 } else { (now - first).div_ceil(period) }
+        if now <= first {
+            0
+        } else {
+            (now - first).div_ceil(period)
+        }
     }
 }
 
 /// Drives an rt process on the calling (dedicated) thread until stopped,
 /// failed or parked.
 pub(crate) fn run_rt(mut sup: Supervisor) {
-    let period = sup.program.spec.period.expect("rt processes have a period").as_nanos() as u64;
+    let period = sup
+        .program
+        .spec
+        .period
+        .expect("rt processes have a period")
+        .as_nanos() as u64;
     let offset = sup.program.spec.offset.as_nanos() as u64;
-    let deadline = sup.program.spec.effective_deadline().map_or(period, |d| d.as_nanos() as u64);
+    let deadline = sup
+        .program
+        .spec
+        .effective_deadline()
+        .map_or(period, |d| d.as_nanos() as u64);
     rt::make_current_thread_rt(rt::RT_PRIORITY, rt::rt_cpu());
     let mut process: Option<Process> = None;
     let mut k = 0;
@@ -208,7 +261,12 @@ pub(crate) fn run_rt(mut sup: Supervisor) {
             match run_sync(sup.start()) {
                 Ok(p) => process = Some(p),
                 Err(fault) => match sup.on_fault(fault) {
-                    Some(at) if rt::sleep_until_or_stop(at, &sup.stop.flag, Duration::from_millis(20)) => {}
+                    Some(at)
+                        if rt::sleep_until_or_stop(
+                            at,
+                            &sup.stop.flag,
+                            Duration::from_millis(20),
+                        ) => {}
                     _ => break,
                 },
             }
@@ -233,7 +291,8 @@ pub(crate) fn run_rt(mut sup: Supervisor) {
         if let Err(fault) = sup.complete(p, Tag(tag), result, timing) {
             process = None;
             match sup.on_fault(fault) {
-                Some(at) if rt::sleep_until_or_stop(at, &sup.stop.flag, Duration::from_millis(20)) => {}
+                Some(at)
+                    if rt::sleep_until_or_stop(at, &sup.stop.flag, Duration::from_millis(20)) => {}
                 _ => break,
             }
         }
@@ -264,7 +323,10 @@ pub(crate) async fn run_be(mut sup: Supervisor) {
                 },
             }
             if let Some(period) = sup.program.spec.period {
-                k = k.max(sup.next_release(period.as_nanos() as u64, sup.program.spec.offset.as_nanos() as u64));
+                k = k.max(sup.next_release(
+                    period.as_nanos() as u64,
+                    sup.program.spec.offset.as_nanos() as u64,
+                ));
             }
             continue;
         };
@@ -297,7 +359,11 @@ pub(crate) async fn run_be(mut sup: Supervisor) {
                 };
                 let woke = monotonic_ns();
                 let result = p.message(&message).await;
-                let timing = Timing { jitter: Duration::ZERO, exec: Duration::from_nanos(monotonic_ns() - woke), missed_deadline: false };
+                let timing = Timing {
+                    jitter: Duration::ZERO,
+                    exec: Duration::from_nanos(monotonic_ns() - woke),
+                    missed_deadline: false,
+                };
                 sup.complete(p, message.key.tag, result, timing)
             }
         };

@@ -68,11 +68,15 @@ pub struct Snapshot {
 pub enum SnapshotError {
     #[error("not a weft snapshot (bad magic bytes)")]
     BadMagic,
-    #[error("snapshot format version {found} is not supported (this weft reads version {FORMAT_VERSION})")]
+    #[error(
+        "snapshot format version {found} is not supported (this weft reads version {FORMAT_VERSION})"
+    )]
     Version { found: u32 },
     #[error("snapshot is truncated: header says {expected} bytes of body, found {found}")]
     Truncated { expected: u64, found: u64 },
-    #[error("snapshot is corrupt: checksum mismatch (stored {stored:08x}, computed {computed:08x})")]
+    #[error(
+        "snapshot is corrupt: checksum mismatch (stored {stored:08x}, computed {computed:08x})"
+    )]
     Checksum { stored: u32, computed: u32 },
     #[error("snapshot is corrupt: {0}")]
     Body(String),
@@ -102,7 +106,10 @@ impl Snapshot {
         let stored = u32::from_le_bytes(bytes[20..24].try_into().unwrap());
         let body = &bytes[HEADER_LEN..];
         if body.len() as u64 != expected {
-            return Err(SnapshotError::Truncated { expected, found: body.len() as u64 });
+            return Err(SnapshotError::Truncated {
+                expected,
+                found: body.len() as u64,
+            });
         }
         let computed = crc32fast::hash(body);
         if computed != stored {
@@ -113,7 +120,11 @@ impl Snapshot {
 
     /// Total bytes of linear memory in the snapshot.
     pub fn memory_bytes(&self) -> u64 {
-        self.instances.iter().flat_map(|i| i.memories.values()).map(|m| m.len() as u64).sum()
+        self.instances
+            .iter()
+            .flat_map(|i| i.memories.values())
+            .map(|m| m.len() as u64)
+            .sum()
     }
 }
 
@@ -125,7 +136,10 @@ impl Process {
     /// Captures the process between two calls.
     pub fn snapshot(&mut self) -> Result<Snapshot> {
         if self.spec().grants(&weft_abi::Capability::Wasi) {
-            bail!("process {:?} uses WASI; WASI host state (open files, streams) cannot be snapshotted", self.name());
+            bail!(
+                "process {:?} uses WASI; WASI host state (open files, streams) cannot be snapshotted",
+                self.name()
+            );
         }
         let mut instances = Vec::with_capacity(self.instances.len());
         for (i, instance) in self.instances.clone().into_iter().enumerate() {
@@ -139,16 +153,23 @@ impl Process {
                 .map(|e| (e.name().to_string(), e.into_extern()))
                 .collect();
             for (name, ext) in exports {
-                if let (Some(index), Extern::Memory(m)) = (index_after(&name, exports::SNAPSHOT_MEMORY_PREFIX), &ext) {
+                if let (Some(index), Extern::Memory(m)) =
+                    (index_after(&name, exports::SNAPSHOT_MEMORY_PREFIX), &ext)
+                {
                     state.memories.insert(index, m.data(&self.store).to_vec());
-                } else if let (Some(index), Extern::Global(g)) = (index_after(&name, exports::SNAPSHOT_GLOBAL_PREFIX), &ext) {
+                } else if let (Some(index), Extern::Global(g)) =
+                    (index_after(&name, exports::SNAPSHOT_GLOBAL_PREFIX), &ext)
+                {
                     let value = match g.get(&mut self.store) {
                         Val::I32(v) => GlobalValue::I32(v),
                         Val::I64(v) => GlobalValue::I64(v),
                         Val::F32(v) => GlobalValue::F32(v),
                         Val::F64(v) => GlobalValue::F64(v),
                         Val::V128(v) => GlobalValue::V128(v.as_u128()),
-                        _ => bail!("process {:?}: mutable reference global {index} cannot be snapshotted", self.name()),
+                        _ => bail!(
+                            "process {:?}: mutable reference global {index} cannot be snapshotted",
+                            self.name()
+                        ),
                     };
                     state.globals.insert(index, value);
                 }
@@ -173,7 +194,11 @@ impl Process {
 
     /// Instantiates `program` afresh and puts the snapshot's state into it.
     /// `weft_init` is not called: the state already is initialised.
-    pub async fn restore(program: std::sync::Arc<Program>, env: ProcessEnv, snapshot: &Snapshot) -> Result<Process> {
+    pub async fn restore(
+        program: std::sync::Arc<Program>,
+        env: ProcessEnv,
+        snapshot: &Snapshot,
+    ) -> Result<Process> {
         let count = program.module_count();
         if snapshot.instances.len() != count {
             bail!(
@@ -194,24 +219,36 @@ impl Process {
                 );
             }
         }
-        let mut process = Process::instantiate(program, env).await.map_err(|f| anyhow::anyhow!(f))?;
+        let mut process = Process::instantiate(program, env)
+            .await
+            .map_err(|f| anyhow::anyhow!(f))?;
         for (i, state) in snapshot.instances.iter().enumerate() {
             let instance = process.instances[i];
             for (index, bytes) in &state.memories {
                 let name = format!("{}{index}", exports::SNAPSHOT_MEMORY_PREFIX);
                 let memory = instance
                     .get_memory(&mut process.store, &name)
-                    .with_context(|| format!("snapshot has memory {index} but the module has none"))?;
+                    .with_context(|| {
+                        format!("snapshot has memory {index} but the module has none")
+                    })?;
                 let current = memory.data_size(&process.store);
                 if bytes.len() < current || bytes.len() % 65536 != 0 {
-                    bail!("snapshot memory {index} has {} bytes; the module starts with {current}", bytes.len());
+                    bail!(
+                        "snapshot memory {index} has {} bytes; the module starts with {current}",
+                        bytes.len()
+                    );
                 }
                 let grow = ((bytes.len() - current) / 65536) as u64;
                 if grow > 0 {
                     memory
                         .grow(&mut process.store, grow)
                         .map_err(anyhow::Error::from)
-                        .with_context(|| format!("cannot grow memory {index} to the snapshot's {} bytes", bytes.len()))?;
+                        .with_context(|| {
+                            format!(
+                                "cannot grow memory {index} to the snapshot's {} bytes",
+                                bytes.len()
+                            )
+                        })?;
                 }
                 memory.data_mut(&mut process.store).copy_from_slice(bytes);
             }
@@ -219,7 +256,9 @@ impl Process {
                 let name = format!("{}{index}", exports::SNAPSHOT_GLOBAL_PREFIX);
                 let global = instance
                     .get_global(&mut process.store, &name)
-                    .with_context(|| format!("snapshot has global {index} but the module has none"))?;
+                    .with_context(|| {
+                        format!("snapshot has global {index} but the module has none")
+                    })?;
                 let value = match value {
                     GlobalValue::I32(v) => Val::I32(*v),
                     GlobalValue::I64(v) => Val::I64(*v),
@@ -230,12 +269,15 @@ impl Process {
                 global
                     .set(&mut process.store, value)
                     .map_err(anyhow::Error::from)
-                    .with_context(|| format!("snapshot global {index} does not fit the module's global"))?;
+                    .with_context(|| {
+                        format!("snapshot global {index} does not fit the module's global")
+                    })?;
             }
         }
         let host = process.store.data_mut();
         host.kv = snapshot.kv.clone();
-        host.rng = <rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::from_seed(snapshot.rng_seed);
+        host.rng =
+            <rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::from_seed(snapshot.rng_seed);
         host.rng.set_stream(snapshot.rng_stream);
         host.rng.set_word_pos(snapshot.rng_word_pos);
         host.inbox.replace(snapshot.inbox.clone());
@@ -279,11 +321,23 @@ mod tests {
         let mut flipped = bytes.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 0x40;
-        assert!(matches!(Snapshot::decode(&flipped), Err(SnapshotError::Checksum { .. })));
-        assert!(matches!(Snapshot::decode(&bytes[..bytes.len() - 3]), Err(SnapshotError::Truncated { .. })));
-        assert_eq!(Snapshot::decode(b"nonsense nonsense nonsense"), Err(SnapshotError::BadMagic));
+        assert!(matches!(
+            Snapshot::decode(&flipped),
+            Err(SnapshotError::Checksum { .. })
+        ));
+        assert!(matches!(
+            Snapshot::decode(&bytes[..bytes.len() - 3]),
+            Err(SnapshotError::Truncated { .. })
+        ));
+        assert_eq!(
+            Snapshot::decode(b"nonsense nonsense nonsense"),
+            Err(SnapshotError::BadMagic)
+        );
         let mut newer = bytes.clone();
         newer[8] = 99;
-        assert_eq!(Snapshot::decode(&newer), Err(SnapshotError::Version { found: 99 }));
+        assert_eq!(
+            Snapshot::decode(&newer),
+            Err(SnapshotError::Version { found: 99 })
+        );
     }
 }

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 /// A logical instant in nanoseconds since the app started. Processes never
 /// see wall-clock time, only tags, which is what makes them replayable.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct Tag(pub u64);
 
 impl Tag {

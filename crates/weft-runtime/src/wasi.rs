@@ -17,7 +17,13 @@ pub(crate) fn context(spec: &ProcessSpec) -> Result<WasiP1Ctx> {
         builder
             .preopened_dir(&dir.host, &dir.guest, FsPerms::ReadWrite)
             .map_err(anyhow::Error::from)
-            .with_context(|| format!("process {:?}: cannot preopen directory {}", spec.name, dir.host.display()))?;
+            .with_context(|| {
+                format!(
+                    "process {:?}: cannot preopen directory {}",
+                    spec.name,
+                    dir.host.display()
+                )
+            })?;
     }
     Ok(builder.build_p1())
 }

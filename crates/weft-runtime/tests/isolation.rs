@@ -12,34 +12,70 @@ use weft_runtime::{FaultKind, ProcessState, Tag, process::run_sync};
 #[test]
 fn ungranted_capability_is_named() {
     let dir = tempdir().unwrap();
-    let m = write(dir.path(), "logger.wat", r#"(module (import "weft" "log" (func (param i32 i32 i32))) (memory 1))"#);
+    let m = write(
+        dir.path(),
+        "logger.wat",
+        r#"(module (import "weft" "log" (func (param i32 i32 i32))) (memory 1))"#,
+    );
     let mut spec = ProcessSpec::new("chatty", &m);
     caps(&mut spec, &["ports"]);
     let err = instantiate(&node(), spec).err().expect("must be refused");
     let text = format!("{err:#}");
     assert!(text.contains("\"chatty\""), "{text}");
     assert!(text.contains("weft::log"), "{text}");
-    assert!(text.contains("\"log\"") && text.contains("not granted"), "{text}");
+    assert!(
+        text.contains("\"log\"") && text.contains("not granted"),
+        "{text}"
+    );
 }
 
 #[test]
 fn ungranted_wasi_and_unknown_host_function_are_refused() {
     let dir = tempdir().unwrap();
-    let m = write(dir.path(), "w.wat", r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))))"#);
-    let text = format!("{:#}", instantiate(&node(), ProcessSpec::new("w", &m)).err().unwrap());
-    assert!(text.contains("\"wasi\"") && text.contains("fd_write"), "{text}");
-    let m = write(dir.path(), "u.wat", r#"(module (import "weft" "launch_missiles" (func)))"#);
-    let text = format!("{:#}", instantiate(&node(), ProcessSpec::new("u", &m)).err().unwrap());
-    assert!(text.contains("launch_missiles") && text.contains("not a weft host function"), "{text}");
+    let m = write(
+        dir.path(),
+        "w.wat",
+        r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))))"#,
+    );
+    let text = format!(
+        "{:#}",
+        instantiate(&node(), ProcessSpec::new("w", &m))
+            .err()
+            .unwrap()
+    );
+    assert!(
+        text.contains("\"wasi\"") && text.contains("fd_write"),
+        "{text}"
+    );
+    let m = write(
+        dir.path(),
+        "u.wat",
+        r#"(module (import "weft" "launch_missiles" (func)))"#,
+    );
+    let text = format!(
+        "{:#}",
+        instantiate(&node(), ProcessSpec::new("u", &m))
+            .err()
+            .unwrap()
+    );
+    assert!(
+        text.contains("launch_missiles") && text.contains("not a weft host function"),
+        "{text}"
+    );
 }
 
-const SPIN: &str = r#"(module (memory 1) (func (export "weft_tick") (param i64) (loop $l (br $l))))"#;
+const SPIN: &str =
+    r#"(module (memory 1) (func (export "weft_tick") (param i64) (loop $l (br $l))))"#;
 
 #[test]
 fn fuel_exhaustion_faults_the_call() {
     let dir = tempdir().unwrap();
     let m = write(dir.path(), "spin.wat", SPIN);
-    let mut p = instantiate(&node(), rt_spec("spin", &m, Duration::from_millis(10), 100_000)).unwrap();
+    let mut p = instantiate(
+        &node(),
+        rt_spec("spin", &m, Duration::from_millis(10), 100_000),
+    )
+    .unwrap();
     let fault = run_sync(p.tick(Tag(0))).unwrap_err();
     assert_eq!(fault.kind, FaultKind::FuelExhausted, "{fault}");
     assert!(fault.message.contains("100000"), "{fault}");
@@ -73,7 +109,11 @@ fn deep_recursion_is_a_stack_overflow_fault() {
             (func $f (param i64) (result i64) (i64.add (call $f (local.get 0)) (i64.const 1)))
             (func (export "weft_tick") (param i64) (drop (call $f (local.get 0)))))"#,
     );
-    let mut p = instantiate(&node(), rt_spec("rec", &m, Duration::from_millis(10), u64::MAX / 2)).unwrap();
+    let mut p = instantiate(
+        &node(),
+        rt_spec("rec", &m, Duration::from_millis(10), u64::MAX / 2),
+    )
+    .unwrap();
     let fault = run_sync(p.tick(Tag(0))).unwrap_err();
     assert_eq!(fault.kind, FaultKind::StackOverflow, "{fault}");
 }
@@ -134,7 +174,11 @@ fn runaway_processes_do_not_disturb_a_healthy_one() {
               (i64.store (i32.const 0) (i64.add (i64.load (i32.const 0)) (i64.const 1)))
               (drop (call $send (i32.const 0) (i32.const 0) (i32.const 8)))))"#,
     );
-    write(dir.path(), "trap.wat", r#"(module (memory 1) (func (export "weft_tick") (param i64) unreachable))"#);
+    write(
+        dir.path(),
+        "trap.wat",
+        r#"(module (memory 1) (func (export "weft_tick") (param i64) unreachable))"#,
+    );
     let app = manifest(
         dir.path(),
         r#"
@@ -176,17 +220,45 @@ fn runaway_processes_do_not_disturb_a_healthy_one() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let node = node();
     let running = node.start(&app, rt.handle()).unwrap();
-    let by_name = |name: &str| running.report().processes.into_iter().find(|p| p.name == name).unwrap();
-    assert!(wait_until(Duration::from_secs(30), || by_name("storm").state == ProcessState::Parked), "storm never parked");
-    assert!(wait_until(Duration::from_secs(30), || by_name("rt-spin").faults >= 3 && by_name("be-spin").faults >= 3));
+    let by_name = |name: &str| {
+        running
+            .report()
+            .processes
+            .into_iter()
+            .find(|p| p.name == name)
+            .unwrap()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || by_name("storm").state
+            == ProcessState::Parked),
+        "storm never parked"
+    );
+    assert!(wait_until(Duration::from_secs(30), || by_name("rt-spin")
+        .faults
+        >= 3
+        && by_name("be-spin").faults >= 3));
     let before = by_name("healthy").ticks;
-    assert!(wait_until(Duration::from_secs(30), || by_name("healthy").ticks >= before + 50), "healthy process stalled");
+    assert!(
+        wait_until(Duration::from_secs(30), || by_name("healthy").ticks
+            >= before + 50),
+        "healthy process stalled"
+    );
     let report = rt.block_on(running.stop());
-    let get = |n: &str| report.processes.iter().find(|p| p.name == n).unwrap().clone();
+    let get = |n: &str| {
+        report
+            .processes
+            .iter()
+            .find(|p| p.name == n)
+            .unwrap()
+            .clone()
+    };
     let healthy = get("healthy");
     assert_eq!(healthy.faults, 0);
     assert_eq!(healthy.restarts, 0);
-    assert_eq!(get("rt-spin").last_fault.unwrap().kind, FaultKind::FuelExhausted);
+    assert_eq!(
+        get("rt-spin").last_fault.unwrap().kind,
+        FaultKind::FuelExhausted
+    );
     assert_eq!(get("be-spin").last_fault.unwrap().kind, FaultKind::Deadline);
     let storm = get("storm");
     assert_eq!(storm.state, ProcessState::Parked);
@@ -198,7 +270,11 @@ fn runaway_processes_do_not_disturb_a_healthy_one() {
 #[test]
 fn a_process_with_restart_never_stays_failed() {
     let dir = tempdir().unwrap();
-    write(dir.path(), "trap.wat", r#"(module (memory 1) (func (export "weft_tick") (param i64) unreachable))"#);
+    write(
+        dir.path(),
+        "trap.wat",
+        r#"(module (memory 1) (func (export "weft_tick") (param i64) unreachable))"#,
+    );
     let app = manifest(
         dir.path(),
         "name = \"once\"\n[[process]]\nname = \"t\"\nmodule = \"trap.wat\"\nperiod = \"5ms\"\n",
@@ -210,5 +286,13 @@ fn a_process_with_restart_never_stays_failed() {
     let report = rt.block_on(running.stop());
     assert_eq!(report.processes[0].state, ProcessState::Failed);
     assert_eq!(report.processes[0].faults, 1);
-    assert!(report.processes[0].reason.as_deref().unwrap().contains("unreachable"), "{:?}", report.processes[0].reason);
+    assert!(
+        report.processes[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("unreachable"),
+        "{:?}",
+        report.processes[0].reason
+    );
 }

@@ -53,7 +53,12 @@ fn ticks(p: &mut Process, range: std::ops::Range<u64>) {
     }
 }
 
-fn restore(node: &Node, spec: ProcessSpec, snapshot: &Snapshot, devices: Devices) -> anyhow::Result<Process> {
+fn restore(
+    node: &Node,
+    spec: ProcessSpec,
+    snapshot: &Snapshot,
+    devices: Devices,
+) -> anyhow::Result<Process> {
     let spec = Arc::new(spec);
     let program = Arc::new(node.prepare(spec.clone())?);
     let mut env = node.env(&spec, 1);
@@ -81,14 +86,22 @@ fn snapshot_restore_continues_bit_identically() {
     assert_ne!(reference.chain(), HashChain::default());
     assert_eq!(second.chain(), reference.chain(), "restored run diverged");
     assert_eq!(second.kv(), reference.kv());
-    assert_eq!(second.snapshot().unwrap().instances, reference.snapshot().unwrap().instances);
+    assert_eq!(
+        second.snapshot().unwrap().instances,
+        reference.snapshot().unwrap().instances
+    );
 }
 
 /// The Rust PID example (heap, `__stack_pointer`, an opened device) too.
 #[test]
 fn snapshot_of_the_rust_pid_controller_continues_identically() {
     let node = node();
-    let mut spec = rt_spec("pid", &example("pid.wasm"), Duration::from_millis(10), 1_000_000);
+    let mut spec = rt_spec(
+        "pid",
+        &example("pid.wasm"),
+        Duration::from_millis(10),
+        1_000_000,
+    );
     caps(&mut spec, &["ports", "log", "device:plant"]);
     spec.inputs = vec!["setpoint".into()];
     spec.outputs = vec!["telemetry".into()];
@@ -132,15 +145,27 @@ fn corrupt_or_foreign_snapshots_are_refused() {
     let mut bytes = p.snapshot().unwrap().encode();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 1;
-    assert!(matches!(Snapshot::decode(&bytes), Err(SnapshotError::Checksum { .. })));
+    assert!(matches!(
+        Snapshot::decode(&bytes),
+        Err(SnapshotError::Checksum { .. })
+    ));
 
     // A snapshot of one module cannot be restored into another.
     let snapshot = p.snapshot().unwrap();
-    let other = write(dir.path(), "other.wat", &STATEFUL.replace("i64.const 31", "i64.const 37"));
+    let other = write(
+        dir.path(),
+        "other.wat",
+        &STATEFUL.replace("i64.const 31", "i64.const 37"),
+    );
     let mut other_spec = spec.clone();
     other_spec.module = other;
-    let err = restore(&node, other_spec, &snapshot, Devices::simulated()).err().unwrap();
-    assert!(format!("{err:#}").contains("refusing to restore"), "{err:#}");
+    let err = restore(&node, other_spec, &snapshot, Devices::simulated())
+        .err()
+        .unwrap();
+    assert!(
+        format!("{err:#}").contains("refusing to restore"),
+        "{err:#}"
+    );
 }
 
 #[test]
@@ -184,7 +209,10 @@ fn linked_modules_call_each_other() {
     // Without the link the import cannot be satisfied, and the error says so.
     spec.links.clear();
     let err = format!("{:#}", instantiate(&node(), spec).err().unwrap());
-    assert!(err.contains("mathlib::mul_add") && err.contains("no module is linked"), "{err}");
+    assert!(
+        err.contains("mathlib::mul_add") && err.contains("no module is linked"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -227,7 +255,9 @@ fn a_second_start_uses_the_compiled_module_cache() {
     let cache = tempdir().unwrap();
     let dir = tempdir().unwrap();
     let spec = Arc::new(stateful_spec(dir.path()));
-    let config = RuntimeConfig::default().max_processes(8).cache_dir(Some(cache.path().to_owned()));
+    let config = RuntimeConfig::default()
+        .max_processes(8)
+        .cache_dir(Some(cache.path().to_owned()));
     let first = Node::new(&config).unwrap().prepare(spec.clone()).unwrap();
     assert!(!first.from_cache());
     let second = Node::new(&config).unwrap().prepare(spec).unwrap();
@@ -237,9 +267,16 @@ fn a_second_start_uses_the_compiled_module_cache() {
 #[test]
 fn module_bigger_than_its_memory_limit_is_refused_before_start() {
     let dir = tempdir().unwrap();
-    let m = write(dir.path(), "fat.wat", r#"(module (memory 32) (func (export "weft_tick") (param i64)))"#);
+    let m = write(
+        dir.path(),
+        "fat.wat",
+        r#"(module (memory 32) (func (export "weft_tick") (param i64)))"#,
+    );
     let mut spec = rt_spec("fat", &m, Duration::from_millis(1), 1000);
     spec.memory = 1 << 20;
     let err = format!("{:#}", instantiate(&node(), spec).err().unwrap());
-    assert!(err.contains("needs at least 2097152 bytes") && err.contains("raise `memory`"), "{err}");
+    assert!(
+        err.contains("needs at least 2097152 bytes") && err.contains("raise `memory`"),
+        "{err}"
+    );
 }

@@ -20,7 +20,8 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 pub fn caps(spec: &mut ProcessSpec, names: &[&str]) {
     for n in names {
-        spec.capabilities.insert(weft_abi::Capability::parse(n).unwrap());
+        spec.capabilities
+            .insert(weft_abi::Capability::parse(n).unwrap());
     }
 }
 
@@ -41,7 +42,11 @@ pub fn instantiate(node: &Node, spec: ProcessSpec) -> anyhow::Result<Process> {
 }
 
 pub fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
 
 pub fn manifest(dir: &Path, toml: &str) -> AppManifest {
@@ -62,7 +67,13 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
 
 /// The examples built by scripts/build-guests.sh.
 pub fn example(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/wasm").join(name);
-    assert!(path.is_file(), "{} is missing: run `bash scripts/build-guests.sh` first", path.display());
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/wasm")
+        .join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `bash scripts/build-guests.sh` first",
+        path.display()
+    );
     path
 }

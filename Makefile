@@ -1,0 +1,24 @@
+# The two commands of the README's Quick start, and their building blocks.
+#   make demo   - build everything and run the factory-cell app for 10 s
+#   make test   - build everything and run every check CI runs
+
+CARGO ?= cargo
+DEMO_FOR ?= 10s
+
+.PHONY: demo test setup guests lint
+
+setup:
+	bash scripts/setup.sh
+
+guests: setup
+	bash scripts/build-guests.sh
+
+demo: guests
+	$(CARGO) run --release -p weft-cli -- run examples/factory-cell.toml --for $(DEMO_FOR)
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: guests lint
+	$(CARGO) test --workspace

@@ -1,0 +1,263 @@
+//! rt wake-up jitter at 1 kHz: a weft rt process run by `Node::start`,
+//! against a native Rust loop with the same scheduling (`SCHED_FIFO`, the
+//! same pinned CPU, `clock_nanosleep` on absolute release times) and
+//! against `cyclictest`, each alone and with a CPU-burning neighbour (a be
+//! process for weft, a spinning thread for the baselines).
+//!
+//! Jitter is wake-up lateness: the time between a release and the moment
+//! the thread runs. On a shared VM the kernel and hypervisor dominate it,
+//! which is why it is only ever reported as a ratio.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use hdrhistogram::Histogram;
+use weft_manifest::AppManifest;
+use weft_runtime::rt::{self, RtClass};
+use weft_runtime::{Node, ProcessState, RuntimeConfig};
+
+use crate::modules::{SPIN, TINY};
+use crate::stats::{Figure, Goal, Stat, Summary, Unit, histogram, record};
+use crate::{Ctx, progress};
+
+const PERIOD_NS: u64 = 1_000_000;
+
+/// A spinning thread at normal priority, stopped when dropped.
+struct Burner {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Burner {
+    fn start() -> Burner {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut x = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        });
+        Burner { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Burner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Run {
+    summary: Summary,
+    notes: Vec<String>,
+}
+
+fn weft_run(ctx: &Ctx, node: &Node, runtime: &tokio::runtime::Runtime, loaded: bool, dur: Duration) -> Result<(Run, RtClass)> {
+    let mut toml = String::from(
+        "name = \"bench-jitter\"\n\
+         [[process]]\nname = \"rt\"\nmodule = \"tick.wat\"\nclass = \"rt\"\nperiod = \"1ms\"\nfuel_per_tick = 100000\nmemory = \"64KiB\"\n",
+    );
+    if loaded {
+        toml.push_str("[[process]]\nname = \"burner\"\nmodule = \"spin.wat\"\nperiod = \"5ms\"\ndeadline = \"10s\"\nmemory = \"64KiB\"\n");
+    }
+    let app = AppManifest::parse(&toml, Path::new("bench-jitter.toml"), ctx.scratch.path())?;
+    let running = node.start(&app, runtime.handle())?;
+    std::thread::sleep(dur + Duration::from_millis(50));
+    let report = runtime.block_on(running.stop());
+    let rt = report.processes.iter().find(|p| p.name == "rt").context("no rt process in the report")?;
+    if rt.faults > 0 || rt.state == ProcessState::Failed {
+        bail!("the rt process faulted: {:?}", rt.last_fault);
+    }
+    let j = rt.jitter;
+    let label = if loaded { "weft rt process (1 ms period) beside a CPU-burning be process" } else { "weft rt process (1 ms period), alone" };
+    let mut notes = vec![format!("weft: {} ticks, {} deadline misses", rt.ticks, rt.deadline_misses)];
+    if let Some(b) = report.processes.iter().find(|p| p.name == "burner") {
+        notes.push(format!(
+            "burner be process: {} ticks of ~30M loop iterations each, {} faults, exec p50 {:.1} ms",
+            b.ticks,
+            b.faults,
+            b.exec.p50_us / 1000.0
+        ));
+    }
+    let summary = Summary::from_values(label, j.p50_us * 1000.0, j.p99_us * 1000.0, j.max_us * 1000.0, j.samples);
+    Ok((Run { summary, notes }, report.rt_class))
+}
+
+fn native_run(loaded: bool, dur: Duration) -> Result<(Run, RtClass)> {
+    let _burner = loaded.then(Burner::start);
+    let n = dur.as_millis() as u64;
+    let (h, class) = std::thread::Builder::new()
+        .name("bench-native-rt".into())
+        .spawn(move || {
+            let class = rt::make_current_thread_rt(rt::RT_PRIORITY, rt::rt_cpu());
+            let mut h = histogram();
+            let start = rt::monotonic_ns() + 50_000_000;
+            let mut acc = 0u64;
+            for k in 0..n {
+                let release = start + k * PERIOD_NS;
+                rt::sleep_until_ns(release);
+                let woke = rt::monotonic_ns();
+                record(&mut h, woke.saturating_sub(release));
+                acc = std::hint::black_box(acc.wrapping_add(k));
+            }
+            (h, class)
+        })?
+        .join()
+        .map_err(|_| anyhow::anyhow!("native rt loop panicked"))?;
+    let label = if loaded { "native Rust loop (same scheduling) beside a spinning thread" } else { "native Rust loop (SCHED_FIFO 80, pinned, clock_nanosleep absolute), alone" };
+    Ok((Run { summary: Summary::of(label, &h), notes: vec![] }, class))
+}
+
+/// Why cyclictest cannot run here, if it cannot.
+fn cyclictest_missing() -> Option<String> {
+    match Command::new("cyclictest").arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status() {
+        Ok(_) => None,
+        Err(e) => Some(format!("cyclictest is not available ({e}); install rt-tests to measure this baseline")),
+    }
+}
+
+/// Parses `cyclictest -h` output (one `bucket_us count` line per µs) into a histogram in ns.
+fn parse_cyclictest(out: &str) -> Result<Histogram<u64>> {
+    let mut h = histogram();
+    let mut max_us = 0u64;
+    let mut overflows = 0u64;
+    for line in out.lines() {
+        if let Some(rest) = line.strip_prefix("# Max Latencies:") {
+            max_us = max_us.max(rest.split_whitespace().filter_map(|t| t.parse::<u64>().ok()).max().unwrap_or(0));
+        } else if let Some(rest) = line.strip_prefix("# Histogram Overflows:") {
+            overflows += rest.split_whitespace().filter_map(|t| t.parse::<u64>().ok()).sum::<u64>();
+        } else if !line.starts_with('#') {
+            let mut it = line.split_whitespace().map(str::parse::<u64>);
+            if let (Some(Ok(us)), Some(Ok(count)), None) = (it.next(), it.next(), it.next()) {
+                if count > 0 {
+                    let _ = h.record_n((us * 1000).max(1), count);
+                }
+            }
+        }
+    }
+    if overflows > 0 {
+        // Beyond the histogram range: counted at the reported maximum.
+        let _ = h.record_n((max_us * 1000).max(1), overflows);
+    }
+    if h.is_empty() {
+        bail!("no histogram in cyclictest output");
+    }
+    Ok(h)
+}
+
+fn cyclictest_run(loaded: bool, dur: Duration) -> Result<Run> {
+    let _burner = loaded.then(Burner::start);
+    let mut cmd = Command::new("cyclictest");
+    cmd.args(["-m", "-p80", "-i1000", "-q", "-h", "100000"]).arg(format!("-l{}", dur.as_millis()));
+    if let Some(cpu) = rt::rt_cpu() {
+        cmd.arg(format!("-a{cpu}"));
+    }
+    let out = cmd.stdin(Stdio::null()).output().context("cannot run cyclictest")?;
+    if !out.status.success() {
+        bail!("cyclictest failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let h = parse_cyclictest(&String::from_utf8_lossy(&out.stdout))?;
+    let label = if loaded { "cyclictest beside a spinning thread" } else { "cyclictest, alone" };
+    let args = format!("{:?}", cmd.get_args().collect::<Vec<_>>());
+    Ok(Run { summary: Summary::of(label, &h), notes: vec![format!("cyclictest args: {args} (µs resolution)")] })
+}
+
+pub fn jitter(ctx: &Ctx) -> Result<Vec<Figure>> {
+    let dur = Duration::from_secs(if ctx.quick { 2 } else { 10 });
+    ctx.scratch.write("tick.wat", TINY)?;
+    ctx.scratch.write("spin.wat", SPIN)?;
+    // Node::start locks memory for rt processes; the baselines get the same.
+    rt::lock_memory();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let node = Node::new(&RuntimeConfig::default().max_processes(8).cache_dir(None))?;
+    let missing = cyclictest_missing();
+
+    let step = |what: &str| eprintln!("[bench]   jitter: {what} ({} s)", dur.as_secs());
+    step("weft rt alone");
+    let (weft_alone, class) = weft_run(ctx, &node, &runtime, false, dur)?;
+    step("native loop alone");
+    let (native_alone, native_class) = native_run(false, dur)?;
+    let cyc_alone = match &missing {
+        None => {
+            step("cyclictest alone");
+            Some(cyclictest_run(false, dur))
+        }
+        Some(_) => None,
+    };
+    step("weft rt beside a be burner");
+    let (weft_loaded, _) = weft_run(ctx, &node, &runtime, true, dur)?;
+    step("native loop beside a burner");
+    let (native_loaded, _) = native_run(true, dur)?;
+    let cyc_loaded = match &missing {
+        None => {
+            step("cyclictest beside a burner");
+            Some(cyclictest_run(true, dur))
+        }
+        Some(_) => None,
+    };
+
+    let sched = format!(
+        "scheduling obtained: weft rt class {class:?}, native loop {native_class:?} ({}); {} s per run, 1 kHz",
+        if class == RtClass::Hard { "SCHED_FIFO" } else { "normal priority: SCHED_FIFO was not permitted" },
+        dur.as_secs()
+    );
+    let goal = Some(Goal::RatioAtMost { stat: Stat::P99, max: 1.2 });
+    let fig = |id: &str, title: &str, weft: &Run, base: &Run, goal: Option<Goal>, text: &str| {
+        let mut f = Figure::new(id, title, Unit::Nanoseconds, weft.summary.clone(), base.summary.clone(), goal, text).note(sched.clone());
+        for n in weft.notes.iter().chain(&base.notes) {
+            f = f.note(n.clone());
+        }
+        f
+    };
+    let vs_cyclictest = |id: &str, title: &str, weft: &Run, cyc: &Option<Result<Run>>| match (cyc, &missing) {
+        (Some(Ok(c)), _) => fig(id, title, weft, c, goal.clone(), "p99 ≤ 1.2× cyclictest"),
+        (Some(Err(e)), _) => Figure::skipped(id, title, Unit::Nanoseconds, "p99 ≤ 1.2× cyclictest", format!("cyclictest failed: {e:#}")),
+        (None, reason) => Figure::skipped(id, title, Unit::Nanoseconds, "p99 ≤ 1.2× cyclictest", reason.clone().unwrap_or_default()),
+    };
+    let figures = vec![
+        fig("rt-jitter-vs-native", "rt 1 kHz wake-up jitter vs a native loop, alone", &weft_alone, &native_alone, goal.clone(), "p99 ≤ 1.2× native"),
+        vs_cyclictest("rt-jitter-vs-cyclictest", "rt 1 kHz wake-up jitter vs cyclictest, alone", &weft_alone, &cyc_alone),
+        fig(
+            "rt-jitter-loaded-vs-native",
+            "rt 1 kHz wake-up jitter vs a native loop, with a CPU burner beside it",
+            &weft_loaded,
+            &native_loaded,
+            goal.clone(),
+            "p99 ≤ 1.2× native",
+        ),
+        vs_cyclictest(
+            "rt-jitter-loaded-vs-cyclictest",
+            "rt 1 kHz wake-up jitter vs cyclictest, with a CPU burner beside it",
+            &weft_loaded,
+            &cyc_loaded,
+        ),
+        fig(
+            "rt-jitter-growth-under-load",
+            "Growth of weft rt jitter when a CPU-burning be process runs beside it",
+            &weft_loaded,
+            &weft_alone,
+            goal.clone(),
+            "p99 grows ≤ 1.2× (loaded / alone)",
+        ),
+        fig(
+            "native-jitter-growth-under-load",
+            "Growth of native-loop jitter with a spinning thread beside it (context for the line above)",
+            &native_loaded,
+            &native_alone,
+            None,
+            "none (context)",
+        ),
+    ];
+    for f in &figures {
+        progress(f);
+    }
+    Ok(figures)
+}

@@ -1,0 +1,179 @@
+//! Start-up costs: instantiate-to-first-call of a precompiled process
+//! against raw wasmtime with the same engine configuration and against
+//! spawning a native process, and the cold start of `weft run hello.wasm`
+//! against a native hello binary.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use wasmtime::{Engine, Linker, Module, Store};
+use weft_manifest::{Class, ProcessSpec};
+use weft_runtime::engine::{Metering, engine_config};
+use weft_runtime::process::run_sync;
+use weft_runtime::{Node, Process, RuntimeConfig};
+
+use crate::modules::TINY;
+use crate::stats::{Figure, Goal, Stat, Summary, Unit, histogram, record};
+use crate::{Ctx, progress};
+
+const FUEL: u64 = 1_000_000;
+
+/// Instantiate-to-first-call, weft vs raw wasmtime vs native spawn.
+pub fn instantiate(ctx: &Ctx) -> Result<Vec<Figure>> {
+    let iters = if ctx.quick { 500 } else { 3000 };
+    let spawns = if ctx.quick { 50 } else { 300 };
+    let path = ctx.scratch.write("tiny.wat", TINY)?;
+    let config = RuntimeConfig::default().max_processes(16).cache_dir(None);
+
+    // weft: a precompiled rt program (InstancePre inside), instantiated
+    // and `weft_init` called; rt calls never suspend, so run_sync drives them.
+    let node = Node::new(&config)?;
+    let mut spec = ProcessSpec::new("tiny", &path);
+    spec.class = Class::Rt;
+    spec.period = Some(Duration::from_millis(1));
+    spec.fuel_per_tick = Some(FUEL);
+    spec.memory = 64 << 10;
+    let spec = Arc::new(spec);
+    let program = Arc::new(node.prepare(spec.clone())?);
+    let env = node.env(&spec, 1);
+    let weft_once = || -> Result<Duration> {
+        let (program, env) = (program.clone(), env.clone());
+        let t = Instant::now();
+        let mut p = run_sync(Process::instantiate(program, env))?;
+        run_sync(p.init())?;
+        let d = t.elapsed();
+        drop(p);
+        Ok(d)
+    };
+
+    // raw wasmtime: the same engine configuration (fuel, pooling), an
+    // InstancePre of the same module, a fresh store, the same first call.
+    let engine = Engine::new(&engine_config(&config, Metering::Fuel)).map_err(anyhow::Error::from)?;
+    let module = Module::new(&engine, TINY).map_err(anyhow::Error::from)?;
+    let pre = Linker::<()>::new(&engine).instantiate_pre(&module).map_err(anyhow::Error::from)?;
+    let raw_once = || -> Result<Duration> {
+        let t = Instant::now();
+        let mut store = Store::new(&engine, ());
+        store.set_fuel(FUEL).map_err(anyhow::Error::from)?;
+        let instance = pre.instantiate(&mut store).map_err(anyhow::Error::from)?;
+        let init = instance.get_typed_func::<(), ()>(&mut store, "weft_init").map_err(anyhow::Error::from)?;
+        init.call(&mut store, ()).map_err(anyhow::Error::from)?;
+        let d = t.elapsed();
+        drop(store);
+        Ok(d)
+    };
+
+    for _ in 0..50 {
+        weft_once()?;
+        raw_once()?;
+    }
+    let (mut weft, mut raw) = (histogram(), histogram());
+    // Interleaved so both see the same machine state.
+    for _ in 0..iters {
+        record(&mut weft, weft_once()?.as_nanos() as u64);
+        record(&mut raw, raw_once()?.as_nanos() as u64);
+    }
+
+    let native_cmd = if std::path::Path::new("/bin/true").exists() { "/bin/true" } else { "true" };
+    let mut native = histogram();
+    for i in 0..spawns + 5 {
+        let t = Instant::now();
+        let status = Command::new(native_cmd).stdin(Stdio::null()).stdout(Stdio::null()).status()?;
+        let d = t.elapsed();
+        if !status.success() {
+            bail!("{native_cmd} failed: {status}");
+        }
+        if i >= 5 {
+            record(&mut native, d.as_nanos() as u64);
+        }
+    }
+
+    let weft_s = Summary::of("weft: Process::instantiate + weft_init (precompiled rt program)", &weft);
+    let raw_fig = Figure::new(
+        "instantiate-vs-wasmtime",
+        "Instantiate to first call vs raw wasmtime",
+        Unit::Nanoseconds,
+        weft_s.clone(),
+        Summary::of("raw wasmtime: Store::new + InstancePre::instantiate + first call, same engine config", &raw),
+        Some(Goal::RatioAtMost { stat: Stat::Median, max: 1.2 }),
+        "median ≤ 1.2× raw wasmtime",
+    )
+    .note(format!("{iters} samples each, interleaved; module: one 64 KiB page, weft_init touches one byte"));
+    progress(&raw_fig);
+    let spawn_fig = Figure::new(
+        "instantiate-vs-native-spawn",
+        "Instantiate to first call vs spawning a native process",
+        Unit::Nanoseconds,
+        weft_s,
+        Summary::of(format!("native: spawn `{native_cmd}` and wait for it"), &native),
+        Some(Goal::SpeedupAtLeast { stat: Stat::Median, min: 100.0 }),
+        "median ≥ 100× faster than a native spawn",
+    )
+    .note(format!("{spawns} native spawns"));
+    progress(&spawn_fig);
+    Ok(vec![raw_fig, spawn_fig])
+}
+
+/// Cold start of the `weft` binary running a WASI hello module vs a native hello.
+pub fn cold_start(ctx: &Ctx) -> Result<Vec<Figure>> {
+    let runs = if ctx.quick { 8 } else { 30 };
+    let hello = ctx.root.join("examples/wasm/hello-wasi.wasm");
+    let title = "Cold start: `weft run hello-wasi.wasm` vs a native hello";
+    if !hello.is_file() {
+        let fig = Figure::skipped(
+            "cold-start",
+            title,
+            Unit::Nanoseconds,
+            "none set (reported for context)",
+            format!("{} is missing; build it with `bash scripts/build-guests.sh`", hello.display()),
+        );
+        progress(&fig);
+        return Ok(vec![fig]);
+    }
+    let exe = std::env::current_exe().context("cannot find the weft binary")?;
+    let echo = if std::path::Path::new("/bin/echo").exists() { "/bin/echo" } else { "echo" };
+    let time = |cmd: &mut Command| -> Result<Duration> {
+        let t = Instant::now();
+        let status = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status()?;
+        let d = t.elapsed();
+        if !status.success() {
+            bail!("{cmd:?} failed: {status}");
+        }
+        Ok(d)
+    };
+    let weft_cmd = || {
+        let mut c = Command::new(&exe);
+        c.arg("run").arg(&hello).env("WEFT_LOG", "error");
+        c
+    };
+    let echo_cmd = || {
+        let mut c = Command::new(echo);
+        c.arg("hello");
+        c
+    };
+    // The first runs fill the compiled-artefact cache (a real deployment
+    // precompiles) and warm the page cache for both binaries.
+    for _ in 0..3 {
+        time(&mut weft_cmd())?;
+        time(&mut echo_cmd())?;
+    }
+    let (mut weft, mut native) = (histogram(), histogram());
+    for _ in 0..runs {
+        record(&mut weft, time(&mut weft_cmd())?.as_nanos() as u64);
+        record(&mut native, time(&mut echo_cmd())?.as_nanos() as u64);
+    }
+    let fig = Figure::new(
+        "cold-start",
+        title,
+        Unit::Nanoseconds,
+        Summary::of(format!("weft: `{} run examples/wasm/hello-wasi.wasm` (artefact cache warm)", exe.display()), &weft),
+        Summary::of(format!("native: `{echo} hello`"), &native),
+        None,
+        "none set (reported for context)",
+    )
+    .note(format!("{runs} runs each, interleaved, after 3 warm-up runs; wall time from spawn to exit"));
+    progress(&fig);
+    Ok(vec![fig])
+}

@@ -1,0 +1,210 @@
+//! Samples, summaries and figures: what one benchmark measured, against
+//! which baseline, and whether its goal is met.
+//!
+//! A [`Figure`] always pairs a weft measurement with a baseline measured in
+//! the same run, both as median and p99, and states the ratios. Its
+//! [`Goal`] says which statistic is judged and how, so the verdict is
+//! computed in one place and the report only prints it.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// A histogram for non-negative integer samples (nanoseconds or bytes).
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 1 << 40, 3).expect("valid histogram bounds")
+}
+
+/// Records `value`, clamped into the histogram's range.
+pub fn record(h: &mut Histogram<u64>, value: u64) {
+    let _ = h.record(value.clamp(1, 1 << 40));
+}
+
+/// What the numbers of a figure are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    Nanoseconds,
+    Bytes,
+    Processes,
+}
+
+impl Unit {
+    /// Human form of `value` in this unit.
+    pub fn show(self, value: f64) -> String {
+        match self {
+            Unit::Nanoseconds if value >= 1e9 => format!("{:.2} s", value / 1e9),
+            Unit::Nanoseconds if value >= 1e6 => format!("{:.2} ms", value / 1e6),
+            Unit::Nanoseconds if value >= 1e3 => format!("{:.2} µs", value / 1e3),
+            Unit::Nanoseconds => format!("{value:.0} ns"),
+            Unit::Bytes if value.abs() >= 1024.0 * 1024.0 => format!("{:.2} MiB", value / 1024.0 / 1024.0),
+            Unit::Bytes if value.abs() >= 1024.0 => format!("{:.1} KiB", value / 1024.0),
+            Unit::Bytes => format!("{value:.0} B"),
+            Unit::Processes => format!("{value:.0}"),
+        }
+    }
+}
+
+/// Median and 99th percentile of one series of samples.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// What was measured, e.g. "weft Process::instantiate + weft_init".
+    pub label: String,
+    pub median: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub samples: u64,
+}
+
+impl Summary {
+    pub fn of(label: impl Into<String>, h: &Histogram<u64>) -> Summary {
+        Summary {
+            label: label.into(),
+            median: h.value_at_quantile(0.5) as f64,
+            p99: h.value_at_quantile(0.99) as f64,
+            max: h.max() as f64,
+            samples: h.len(),
+        }
+    }
+
+    /// A summary from values computed elsewhere (e.g. an extrapolation).
+    pub fn from_values(label: impl Into<String>, median: f64, p99: f64, max: f64, samples: u64) -> Summary {
+        Summary { label: label.into(), median, p99, max, samples }
+    }
+}
+
+/// Which statistic a goal is judged on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stat {
+    Median,
+    P99,
+}
+
+/// What must hold for a figure's goal to be met.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Goal {
+    /// `weft / baseline <= max` on `stat` (weft at most this much slower).
+    RatioAtMost { stat: Stat, max: f64 },
+    /// `baseline / weft >= min` on `stat` (weft at least this much faster).
+    SpeedupAtLeast { stat: Stat, min: f64 },
+    /// The weft value itself on `stat` is at most `max` (e.g. bytes).
+    ValueAtMost { stat: Stat, max: f64 },
+    /// The weft value itself on `stat` is at least `min` (e.g. processes).
+    ValueAtLeast { stat: Stat, min: f64 },
+}
+
+/// The verdict of a figure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Met,
+    NotMet,
+    /// No goal is set for this figure; it is reported for context.
+    NoGoal,
+    /// Not measured in this run (the reason is in `notes`).
+    Skipped,
+}
+
+/// One line of the report: weft against its baseline.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    pub id: String,
+    pub title: String,
+    pub unit: Unit,
+    pub weft: Summary,
+    pub baseline: Summary,
+    /// `weft / baseline` on medians and on p99s.
+    pub ratio_median: f64,
+    pub ratio_p99: f64,
+    pub goal: Option<Goal>,
+    /// Human form of the goal, e.g. "median ≤ 1.2× raw wasmtime".
+    pub goal_text: String,
+    pub verdict: Verdict,
+    /// The number the verdict was judged on (a ratio, a speedup or a value).
+    pub judged: Option<f64>,
+    pub notes: Vec<String>,
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { f64::NAN }
+}
+
+impl Figure {
+    pub fn new(id: &str, title: &str, unit: Unit, weft: Summary, baseline: Summary, goal: Option<Goal>, goal_text: &str) -> Figure {
+        let ratio_median = ratio(weft.median, baseline.median);
+        let ratio_p99 = ratio(weft.p99, baseline.p99);
+        let pick = |stat: Stat, w: &Summary| match stat {
+            Stat::Median => w.median,
+            Stat::P99 => w.p99,
+        };
+        let judged = goal.as_ref().map(|g| match *g {
+            Goal::RatioAtMost { stat, .. } => ratio(pick(stat, &weft), pick(stat, &baseline)),
+            Goal::SpeedupAtLeast { stat, .. } => ratio(pick(stat, &baseline), pick(stat, &weft)),
+            Goal::ValueAtMost { stat, .. } | Goal::ValueAtLeast { stat, .. } => pick(stat, &weft),
+        });
+        let verdict = match (&goal, judged) {
+            (None, _) | (_, None) => Verdict::NoGoal,
+            (Some(g), Some(v)) => {
+                let ok = match *g {
+                    Goal::RatioAtMost { max, .. } | Goal::ValueAtMost { max, .. } => v <= max,
+                    Goal::SpeedupAtLeast { min, .. } | Goal::ValueAtLeast { min, .. } => v >= min,
+                };
+                if ok { Verdict::Met } else { Verdict::NotMet }
+            }
+        };
+        Figure {
+            id: id.into(),
+            title: title.into(),
+            unit,
+            weft,
+            baseline,
+            ratio_median,
+            ratio_p99,
+            goal,
+            goal_text: goal_text.into(),
+            verdict,
+            judged,
+            notes: Vec::new(),
+        }
+    }
+
+    /// A figure that could not be measured in this run, and why.
+    pub fn skipped(id: &str, title: &str, unit: Unit, goal_text: &str, reason: String) -> Figure {
+        let empty = |l: &str| Summary::from_values(l, f64::NAN, f64::NAN, f64::NAN, 0);
+        Figure {
+            id: id.into(),
+            title: title.into(),
+            unit,
+            weft: empty("not measured"),
+            baseline: empty("not measured"),
+            ratio_median: f64::NAN,
+            ratio_p99: f64::NAN,
+            goal: None,
+            goal_text: goal_text.into(),
+            verdict: Verdict::Skipped,
+            judged: None,
+            notes: vec![reason],
+        }
+    }
+
+    pub fn note(mut self, note: impl Into<String>) -> Figure {
+        self.notes.push(note.into());
+        self
+    }
+
+    /// One line for progress output and the summary.
+    pub fn verdict_text(&self) -> String {
+        let judged = self.judged.map(|v| match self.goal {
+            Some(Goal::ValueAtMost { .. } | Goal::ValueAtLeast { .. }) => self.unit.show(v),
+            Some(Goal::SpeedupAtLeast { .. }) => format!("{v:.1}× faster"),
+            _ => format!("{v:.2}×"),
+        });
+        match (&self.verdict, judged) {
+            (Verdict::Met, Some(j)) => format!("met ({j}; goal {})", self.goal_text),
+            (Verdict::NotMet, Some(j)) => format!("NOT MET ({j}; goal {})", self.goal_text),
+            (Verdict::Skipped, _) => format!("skipped: {}", self.notes.first().map(String::as_str).unwrap_or("")),
+            _ => format!("no goal (median ratio {:.2}×)", self.ratio_median),
+        }
+    }
+}
