@@ -221,3 +221,43 @@ fn malformed_module_and_bad_manifest_are_refused_clearly() {
         "{err}"
     );
 }
+
+/// Ctrl-C (SIGINT) stops a run cleanly and still prints the final report.
+#[test]
+fn ctrl_c_stops_with_the_final_report() {
+    use std::io::{BufRead, BufReader};
+    example("pid.wasm");
+    let mut child = weft()
+        .args(["run", "examples/factory-cell.toml", "--json"])
+        .current_dir(repo())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the app is up: the supervisor logs its first setpoint at tag 0.
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut lines = stderr.lines();
+    assert!(
+        lines.any(|l| l.unwrap().contains("setpoint 50")),
+        "app never started"
+    );
+    let status = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::thread::spawn(move || lines.for_each(drop));
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "exit {:?}", out.status);
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("final JSON report after Ctrl-C");
+    assert_eq!(report["processes"].as_array().unwrap().len(), 4);
+    assert!(
+        report["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["state"] == "stopped")
+    );
+}

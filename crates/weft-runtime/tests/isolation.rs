@@ -296,3 +296,58 @@ fn a_process_with_restart_never_stays_failed() {
         report.processes[0].reason
     );
 }
+
+/// Ticks that overrun their deadline are counted and their outputs handled
+/// by the policy: `skip` drops them, `hold` re-sends the previous outputs.
+#[test]
+fn deadline_misses_follow_the_policy() {
+    let dir = tempdir().unwrap();
+    // Odd ticks burn ~10^7 loop iterations; every tick sends one message.
+    write(
+        dir.path(),
+        "slow.wat",
+        r#"(module (import "weft" "send" (func $send (param i32 i32 i32) (result i32)))
+            (memory 1) (global $k (mut i64) (i64.const 0))
+            (func (export "weft_tick") (param i64) (local $i i32)
+              (global.set $k (i64.add (global.get $k) (i64.const 1)))
+              (if (i64.eq (i64.rem_u (global.get $k) (i64.const 2)) (i64.const 0))
+                (then (loop $l (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                        (br_if $l (i32.lt_u (local.get $i) (i32.const 10000000))))))
+              (i64.store (i32.const 0) (global.get $k))
+              (drop (call $send (i32.const 0) (i32.const 0) (i32.const 8)))))"#,
+    );
+    for policy in ["skip", "hold"] {
+        let app = manifest(
+            dir.path(),
+            &format!(
+                "name = \"late\"\n[[process]]\nname = \"slow\"\nmodule = \"slow.wat\"\nclass = \"rt\"\nperiod = \"50ms\"\n\
+                 deadline = \"500us\"\nfuel_per_tick = 1_000_000_000\ncapabilities = [\"ports\"]\noutputs = [\"o\"]\non_deadline_miss = \"{policy}\"\n"
+            ),
+        );
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let node = node();
+        let running = node.start(&app, rt.handle()).unwrap();
+        assert!(wait_until(Duration::from_secs(30), || running
+            .report()
+            .processes[0]
+            .ticks
+            >= 8));
+        let p = rt.block_on(running.stop()).processes.remove(0);
+        assert_eq!(p.faults, 0, "a deadline miss is not a fault");
+        assert!(
+            p.deadline_misses >= p.ticks / 2 - 1,
+            "{policy}: {} misses in {} ticks",
+            p.deadline_misses,
+            p.ticks
+        );
+        match policy {
+            "skip" => assert_eq!(p.messages_out, p.ticks - p.deadline_misses),
+            _ => assert!(
+                p.messages_out > p.ticks - p.deadline_misses,
+                "hold re-sends: {} out, {} ticks",
+                p.messages_out,
+                p.ticks
+            ),
+        }
+    }
+}
