@@ -56,35 +56,30 @@ pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
 }
 
-/// Live counters of one process.
+/// Live counters of one process: the report fields plus the histograms
+/// its percentiles come from.
 pub struct ProcessMetrics {
-    pub name: String,
-    pub class: Class,
-    pub state: ProcessState,
-    pub reason: Option<String>,
-    pub ticks: u64,
-    pub messages_handled: u64,
-    pub messages_in: u64,
-    pub messages_out: u64,
-    pub messages_dropped: u64,
-    pub messages_refused: u64,
-    pub tardy: u64,
-    pub deadline_misses: u64,
-    pub faults: u64,
-    pub restarts: u64,
-    pub fuel_used: u64,
-    pub memory_bytes: u64,
-    pub output_hash: String,
-    pub last_tag_ns: Option<u64>,
-    pub last_output_hex: Option<String>,
-    pub last_fault: Option<Fault>,
+    counters: ProcessReport,
     pub jitter: Histogram<u64>,
     pub exec: Histogram<u64>,
 }
 
+impl std::ops::Deref for ProcessMetrics {
+    type Target = ProcessReport;
+    fn deref(&self) -> &ProcessReport {
+        &self.counters
+    }
+}
+
+impl std::ops::DerefMut for ProcessMetrics {
+    fn deref_mut(&mut self) -> &mut ProcessReport {
+        &mut self.counters
+    }
+}
+
 impl ProcessMetrics {
     pub fn new(name: &str, class: Class) -> ProcessMetrics {
-        ProcessMetrics {
+        let counters = ProcessReport {
             name: name.to_string(),
             class,
             state: ProcessState::Starting,
@@ -105,6 +100,11 @@ impl ProcessMetrics {
             last_tag_ns: None,
             last_output_hex: None,
             last_fault: None,
+            jitter: Percentiles::default(),
+            exec: Percentiles::default(),
+        };
+        ProcessMetrics {
+            counters,
             jitter: histogram(),
             exec: histogram(),
         }
@@ -116,28 +116,9 @@ impl ProcessMetrics {
 
     pub fn report(&self) -> ProcessReport {
         ProcessReport {
-            name: self.name.clone(),
-            class: self.class,
-            state: self.state.clone(),
-            reason: self.reason.clone(),
-            ticks: self.ticks,
-            messages_handled: self.messages_handled,
-            messages_in: self.messages_in,
-            messages_out: self.messages_out,
-            messages_dropped: self.messages_dropped,
-            messages_refused: self.messages_refused,
-            tardy: self.tardy,
-            deadline_misses: self.deadline_misses,
-            faults: self.faults,
-            restarts: self.restarts,
-            fuel_used: self.fuel_used,
-            memory_bytes: self.memory_bytes,
-            output_hash: self.output_hash.clone(),
-            last_tag_ns: self.last_tag_ns,
-            last_output_hex: self.last_output_hex.clone(),
-            last_fault: self.last_fault.clone(),
             jitter: Percentiles::of(&self.jitter),
             exec: Percentiles::of(&self.exec),
+            ..self.counters.clone()
         }
     }
 }

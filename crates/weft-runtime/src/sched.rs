@@ -340,7 +340,11 @@ pub(crate) async fn run_be(mut sup: Supervisor) {
                     _ = stop.wait() => break,
                 }
                 let woke = monotonic_ns();
-                let result = p.tick(Tag(tag)).await;
+                // A stop cancels a call in progress at its next epoch yield.
+                let result = tokio::select! {
+                    result = p.tick(Tag(tag)) => result,
+                    _ = stop.wait() => break,
+                };
                 let timing = Timing {
                     jitter: Duration::from_nanos(woke.saturating_sub(release)),
                     exec: Duration::from_nanos(monotonic_ns() - woke),
@@ -358,7 +362,10 @@ pub(crate) async fn run_be(mut sup: Supervisor) {
                     continue;
                 };
                 let woke = monotonic_ns();
-                let result = p.message(&message).await;
+                let result = tokio::select! {
+                    result = p.message(&message) => result,
+                    _ = stop.wait() => break,
+                };
                 let timing = Timing {
                     jitter: Duration::ZERO,
                     exec: Duration::from_nanos(monotonic_ns() - woke),

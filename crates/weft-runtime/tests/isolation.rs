@@ -191,6 +191,12 @@ fn runaway_processes_do_not_disturb_a_healthy_one() {
         capabilities = ["ports"]
         outputs = ["n"]
         [[process]]
+        name = "be-healthy"
+        module = "count.wat"
+        period = "5ms"
+        capabilities = ["ports"]
+        outputs = ["n"]
+        [[process]]
         name = "rt-spin"
         module = "spin.wat"
         class = "rt"
@@ -252,9 +258,10 @@ fn runaway_processes_do_not_disturb_a_healthy_one() {
             .unwrap()
             .clone()
     };
-    let healthy = get("healthy");
-    assert_eq!(healthy.faults, 0);
-    assert_eq!(healthy.restarts, 0);
+    for healthy in [get("healthy"), get("be-healthy")] {
+        assert_eq!(healthy.faults, 0);
+        assert_eq!(healthy.restarts, 0);
+    }
     assert_eq!(
         get("rt-spin").last_fault.unwrap().kind,
         FaultKind::FuelExhausted
@@ -350,4 +357,47 @@ fn deadline_misses_follow_the_policy() {
             ),
         }
     }
+}
+
+/// On a single tokio worker, a be process stuck in a loop (with a long
+/// deadline) still lets another be process tick: it yields at every epoch.
+#[test]
+fn a_busy_be_process_yields_its_worker() {
+    let dir = tempdir().unwrap();
+    write(dir.path(), "spin.wat", SPIN);
+    write(
+        dir.path(),
+        "idle.wat",
+        r#"(module (memory 1) (func (export "weft_tick") (param i64)))"#,
+    );
+    let app = manifest(
+        dir.path(),
+        "name = \"share\"\n\
+         [[process]]\nname = \"hog\"\nmodule = \"spin.wat\"\nperiod = \"10ms\"\ndeadline = \"10m\"\n\
+         [[process]]\nname = \"polite\"\nmodule = \"idle.wat\"\nperiod = \"5ms\"\n",
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let node = node();
+    let running = node.start(&app, rt.handle()).unwrap();
+    let ticked = rt.block_on(async {
+        for _ in 0..1500 {
+            let report = running.report();
+            let hog_running = report.processes[0].ticks == 0 && report.processes[0].faults == 0;
+            if hog_running && report.processes[1].ticks >= 20 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    });
+    assert!(
+        ticked,
+        "the polite process was starved: {:?}",
+        running.report().processes
+    );
+    let report = rt.block_on(running.stop());
+    assert_eq!(report.processes[1].faults, 0);
 }
