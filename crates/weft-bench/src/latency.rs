@@ -55,8 +55,14 @@ pub fn port_latency(ctx: &Ctx) -> Result<Vec<Figure>> {
         receiver.port_handle("in").context("no port in")?,
         Duration::ZERO,
     );
-    let mut tx = run_sync(Process::instantiate(Arc::new(node.prepare(sender)?), send_env))?;
-    let mut rx = run_sync(Process::instantiate(Arc::new(node.prepare(receiver)?), recv_env))?;
+    let mut tx = run_sync(Process::instantiate(
+        Arc::new(node.prepare(sender)?),
+        send_env,
+    ))?;
+    let mut rx = run_sync(Process::instantiate(
+        Arc::new(node.prepare(receiver)?),
+        recv_env,
+    ))?;
     let init = run_sync(tx.init())?;
     tx.publish(&router, Tag::ZERO, init.outputs);
     run_sync(rx.init())?;
@@ -73,7 +79,9 @@ pub fn port_latency(ctx: &Ctx) -> Result<Vec<Figure>> {
 
     // The baseline: a native "tick" producing the same 8 bytes, a bounded
     // tokio mpsc channel, a native handler adding them up.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let (chan_tx, mut chan_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
     let mut counter = 0u64;
     let mut sum = 0u64;
@@ -110,7 +118,8 @@ pub fn port_latency(ctx: &Ctx) -> Result<Vec<Figure>> {
     )
     .note(format!(
         "{iters} messages of 8 bytes each, interleaved, one at a time on one thread (rt/fuel processes, zero logical delay). \
-         The weft path includes the two Wasm calls (sender tick, receiver alloc + message) and fuel set-up."
+         The weft path includes the two Wasm calls (sender tick, receiver alloc + message) and fuel set-up; \
+         the baseline has no sandbox crossing at all. A cross-thread variant (receiver woken on another thread) is not measured."
     ));
     progress(&fig);
     Ok(vec![fig])

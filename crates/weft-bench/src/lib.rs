@@ -97,16 +97,27 @@ pub fn run(args: BenchArgs) -> Result<()> {
     for name in &args.only {
         if !GROUPS.iter().any(|(g, _)| g == name) {
             let names: Vec<_> = GROUPS.iter().map(|(g, _)| *g).collect();
-            bail!("unknown benchmark group {name:?}; choose from {}", names.join(", "));
+            bail!(
+                "unknown benchmark group {name:?}; choose from {}",
+                names.join(", ")
+            );
         }
     }
     let mode = if args.quick { "quick" } else { "full" };
     let root = repo_root();
     let out = args.out.clone().unwrap_or_else(|| root.clone());
-    let ctx = Ctx { quick: args.quick, root, scratch: Scratch::new()? };
+    let ctx = Ctx {
+        quick: args.quick,
+        root,
+        scratch: Scratch::new()?,
+    };
     let host = report::Host::probe();
     let started = Instant::now();
-    eprintln!("[bench] weft bench ({mode}) on {} CPUs; results go to {}", host.cpus, out.display());
+    eprintln!(
+        "[bench] weft bench ({mode}) on {} CPUs; results go to {}",
+        host.cpus,
+        out.display()
+    );
     let mut figures = Vec::new();
     for (name, group) in GROUPS {
         if !args.only.is_empty() && !args.only.iter().any(|o| o == name) {
@@ -118,15 +129,27 @@ pub fn run(args: BenchArgs) -> Result<()> {
             Ok(v) => figures.extend(v),
             Err(e) => {
                 eprintln!("[bench]   {name} failed: {e:#}");
-                figures.push(Figure::skipped(name, &format!("{name} (group failed)"), Unit::Nanoseconds, "—", format!("the {name} benchmarks failed: {e:#}")));
+                figures.push(Figure::skipped(
+                    name,
+                    &format!("{name} (group failed)"),
+                    Unit::Nanoseconds,
+                    "—",
+                    format!("the {name} benchmarks failed: {e:#}"),
+                ));
             }
         }
         eprintln!("[bench] {name} done in {:.1} s", t.elapsed().as_secs_f64());
     }
     report::write(&out, &figures, &host, mode)?;
     let met = figures.iter().filter(|f| f.verdict == Verdict::Met).count();
-    let not_met = figures.iter().filter(|f| f.verdict == Verdict::NotMet).count();
-    let skipped = figures.iter().filter(|f| f.verdict == Verdict::Skipped).count();
+    let not_met = figures
+        .iter()
+        .filter(|f| f.verdict == Verdict::NotMet)
+        .count();
+    let skipped = figures
+        .iter()
+        .filter(|f| f.verdict == Verdict::Skipped)
+        .count();
     eprintln!(
         "[bench] {met} goals met, {not_met} not met, {skipped} skipped, in {:.0} s",
         started.elapsed().as_secs_f64()

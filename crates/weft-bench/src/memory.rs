@@ -19,6 +19,8 @@ use crate::modules::TINY;
 use crate::stats::{Figure, Goal, Stat, Summary, Unit, histogram, record};
 use crate::{Ctx, progress};
 
+/// The goal's process count: a node must hold this many.
+const GOAL_N: u32 = 10_000;
 const GIB8: f64 = 8.0 * 1024.0 * 1024.0 * 1024.0;
 
 fn page_size() -> u64 {
@@ -30,7 +32,11 @@ fn page_size() -> u64 {
 /// Resident set size of this process, bytes.
 pub fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     pages * page_size()
 }
 
@@ -41,7 +47,11 @@ struct Density {
     error: Option<String>,
 }
 
-fn measure<T>(n: usize, batch: usize, mut make: impl FnMut(usize) -> Result<T>) -> (Density, Vec<T>) {
+fn measure<T>(
+    n: usize,
+    batch: usize,
+    mut make: impl FnMut(usize) -> Result<T>,
+) -> (Density, Vec<T>) {
     let mut held = Vec::with_capacity(n);
     let mut per_process = histogram();
     let mut error = None;
@@ -60,26 +70,71 @@ fn measure<T>(n: usize, batch: usize, mut make: impl FnMut(usize) -> Result<T>) 
         let grown = rss_bytes().saturating_sub(before);
         record(&mut per_process, grown / size as u64);
     }
-    (Density { per_process, held: held.len(), error }, held)
+    (
+        Density {
+            per_process,
+            held: held.len(),
+            error,
+        },
+        held,
+    )
+}
+
+/// The largest pool size (in steps of 100) for which a node can be
+/// created, below `target` which could not; and the error at `target`.
+fn largest_node(target: u32) -> (u32, Option<String>) {
+    let config = |n: u32| RuntimeConfig::default().max_processes(n).cache_dir(None);
+    let error = match Node::new(&config(target)) {
+        Ok(_) => return (target, None),
+        Err(e) => format!("{e:#}"),
+    };
+    let (mut lo, mut hi) = (0u32, target / 100);
+    while lo + 1 < hi {
+        let mid = (lo + hi) / 2;
+        if Node::new(&config(mid * 100)).is_ok() {
+            lo = mid
+        } else {
+            hi = mid
+        }
+    }
+    (lo * 100, Some(error))
 }
 
 pub fn density(ctx: &Ctx) -> Result<Vec<Figure>> {
-    let n: usize = if ctx.quick { 1_000 } else { 10_000 };
+    let target: usize = if ctx.quick { 1_000 } else { 10_000 };
     let batch = if ctx.quick { 25 } else { 100 };
     let touched = page_size();
     let path = ctx.scratch.write("tiny.wat", TINY)?;
-    let config = RuntimeConfig::default().max_processes(n as u32).cache_dir(None);
+    // A node's pools reserve address space for every slot up front; find
+    // out whether one can be created for the goal's N at all (also in a
+    // quick run, where fewer processes are instantiated).
+    let (node_cap, node_error) = largest_node(GOAL_N);
+    if node_cap == 0 {
+        anyhow::bail!(
+            "no node could be created even with a pool of 100 processes: {}",
+            node_error.unwrap_or_default()
+        );
+    }
+    let n = target.min(node_cap as usize);
+    let config = RuntimeConfig::default()
+        .max_processes(n as u32)
+        .cache_dir(None);
 
     // Baseline first, then dropped, so the two pools never coexist.
     let raw = {
-        let engine = Engine::new(&engine_config(&config, Metering::Epoch)).map_err(anyhow::Error::from)?;
+        let engine =
+            Engine::new(&engine_config(&config, Metering::Epoch)).map_err(anyhow::Error::from)?;
         let module = Module::new(&engine, TINY).map_err(anyhow::Error::from)?;
-        let pre = Linker::<()>::new(&engine).instantiate_pre(&module).map_err(anyhow::Error::from)?;
+        let pre = Linker::<()>::new(&engine)
+            .instantiate_pre(&module)
+            .map_err(anyhow::Error::from)?;
         let (d, held) = measure(n, batch, |_| {
             let mut store = Store::new(&engine, ());
             store.set_epoch_deadline(1 << 40);
             let instance = pre.instantiate(&mut store).map_err(anyhow::Error::from)?;
-            let init = instance.get_typed_func::<(), ()>(&mut store, "weft_init").map_err(anyhow::Error::from)?;
+            let init = instance
+                .get_typed_func::<(), ()>(&mut store, "weft_init")
+                .map_err(anyhow::Error::from)?;
             init.call(&mut store, ()).map_err(anyhow::Error::from)?;
             Ok((store, instance))
         });
@@ -88,12 +143,15 @@ pub fn density(ctx: &Ctx) -> Result<Vec<Figure>> {
     };
 
     let weft = {
-        let node = Node::new(&config).context("cannot create a node with a pool of that many processes")?;
+        let node = Node::new(&config)
+            .context("cannot create a node with a pool of that many processes")?;
         let mut spec = ProcessSpec::new("idle", &path);
         spec.memory = 64 << 10;
         let spec = Arc::new(spec);
         let program = Arc::new(node.prepare(spec.clone())?);
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let (d, held) = measure(n, batch, |i| {
             let env = node.env(&spec, i as u64);
             rt.block_on(async {
@@ -109,7 +167,10 @@ pub fn density(ctx: &Ctx) -> Result<Vec<Figure>> {
     let beyond = |d: &Density, label: &str| {
         let mut h = histogram();
         for v in d.per_process.iter_recorded() {
-            let _ = h.record_n(v.value_iterated_to().saturating_sub(touched).max(1), v.count_at_value());
+            let _ = h.record_n(
+                v.value_iterated_to().saturating_sub(touched).max(1),
+                v.count_at_value(),
+            );
         }
         Summary::of(format!("{label} (held {} of {n})", d.held), &h)
     };
@@ -125,6 +186,11 @@ pub fn density(ctx: &Ctx) -> Result<Vec<Figure>> {
     .note(format!(
         "RSS growth per batch of {batch} from /proc/self/statm divided by {batch}; touched linear memory ({touched} B, one OS page) subtracted"
     ));
+    if let (Some(e), true) = (&node_error, n < target) {
+        rss = rss.note(format!(
+            "measured at N = {n}, not {target}: a node could not be created with max_processes({GOAL_N}) ({e}); {n} was the largest pool (in steps of 100) that could be"
+        ));
+    }
     for (who, d) in [("weft", &weft), ("raw wasmtime", &raw)] {
         if let Some(e) = &d.error {
             rss = rss.note(format!("{who} stopped after {} processes: {e}", d.held));
@@ -132,26 +198,48 @@ pub fn density(ctx: &Ctx) -> Result<Vec<Figure>> {
     }
     progress(&rss);
 
-    let capacity = |d: &Density, label: &str| {
+    // The node's own pool limit caps the RSS extrapolation when it is lower.
+    let cap = node_error
+        .as_ref()
+        .map_or(f64::INFINITY, |_| node_cap as f64);
+    let capacity = |d: &Density, label: &str, cap: f64| {
         let h = &d.per_process;
-        let at = |q: f64| GIB8 / (h.value_at_quantile(q).max(1) as f64);
-        // The p99 of cost gives the conservative (smaller) capacity.
-        Summary::from_values(label, at(0.5), at(0.99), GIB8 / (h.min().max(1) as f64), h.len())
+        let at = |v: u64| (GIB8 / (v.max(1) as f64)).min(cap).floor();
+        // The p99 of cost gives the conservative (smaller) capacity; "max" is the worst batch.
+        Summary::from_values(
+            label,
+            at(h.value_at_quantile(0.5)),
+            at(h.value_at_quantile(0.99)),
+            at(h.max()),
+            h.len(),
+        )
     };
-    let fig = Figure::new(
+    let weft_label = if node_error.is_some() {
+        format!("weft: min(8 GiB / RSS per idle process, largest creatable node pool = {node_cap})")
+    } else {
+        "weft: 8 GiB / RSS per idle process (touched memory included)".to_string()
+    };
+    let mut fig = Figure::new(
         "max-processes-8gib",
         "Largest N one node holds in 8 GiB (extrapolated)",
         Unit::Processes,
-        capacity(&weft, "weft: 8 GiB / RSS per idle process (touched memory included)"),
-        capacity(&raw, "raw wasmtime: 8 GiB / RSS per instance"),
+        capacity(&weft, &weft_label, cap),
+        capacity(&raw, "raw wasmtime: 8 GiB / RSS per instance", f64::INFINITY),
         Some(Goal::ValueAtLeast { stat: Stat::P99, min: 10_000.0 }),
         "≥ 10,000 processes (judged at the p99 RSS per process)",
     )
     .note(format!(
         "An extrapolation, not a measurement: 8 GiB divided by the RSS per process measured at N = {n} ({} weft processes were actually held at once). \
-         The 'p99' column is the capacity at the p99 cost per process. Node-wide fixed costs (engines, code) are not counted.",
+         The 'p99' column is the capacity at the p99 cost per process, 'max' at the worst batch. Node-wide fixed costs (engines, code) are not counted.",
         weft.held
     ));
+    if let Some(e) = &node_error {
+        fig = fig.note(format!(
+            "RSS is not the binding limit: Node::new(max_processes({GOAL_N})) fails ({e}). Each of the node's two engines (rt and be) \
+             reserves address space for 2 × max_processes linear-memory slots of about 4 GiB each up front, so a node's pool tops out \
+             near {node_cap} processes in a 47-bit address space whatever the RAM. The raw wasmtime baseline has one engine."
+        ));
+    }
     progress(&fig);
     Ok(vec![rss, fig])
 }

@@ -1,6 +1,10 @@
-//! Metering overhead: the same compute kernel on three engines built from
+//! Metering overhead: the same compute kernels on three engines built from
 //! the node's configuration with fuel, with epoch interruption and with no
 //! metering; fuel and epochs are each reported against unmetered.
+//!
+//! Two kernels, because the overhead depends on the code: a tight
+//! memory loop (whose dependency chain can hide the counter updates) and
+//! a call-heavy recursion (where every call pays the check).
 
 use std::time::Instant;
 
@@ -13,16 +17,30 @@ use crate::modules::KERNEL;
 use crate::stats::{Figure, Goal, Stat, Summary, Unit, histogram, record};
 use crate::{Ctx, progress};
 
-/// Passes over 64 KiB per call (≈ 1M loop iterations).
-const ROUNDS: i32 = 16;
+/// (export, argument, id, description) of each kernel.
+const KERNELS: &[(&str, i32, &str, &str)] = &[
+    (
+        "kernel",
+        16,
+        "hash",
+        "16 FNV-1a passes over 64 KiB of linear memory (tight loop)",
+    ),
+    (
+        "fib",
+        25,
+        "fib",
+        "recursive fib(25), about 250k calls (call-heavy)",
+    ),
+];
 
 struct Kernel {
     store: Store<()>,
     func: TypedFunc<i32, i32>,
+    arg: i32,
 }
 
 impl Kernel {
-    fn new(config: &RuntimeConfig, metering: Metering) -> Result<Kernel> {
+    fn new(config: &RuntimeConfig, metering: Metering, export: &str, arg: i32) -> Result<Kernel> {
         let engine = Engine::new(&engine_config(config, metering)).map_err(anyhow::Error::from)?;
         let module = Module::new(&engine, KERNEL).map_err(anyhow::Error::from)?;
         let mut store = Store::new(&engine, ());
@@ -33,13 +51,19 @@ impl Kernel {
             Metering::None => {}
         }
         let instance = Instance::new(&mut store, &module, &[]).map_err(anyhow::Error::from)?;
-        let func = instance.get_typed_func::<i32, i32>(&mut store, "kernel").map_err(anyhow::Error::from)?;
-        Ok(Kernel { store, func })
+        let func = instance
+            .get_typed_func::<i32, i32>(&mut store, export)
+            .map_err(anyhow::Error::from)?;
+        Ok(Kernel { store, func, arg })
     }
 
     fn run(&mut self) -> Result<u64> {
         let t = Instant::now();
-        std::hint::black_box(self.func.call(&mut self.store, ROUNDS).map_err(anyhow::Error::from)?);
+        std::hint::black_box(
+            self.func
+                .call(&mut self.store, self.arg)
+                .map_err(anyhow::Error::from)?,
+        );
         Ok(t.elapsed().as_nanos() as u64)
     }
 }
@@ -47,46 +71,61 @@ impl Kernel {
 pub fn metering(ctx: &Ctx) -> Result<Vec<Figure>> {
     let iters = if ctx.quick { 40 } else { 250 };
     let config = RuntimeConfig::default().max_processes(4).cache_dir(None);
-    let mut ks = [Metering::None, Metering::Fuel, Metering::Epoch]
-        .into_iter()
-        .map(|m| Kernel::new(&config, m))
-        .collect::<Result<Vec<_>>>()?;
-    let mut hs = [histogram(), histogram(), histogram()];
-    for _ in 0..5 {
-        for k in ks.iter_mut() {
-            k.run()?;
+    let mut figures = Vec::new();
+    for &(export, arg, id, what) in KERNELS {
+        let mut ks = [Metering::None, Metering::Fuel, Metering::Epoch]
+            .into_iter()
+            .map(|m| Kernel::new(&config, m, export, arg))
+            .collect::<Result<Vec<_>>>()?;
+        let mut hs = [histogram(), histogram(), histogram()];
+        for _ in 0..5 {
+            for k in ks.iter_mut() {
+                k.run()?;
+            }
         }
-    }
-    // Round-robin so drift in machine load hits all three alike.
-    for _ in 0..iters {
-        for (k, h) in ks.iter_mut().zip(hs.iter_mut()) {
-            record(h, k.run()?);
+        // Round-robin so drift in machine load hits all three alike.
+        for _ in 0..iters {
+            for (k, h) in ks.iter_mut().zip(hs.iter_mut()) {
+                record(h, k.run()?);
+            }
         }
+        let none = Summary::of(
+            format!("unmetered engine (same config, no fuel, no epochs), {id} kernel"),
+            &hs[0],
+        );
+        let note = format!("{iters} calls each, round-robin; one call = {what}");
+        let fuel = Figure::new(
+            &format!("fuel-overhead-{id}"),
+            &format!("Fuel metering overhead, {id} kernel"),
+            Unit::Nanoseconds,
+            Summary::of(
+                format!("fuel-metered engine (as rt processes), {id} kernel"),
+                &hs[1],
+            ),
+            none.clone(),
+            Some(Goal::RatioAtMost {
+                stat: Stat::Median,
+                max: 1.25,
+            }),
+            "median ≤ 1.25× unmetered (≤ 25 % overhead)",
+        )
+        .note(note.clone());
+        progress(&fuel);
+        let epoch = Figure::new(
+            &format!("epoch-overhead-{id}"),
+            &format!("Epoch interruption overhead, {id} kernel"),
+            Unit::Nanoseconds,
+            Summary::of(format!("epoch-interrupted engine (as be processes), {id} kernel"), &hs[2]),
+            none,
+            Some(Goal::RatioAtMost { stat: Stat::Median, max: 1.10 }),
+            "median ≤ 1.10× unmetered (≤ 10 % overhead)",
+        )
+        .note(note)
+        .note(
+            "synchronous calls with a far epoch deadline: the epoch checks are measured, the yields a be process takes every 1 ms are not",
+        );
+        progress(&epoch);
+        figures.extend([fuel, epoch]);
     }
-    let none = Summary::of("unmetered engine (same config, no fuel, no epochs)", &hs[0]);
-    let note = format!("{iters} calls each, round-robin; one call = {ROUNDS} FNV-1a passes over 64 KiB of linear memory");
-    let fuel = Figure::new(
-        "fuel-overhead",
-        "Fuel metering overhead on a compute kernel",
-        Unit::Nanoseconds,
-        Summary::of("fuel-metered engine (rt processes)", &hs[1]),
-        none.clone(),
-        Some(Goal::RatioAtMost { stat: Stat::Median, max: 1.25 }),
-        "median ≤ 1.25× unmetered (≤ 25 % overhead)",
-    )
-    .note(note.clone());
-    progress(&fuel);
-    let epoch = Figure::new(
-        "epoch-overhead",
-        "Epoch interruption overhead on a compute kernel",
-        Unit::Nanoseconds,
-        Summary::of("epoch-interrupted engine (be processes)", &hs[2]),
-        none,
-        Some(Goal::RatioAtMost { stat: Stat::Median, max: 1.10 }),
-        "median ≤ 1.10× unmetered (≤ 10 % overhead)",
-    )
-    .note(note)
-    .note("synchronous calls with a far epoch deadline: the per-loop epoch check is measured, the yields a be process takes every 1 ms are not");
-    progress(&epoch);
-    Ok(vec![fuel, epoch])
+    Ok(figures)
 }

@@ -40,8 +40,9 @@ pub const RECEIVER: &str = r#"(module
     (global.set $sum (i64.add (global.get $sum) (i64.load (local.get $ptr))))))
 "#;
 
-/// A compute kernel: `rounds` passes of FNV-1a over 64 KiB of linear
-/// memory, writing the running hash back so every pass differs.
+/// Two compute kernels: `kernel(rounds)`, passes of FNV-1a over 64 KiB of
+/// linear memory writing the running hash back (a tight loop), and
+/// `fib(n)`, naive recursive Fibonacci (calls and branches).
 pub const KERNEL: &str = r#"(module
   (memory (export "memory") 1)
   (func (export "kernel") (param $rounds i32) (result i32)
@@ -58,7 +59,13 @@ pub const KERNEL: &str = r#"(module
         (br $inner)))
       (local.set $rounds (i32.sub (local.get $rounds) (i32.const 1)))
       (br $outer)))
-    (local.get $h)))
+    (local.get $h))
+  ;; Call-heavy: naive recursive Fibonacci.
+  (func $fib (export "fib") (param $n i32) (result i32)
+    (if (result i32) (i32.lt_u (local.get $n) (i32.const 2))
+      (then (local.get $n))
+      (else (i32.add (call $fib (i32.sub (local.get $n) (i32.const 1)))
+                     (call $fib (i32.sub (local.get $n) (i32.const 2))))))))
 "#;
 
 /// A be tick that burns CPU for tens of milliseconds; with a period
@@ -83,7 +90,8 @@ pub struct Scratch {
 impl Scratch {
     pub fn new() -> Result<Scratch> {
         let dir = std::env::temp_dir().join(format!("weft-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         Ok(Scratch { dir })
     }
 

@@ -33,13 +33,20 @@ impl Host {
         };
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split(':').nth(1))
+                    .map(|s| s.trim().to_string())
+            })
             .unwrap_or_else(|| "unknown".into());
         Host {
             generated_utc: sh("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
             kernel: sh("uname", &["-srm"]),
             cpu,
-            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             weft_version: env!("CARGO_PKG_VERSION").into(),
         }
     }
@@ -54,12 +61,17 @@ struct Json<'a> {
     figures: &'a [Figure],
 }
 
-fn verdict_word(f: &Figure) -> &'static str {
-    match f.verdict {
+fn verdict_word(f: &Figure) -> String {
+    let word = match f.verdict {
         Verdict::Met => "**met**",
         Verdict::NotMet => "**not met**",
         Verdict::NoGoal => "no goal",
         Verdict::Skipped => "skipped",
+    };
+    if f.borderline() {
+        format!("{word} (borderline: within 5 % of the goal)")
+    } else {
+        word.to_string()
     }
 }
 
@@ -74,17 +86,39 @@ fn judged(f: &Figure) -> String {
 }
 
 fn pair(f: &Figure, median: f64, p99: f64) -> String {
-    if median.is_nan() { "—".into() } else { format!("{} / {}", f.unit.show(median), f.unit.show(p99)) }
+    if median.is_nan() {
+        "—".into()
+    } else {
+        format!("{} / {}", f.unit.show(median), f.unit.show(p99))
+    }
+}
+
+/// A ratio with enough digits to be meaningful when it is far below 1.
+fn ratio(r: f64) -> String {
+    if r.is_nan() {
+        "—".into()
+    } else if r < 0.1 {
+        format!("{r:.4}×")
+    } else {
+        format!("{r:.2}×")
+    }
 }
 
 fn ratios(f: &Figure) -> String {
-    if f.ratio_median.is_nan() { "—".into() } else { format!("{:.2}× / {:.2}×", f.ratio_median, f.ratio_p99) }
+    if f.ratio_median.is_nan() {
+        "—".into()
+    } else {
+        format!("{} / {}", ratio(f.ratio_median), ratio(f.ratio_p99))
+    }
 }
 
 pub fn markdown(figures: &[Figure], host: &Host, mode: &str) -> String {
     let mut s = String::new();
     let met = figures.iter().filter(|f| f.verdict == Verdict::Met).count();
-    let not_met = figures.iter().filter(|f| f.verdict == Verdict::NotMet).count();
+    let not_met = figures
+        .iter()
+        .filter(|f| f.verdict == Verdict::NotMet)
+        .count();
     let _ = writeln!(s, "# weft benchmarks\n");
     let _ = writeln!(
         s,
@@ -103,9 +137,17 @@ pub fn markdown(figures: &[Figure], host: &Host, mode: &str) -> String {
          and are not promises; the goals are stated on ratios (or, for memory, on bytes per process), and each figure says \
          whether its goal is met. Machine-readable results: `benchmarks.json`.\n"
     );
-    let _ = writeln!(s, "**{met} goals met, {not_met} not met** ({mode} run).\n");
+    let borderline = figures.iter().filter(|f| f.borderline()).count();
+    let _ = writeln!(
+        s,
+        "**{met} goals met, {not_met} not met** ({mode} run; {borderline} of the verdicts are within 5 % of their goal \
+         and can flip between runs on a shared machine).\n"
+    );
     let _ = writeln!(s, "## Summary\n");
-    let _ = writeln!(s, "| figure | weft median / p99 | baseline median / p99 | ratio median / p99 | goal | judged | verdict |");
+    let _ = writeln!(
+        s,
+        "| figure | weft median / p99 | baseline median / p99 | ratio median / p99 | goal | judged | verdict |"
+    );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|");
     for f in figures {
         let _ = writeln!(
@@ -138,7 +180,12 @@ pub fn markdown(figures: &[Figure], host: &Host, mode: &str) -> String {
             );
         }
         if !f.ratio_median.is_nan() {
-            let _ = writeln!(s, "- ratio weft / baseline: median {:.2}×, p99 {:.2}×", f.ratio_median, f.ratio_p99);
+            let _ = writeln!(
+                s,
+                "- ratio weft / baseline: median {}, p99 {}",
+                ratio(f.ratio_median),
+                ratio(f.ratio_p99)
+            );
         }
         let _ = writeln!(s, "- goal: {} — {}", f.goal_text, f.verdict_text());
         for n in &f.notes {
@@ -152,16 +199,21 @@ pub fn markdown(figures: &[Figure], host: &Host, mode: &str) -> String {
 pub fn write(dir: &Path, figures: &[Figure], host: &Host, mode: &str) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let md = dir.join("BENCHMARKS.md");
-    std::fs::write(&md, markdown(figures, host, mode)).with_context(|| format!("cannot write {}", md.display()))?;
+    std::fs::write(&md, markdown(figures, host, mode))
+        .with_context(|| format!("cannot write {}", md.display()))?;
     let json = Json {
         mode,
         host,
         met: figures.iter().filter(|f| f.verdict == Verdict::Met).count(),
-        not_met: figures.iter().filter(|f| f.verdict == Verdict::NotMet).count(),
+        not_met: figures
+            .iter()
+            .filter(|f| f.verdict == Verdict::NotMet)
+            .count(),
         figures,
     };
     let path = dir.join("benchmarks.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&json)? + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::write(&path, serde_json::to_string_pretty(&json)? + "\n")
+        .with_context(|| format!("cannot write {}", path.display()))?;
     eprintln!("[bench] wrote {} and {}", md.display(), path.display());
     Ok(())
 }

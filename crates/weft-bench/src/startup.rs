@@ -50,15 +50,20 @@ pub fn instantiate(ctx: &Ctx) -> Result<Vec<Figure>> {
 
     // raw wasmtime: the same engine configuration (fuel, pooling), an
     // InstancePre of the same module, a fresh store, the same first call.
-    let engine = Engine::new(&engine_config(&config, Metering::Fuel)).map_err(anyhow::Error::from)?;
+    let engine =
+        Engine::new(&engine_config(&config, Metering::Fuel)).map_err(anyhow::Error::from)?;
     let module = Module::new(&engine, TINY).map_err(anyhow::Error::from)?;
-    let pre = Linker::<()>::new(&engine).instantiate_pre(&module).map_err(anyhow::Error::from)?;
+    let pre = Linker::<()>::new(&engine)
+        .instantiate_pre(&module)
+        .map_err(anyhow::Error::from)?;
     let raw_once = || -> Result<Duration> {
         let t = Instant::now();
         let mut store = Store::new(&engine, ());
         store.set_fuel(FUEL).map_err(anyhow::Error::from)?;
         let instance = pre.instantiate(&mut store).map_err(anyhow::Error::from)?;
-        let init = instance.get_typed_func::<(), ()>(&mut store, "weft_init").map_err(anyhow::Error::from)?;
+        let init = instance
+            .get_typed_func::<(), ()>(&mut store, "weft_init")
+            .map_err(anyhow::Error::from)?;
         init.call(&mut store, ()).map_err(anyhow::Error::from)?;
         let d = t.elapsed();
         drop(store);
@@ -76,11 +81,18 @@ pub fn instantiate(ctx: &Ctx) -> Result<Vec<Figure>> {
         record(&mut raw, raw_once()?.as_nanos() as u64);
     }
 
-    let native_cmd = if std::path::Path::new("/bin/true").exists() { "/bin/true" } else { "true" };
+    let native_cmd = if std::path::Path::new("/bin/true").exists() {
+        "/bin/true"
+    } else {
+        "true"
+    };
     let mut native = histogram();
     for i in 0..spawns + 5 {
         let t = Instant::now();
-        let status = Command::new(native_cmd).stdin(Stdio::null()).stdout(Stdio::null()).status()?;
+        let status = Command::new(native_cmd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()?;
         let d = t.elapsed();
         if !status.success() {
             bail!("{native_cmd} failed: {status}");
@@ -90,25 +102,42 @@ pub fn instantiate(ctx: &Ctx) -> Result<Vec<Figure>> {
         }
     }
 
-    let weft_s = Summary::of("weft: Process::instantiate + weft_init (precompiled rt program)", &weft);
+    let weft_s = Summary::of(
+        "weft: Process::instantiate + weft_init (precompiled rt program)",
+        &weft,
+    );
     let raw_fig = Figure::new(
         "instantiate-vs-wasmtime",
         "Instantiate to first call vs raw wasmtime",
         Unit::Nanoseconds,
         weft_s.clone(),
-        Summary::of("raw wasmtime: Store::new + InstancePre::instantiate + first call, same engine config", &raw),
-        Some(Goal::RatioAtMost { stat: Stat::Median, max: 1.2 }),
+        Summary::of(
+            "raw wasmtime: Store::new + InstancePre::instantiate + first call, same engine config",
+            &raw,
+        ),
+        Some(Goal::RatioAtMost {
+            stat: Stat::Median,
+            max: 1.2,
+        }),
         "median ≤ 1.2× raw wasmtime",
     )
-    .note(format!("{iters} samples each, interleaved; module: one 64 KiB page, weft_init touches one byte"));
+    .note(format!(
+        "{iters} samples each, interleaved; module: one 64 KiB page, weft_init touches one byte"
+    ));
     progress(&raw_fig);
     let spawn_fig = Figure::new(
         "instantiate-vs-native-spawn",
         "Instantiate to first call vs spawning a native process",
         Unit::Nanoseconds,
         weft_s,
-        Summary::of(format!("native: spawn `{native_cmd}` and wait for it"), &native),
-        Some(Goal::SpeedupAtLeast { stat: Stat::Median, min: 100.0 }),
+        Summary::of(
+            format!("native: spawn `{native_cmd}` and wait for it"),
+            &native,
+        ),
+        Some(Goal::SpeedupAtLeast {
+            stat: Stat::Median,
+            min: 100.0,
+        }),
         "median ≥ 100× faster than a native spawn",
     )
     .note(format!("{spawns} native spawns"));
@@ -127,16 +156,27 @@ pub fn cold_start(ctx: &Ctx) -> Result<Vec<Figure>> {
             title,
             Unit::Nanoseconds,
             "none set (reported for context)",
-            format!("{} is missing; build it with `bash scripts/build-guests.sh`", hello.display()),
+            format!(
+                "{} is missing; build it with `bash scripts/build-guests.sh`",
+                hello.display()
+            ),
         );
         progress(&fig);
         return Ok(vec![fig]);
     }
     let exe = std::env::current_exe().context("cannot find the weft binary")?;
-    let echo = if std::path::Path::new("/bin/echo").exists() { "/bin/echo" } else { "echo" };
+    let echo = if std::path::Path::new("/bin/echo").exists() {
+        "/bin/echo"
+    } else {
+        "echo"
+    };
     let time = |cmd: &mut Command| -> Result<Duration> {
         let t = Instant::now();
-        let status = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status()?;
+        let status = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
         let d = t.elapsed();
         if !status.success() {
             bail!("{cmd:?} failed: {status}");
@@ -168,12 +208,20 @@ pub fn cold_start(ctx: &Ctx) -> Result<Vec<Figure>> {
         "cold-start",
         title,
         Unit::Nanoseconds,
-        Summary::of(format!("weft: `{} run examples/wasm/hello-wasi.wasm` (artefact cache warm)", exe.display()), &weft),
+        Summary::of(
+            format!(
+                "weft: `{} run examples/wasm/hello-wasi.wasm` (artefact cache warm)",
+                exe.display()
+            ),
+            &weft,
+        ),
         Summary::of(format!("native: `{echo} hello`"), &native),
         None,
         "none set (reported for context)",
     )
-    .note(format!("{runs} runs each, interleaved, after 3 warm-up runs; wall time from spawn to exit"));
+    .note(format!(
+        "{runs} runs each, interleaved, after 3 warm-up runs; wall time from spawn to exit"
+    ));
     progress(&fig);
     Ok(vec![fig])
 }

@@ -36,7 +36,9 @@ impl Unit {
             Unit::Nanoseconds if value >= 1e6 => format!("{:.2} ms", value / 1e6),
             Unit::Nanoseconds if value >= 1e3 => format!("{:.2} µs", value / 1e3),
             Unit::Nanoseconds => format!("{value:.0} ns"),
-            Unit::Bytes if value.abs() >= 1024.0 * 1024.0 => format!("{:.2} MiB", value / 1024.0 / 1024.0),
+            Unit::Bytes if value.abs() >= 1024.0 * 1024.0 => {
+                format!("{:.2} MiB", value / 1024.0 / 1024.0)
+            }
             Unit::Bytes if value.abs() >= 1024.0 => format!("{:.1} KiB", value / 1024.0),
             Unit::Bytes => format!("{value:.0} B"),
             Unit::Processes => format!("{value:.0}"),
@@ -67,8 +69,20 @@ impl Summary {
     }
 
     /// A summary from values computed elsewhere (e.g. an extrapolation).
-    pub fn from_values(label: impl Into<String>, median: f64, p99: f64, max: f64, samples: u64) -> Summary {
-        Summary { label: label.into(), median, p99, max, samples }
+    pub fn from_values(
+        label: impl Into<String>,
+        median: f64,
+        p99: f64,
+        max: f64,
+        samples: u64,
+    ) -> Summary {
+        Summary {
+            label: label.into(),
+            median,
+            p99,
+            max,
+            samples,
+        }
     }
 }
 
@@ -131,7 +145,15 @@ fn ratio(a: f64, b: f64) -> f64 {
 }
 
 impl Figure {
-    pub fn new(id: &str, title: &str, unit: Unit, weft: Summary, baseline: Summary, goal: Option<Goal>, goal_text: &str) -> Figure {
+    pub fn new(
+        id: &str,
+        title: &str,
+        unit: Unit,
+        weft: Summary,
+        baseline: Summary,
+        goal: Option<Goal>,
+        goal_text: &str,
+    ) -> Figure {
         let ratio_median = ratio(weft.median, baseline.median);
         let ratio_p99 = ratio(weft.p99, baseline.p99);
         let pick = |stat: Stat, w: &Summary| match stat {
@@ -188,6 +210,18 @@ impl Figure {
         }
     }
 
+    /// True when the judged number is within 5 % of the goal's threshold:
+    /// on a shared VM such a verdict can flip from one run to the next.
+    pub fn borderline(&self) -> bool {
+        let threshold = match self.goal {
+            Some(Goal::RatioAtMost { max, .. } | Goal::ValueAtMost { max, .. }) => max,
+            Some(Goal::SpeedupAtLeast { min, .. } | Goal::ValueAtLeast { min, .. }) => min,
+            None => return false,
+        };
+        self.judged
+            .is_some_and(|v| (v / threshold - 1.0).abs() < 0.05)
+    }
+
     pub fn note(mut self, note: impl Into<String>) -> Figure {
         self.notes.push(note.into());
         self
@@ -203,8 +237,79 @@ impl Figure {
         match (&self.verdict, judged) {
             (Verdict::Met, Some(j)) => format!("met ({j}; goal {})", self.goal_text),
             (Verdict::NotMet, Some(j)) => format!("NOT MET ({j}; goal {})", self.goal_text),
-            (Verdict::Skipped, _) => format!("skipped: {}", self.notes.first().map(String::as_str).unwrap_or("")),
+            (Verdict::Skipped, _) => format!(
+                "skipped: {}",
+                self.notes.first().map(String::as_str).unwrap_or("")
+            ),
             _ => format!("no goal (median ratio {:.2}×)", self.ratio_median),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(median: f64, p99: f64) -> Summary {
+        Summary::from_values("x", median, p99, p99, 10)
+    }
+
+    #[test]
+    fn verdicts_follow_the_goal() {
+        let slow = Figure::new(
+            "a",
+            "a",
+            Unit::Nanoseconds,
+            s(13.0, 20.0),
+            s(10.0, 10.0),
+            Some(Goal::RatioAtMost {
+                stat: Stat::Median,
+                max: 1.2,
+            }),
+            "",
+        );
+        assert_eq!(slow.verdict, Verdict::NotMet);
+        assert!((slow.judged.unwrap() - 1.3).abs() < 1e-9);
+        let p99 = Figure::new(
+            "b",
+            "b",
+            Unit::Nanoseconds,
+            s(13.0, 11.0),
+            s(10.0, 10.0),
+            Some(Goal::RatioAtMost {
+                stat: Stat::P99,
+                max: 1.2,
+            }),
+            "",
+        );
+        assert_eq!(p99.verdict, Verdict::Met);
+        let fast = Figure::new(
+            "c",
+            "c",
+            Unit::Nanoseconds,
+            s(1.0, 2.0),
+            s(150.0, 150.0),
+            Some(Goal::SpeedupAtLeast {
+                stat: Stat::Median,
+                min: 100.0,
+            }),
+            "",
+        );
+        assert_eq!(fast.verdict, Verdict::Met);
+        let value = Figure::new(
+            "d",
+            "d",
+            Unit::Bytes,
+            s(1.0, 70_000.0),
+            s(1.0, 1.0),
+            Some(Goal::ValueAtMost {
+                stat: Stat::P99,
+                max: 65536.0,
+            }),
+            "",
+        );
+        assert_eq!(value.verdict, Verdict::NotMet);
+        let none = Figure::new("e", "e", Unit::Bytes, s(1.0, 1.0), s(1.0, 1.0), None, "");
+        assert_eq!(none.verdict, Verdict::NoGoal);
     }
 }

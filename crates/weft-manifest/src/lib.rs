@@ -92,6 +92,36 @@ pub struct ProcessSpec {
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub dirs: Vec<DirGrant>,
+    /// Where the cluster controller may place this process.
+    pub placement: Placement,
+    /// `hot`: keep a standby replica on another node (cluster only).
+    pub standby: Option<String>,
+}
+
+/// Placement constraints of a process (used by the cluster controller).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// The node must carry every one of these labels.
+    pub labels: BTreeMap<String, String>,
+    /// Require a node of this real-time class (`hard` or `soft`).
+    pub rt_class: Option<String>,
+    /// Pin to one node by name.
+    pub node: Option<String>,
+    /// Never on the same node as these processes of the app.
+    pub anti_affinity: Vec<String>,
+}
+
+impl ProcessSpec {
+    /// Devices the process needs from its node (its `device:<name>` grants).
+    pub fn devices(&self) -> Vec<String> {
+        self.capabilities
+            .iter()
+            .filter_map(|c| match c {
+                Capability::Device(name) => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// A host directory preopened for a WASI process.
@@ -207,6 +237,8 @@ impl ProcessSpec {
             args: Vec::new(),
             env: BTreeMap::new(),
             dirs: Vec::new(),
+            placement: Placement::default(),
+            standby: None,
         }
     }
 

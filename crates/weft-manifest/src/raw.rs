@@ -55,11 +55,21 @@ struct Process {
     env: BTreeMap<String, String>,
     #[serde(default)]
     dirs: Vec<String>,
-    // Read by the cluster controller; accepted here so one manifest serves both.
-    #[allow(dead_code)]
+    // Read by the cluster controller; a single node ignores them.
     standby: Option<String>,
-    #[allow(dead_code)]
-    placement: Option<toml::Table>,
+    #[serde(default)]
+    placement: RawPlacement,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPlacement {
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    rt_class: Option<String>,
+    node: Option<String>,
+    #[serde(default)]
+    anti_affinity: Vec<String>,
 }
 
 /// A size written either as a string with a unit or as a bare integer.
@@ -230,6 +240,27 @@ impl Process {
             );
         }
         let dirs = self.dirs.iter().map(|d| parse_dir(base, d)).collect();
+        if let Some(class) = self.placement.rt_class.as_deref()
+            && class != "hard"
+            && class != "soft"
+        {
+            return Err(format!(
+                "placement.rt_class: unknown class {class:?}; use \"hard\" or \"soft\""
+            ));
+        }
+        if let Some(mode) = self.standby.as_deref()
+            && mode != "hot"
+        {
+            return Err(format!(
+                "standby: unknown mode {mode:?}; the only mode is \"hot\""
+            ));
+        }
+        let placement = Placement {
+            labels: self.placement.labels,
+            rt_class: self.placement.rt_class,
+            node: self.placement.node,
+            anti_affinity: self.placement.anti_affinity,
+        };
         Ok(ProcessSpec {
             name: self.name,
             module,
@@ -250,6 +281,8 @@ impl Process {
             args: self.args,
             env: self.env,
             dirs,
+            placement,
+            standby: self.standby,
         })
     }
 }

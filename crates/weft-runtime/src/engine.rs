@@ -113,6 +113,13 @@ pub fn engine_config(config: &RuntimeConfig, metering: Metering) -> Config {
             // Keep a little of each freed memory resident so re-instantiation
             // does not fault pages in again.
             .linear_memory_keep_resident(64 << 10);
+        // Reserve only `max_memory` of address space per memory slot instead
+        // of wasmtime's 4 GiB + guard: with 4 GiB slots a node runs out of
+        // 47-bit address space near 5,000 processes. The price is explicit
+        // bounds checks, paid equally by every engine weft compares.
+        c.memory_reservation(config.max_memory)
+            .memory_guard_size(64 << 10)
+            .memory_reservation_for_growth(0);
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     c

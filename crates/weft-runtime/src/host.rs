@@ -46,6 +46,7 @@ pub struct Host {
     /// When the call in progress started and how long it may take (be processes).
     pub(crate) call_started: Instant,
     pub(crate) deadline: Option<Duration>,
+    pub(crate) log_sink: Option<crate::process::LogSink>,
 }
 
 impl Host {
@@ -74,6 +75,7 @@ impl Host {
             limiter,
             wasi: None,
             call_started: Instant::now(),
+            log_sink: None,
         }
     }
 
@@ -200,6 +202,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> Result<()> {
                 log_level::INFO => tracing::info!(target: "weft::guest", process, %tag, "{text}"),
                 log_level::DEBUG => tracing::debug!(target: "weft::guest", process, %tag, "{text}"),
                 _ => tracing::trace!(target: "weft::guest", process, %tag, "{text}"),
+            }
+            if let Some(sink) = &c.data().log_sink {
+                sink(process, level, tag, &text);
             }
             Ok(())
         },

@@ -3,7 +3,7 @@
 //! to running processes; everything that can be wrong with the manifest's
 //! modules is found before the first process starts.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,10 +17,12 @@ use crate::device::Devices;
 use crate::engine::{EpochTicker, Metering, RuntimeConfig, WeftEngine};
 use crate::host::{self, Host};
 use crate::metrics::{ProcessMetrics, ProcessReport};
-use crate::ports::{Inbox, Router};
-use crate::process::{ProcessEnv, Program, metering_for};
+use crate::ports::{Inbox, Output, RemoteSink, Router};
+use crate::process::{LogSink, ProcessEnv, Program, metering_for};
 use crate::rt::{self, RtClass};
-use crate::sched::{self, Stop, Supervisor};
+use crate::sched::{self, Checkpointing, Stop, Supervisor};
+use crate::snapshot::Snapshot;
+use crate::tag::Tag;
 
 /// Time between starting an app and its tag 0, so every process is
 /// instantiated before its first release.
@@ -82,13 +84,26 @@ impl Node {
             seed: process_seed(app_seed, &spec.name),
             inbox: Arc::new(Inbox::new(spec.mailbox)),
             devices: self.devices.clone(),
+            log_sink: None,
         }
     }
 
     /// Starts every process of `app`. Be processes run on `runtime`.
     pub fn start(&self, app: &AppManifest, runtime: &tokio::runtime::Handle) -> Result<RunningApp> {
+        self.start_with(app, runtime, StartOptions::default())
+    }
+
+    /// Starts the processes of `app` that `options` selects, wired to the
+    /// fabric for the connections that leave this node.
+    pub fn start_with(
+        &self,
+        app: &AppManifest,
+        runtime: &tokio::runtime::Handle,
+        mut options: StartOptions,
+    ) -> Result<RunningApp> {
+        let local = |name: &str| options.only.as_ref().is_none_or(|only| only.contains(name));
         let mut programs = Vec::new();
-        for spec in &app.processes {
+        for spec in app.processes.iter().filter(|s| local(&s.name)) {
             let program = self
                 .prepare(Arc::new(spec.clone()))
                 .with_context(|| format!("app {:?}", app.name))?;
@@ -97,34 +112,52 @@ impl Node {
         let envs: HashMap<&str, ProcessEnv> = app
             .processes
             .iter()
-            .map(|s| (s.name.as_str(), self.env(s, app.seed)))
+            .filter(|s| local(&s.name))
+            .map(|s| {
+                let mut env = self.env(s, app.seed);
+                env.log_sink = options.log_sink.clone();
+                (s.name.as_str(), env)
+            })
             .collect();
         let mut router = Router::default();
         for c in &app.connections {
             let sender = app.process(&c.from.process).expect("validated");
             let receiver = app.process(&c.to.process).expect("validated");
+            let out_port = sender.port_handle(&c.from.port).expect("validated");
+            if !local(&receiver.name) {
+                if let (true, Some(sink)) = (local(&sender.name), &options.remote) {
+                    router.export(&sender.name, out_port, &c.from.port, sink.clone());
+                }
+                continue;
+            }
             router.connect(
                 &sender.name,
-                sender.port_handle(&c.from.port).expect("validated"),
+                out_port,
                 &receiver.name,
                 envs[receiver.name.as_str()].inbox.clone(),
                 receiver.port_handle(&c.to.port).expect("validated"),
                 c.delay,
             );
         }
-        let has_rt = app.processes.iter().any(|p| p.class == Class::Rt);
+        let has_rt = app
+            .processes
+            .iter()
+            .any(|p| p.class == Class::Rt && local(&p.name));
         if has_rt {
             rt::lock_memory();
         }
         let stop = Stop::default();
-        let start_ns = rt::monotonic_ns() + START_LEAD.as_nanos() as u64;
+        let start_ns = options
+            .start_ns
+            .unwrap_or_else(|| rt::monotonic_ns() + START_LEAD.as_nanos() as u64);
         let mut processes = Vec::new();
+        let mut snapshots = Vec::new();
         let mut threads = Vec::new();
         let mut tasks = Vec::new();
         for program in programs {
             let spec = program.spec.clone();
             let metrics = Arc::new(Mutex::new(ProcessMetrics::new(&spec.name, spec.class)));
-            let sup = Supervisor::new(
+            let mut sup = Supervisor::new(
                 program,
                 envs[spec.name.as_str()].clone(),
                 router.clone(),
@@ -132,6 +165,9 @@ impl Node {
                 stop.clone(),
                 start_ns,
             );
+            sup.restore = options.restore.remove(&spec.name);
+            sup.checkpointing = options.checkpointing.clone();
+            snapshots.push((spec.name.clone(), sup.final_snapshot.clone()));
             match spec.class {
                 Class::Rt => threads.push(
                     std::thread::Builder::new()
@@ -145,6 +181,9 @@ impl Node {
         }
         Ok(RunningApp {
             name: app.name.clone(),
+            manifest: app.clone(),
+            router,
+            snapshots,
             rt_class: if has_rt {
                 rt::node_rt_class()
             } else {
@@ -170,9 +209,27 @@ pub fn process_seed(app_seed: u64, name: &str) -> u64 {
     u64::from_le_bytes(digest[..8].try_into().unwrap())
 }
 
+/// How to start (part of) an app; the default starts all of it, alone.
+#[derive(Default)]
+pub struct StartOptions {
+    /// Start only these processes (the rest of the app runs elsewhere).
+    pub only: Option<BTreeSet<String>>,
+    /// Snapshots to resume processes from, by name.
+    pub restore: HashMap<String, Snapshot>,
+    /// Where outputs with receivers on other nodes go.
+    pub remote: Option<Arc<dyn RemoteSink>>,
+    /// `CLOCK_MONOTONIC` time of tag 0; default: a moment from now.
+    pub start_ns: Option<u64>,
+    pub checkpointing: Option<Checkpointing>,
+    pub log_sink: Option<LogSink>,
+}
+
 /// An app running on a node.
 pub struct RunningApp {
     name: String,
+    manifest: AppManifest,
+    router: Router,
+    snapshots: Vec<(String, Arc<Mutex<Option<Snapshot>>>)>,
     rt_class: RtClass,
     processes: Vec<Arc<Mutex<ProcessMetrics>>>,
     stop: Stop,
@@ -205,6 +262,38 @@ impl RunningApp {
                 .collect(),
             devices: self.devices.status(),
         }
+    }
+
+    /// The names of the processes running here.
+    pub fn process_names(&self) -> Vec<String> {
+        self.snapshots.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Delivers a message that `sender` (running on another node) published
+    /// on its output `port` to the receivers on this node.
+    pub fn deliver_remote(
+        &self,
+        sender: &str,
+        port: &str,
+        tag: Tag,
+        seq: u64,
+        payload: Vec<u8>,
+    ) -> Result<()> {
+        let spec = self
+            .manifest
+            .process(sender)
+            .with_context(|| format!("app {:?} has no process {sender:?}", self.name))?;
+        let handle = spec
+            .outputs
+            .iter()
+            .position(|p| p == port)
+            .with_context(|| format!("process {sender:?} has no output {port:?}"))?;
+        let output = Output {
+            port: (spec.inputs.len() + handle) as i32,
+            payload,
+        };
+        self.router.deliver_local(sender, tag, seq, &output);
+        Ok(())
     }
 
     /// True when no process can run any more (all failed, parked or stopped).

@@ -163,10 +163,18 @@ struct Route {
     receiver: String,
 }
 
+/// Where outputs with receivers on other nodes go (the fabric).
+pub trait RemoteSink: Send + Sync {
+    fn publish(&self, sender: &str, port: &str, tag: Tag, seq: u64, payload: &[u8]);
+}
+
 /// All connections of the processes on this node.
 #[derive(Default, Clone)]
 pub struct Router {
     routes: HashMap<(String, i32), Vec<Route>>,
+    /// Output ports (sender, handle) with receivers elsewhere, by port name.
+    exported: HashMap<(String, i32), String>,
+    remote: Option<Arc<dyn RemoteSink>>,
     delivered: Arc<AtomicU64>,
 }
 
@@ -198,8 +206,29 @@ impl Router {
             });
     }
 
-    /// Delivers one output of `sender` produced at `tag` with sequence `seq`.
+    /// Sends `sender`'s output port `port` (named `name`) to the fabric too.
+    pub fn export(&mut self, sender: &str, port: i32, name: &str, sink: Arc<dyn RemoteSink>) {
+        self.exported
+            .insert((sender.to_string(), port), name.to_string());
+        self.remote = Some(sink);
+    }
+
+    /// Delivers one output of a local `sender` produced at `tag` with
+    /// sequence `seq`: to local receivers, and to the fabric if exported.
     pub fn publish(&self, sender: &str, tag: Tag, seq: u64, output: &Output) -> Delivery {
+        let result = self.deliver_local(sender, tag, seq, output);
+        if let (Some(remote), Some(name)) = (
+            &self.remote,
+            self.exported.get(&(sender.to_string(), output.port)),
+        ) {
+            remote.publish(sender, name, tag, seq, &output.payload);
+        }
+        result
+    }
+
+    /// Delivers to the receivers on this node only (also used for
+    /// messages that arrive from other nodes).
+    pub fn deliver_local(&self, sender: &str, tag: Tag, seq: u64, output: &Output) -> Delivery {
         let mut result = Delivery::default();
         let Some(routes) = self.routes.get(&(sender.to_string(), output.port)) else {
             return result;

@@ -260,12 +260,16 @@ struct Entry {
     start: Option<TypedFunc<(), ()>>,
 }
 
+/// Receives a process's guest log lines: (process, level, tag, text).
+pub type LogSink = Arc<dyn Fn(&str, i32, Tag, &str) + Send + Sync>;
+
 /// What a process needs from its node besides its program.
 #[derive(Clone)]
 pub struct ProcessEnv {
     pub seed: u64,
     pub inbox: Arc<Inbox>,
     pub devices: Devices,
+    pub log_sink: Option<LogSink>,
 }
 
 /// The running-hash of everything a process published:
@@ -308,6 +312,7 @@ impl Process {
     /// Instantiates a fresh process. Does not call `weft_init`.
     pub async fn instantiate(program: Arc<Program>, env: ProcessEnv) -> Result<Process, Fault> {
         let mut host = Host::new(program.spec.clone(), env.seed, env.inbox, env.devices);
+        host.log_sink = env.log_sink;
         if program.spec.grants(&Capability::Wasi) {
             host.wasi = Some(crate::wasi::context(&program.spec).map_err(Fault::instantiate)?);
         }

@@ -20,6 +20,7 @@ use crate::metrics::{ProcessMetrics, ProcessState};
 use crate::ports::Router;
 use crate::process::{CallReport, Fault, Process, ProcessEnv, Program, run_sync};
 use crate::rt::{self, monotonic_ns};
+use crate::snapshot::Snapshot;
 use crate::tag::Tag;
 
 /// A process that ran this long without a fault has its crash-loop count reset.
@@ -61,6 +62,16 @@ impl Stop {
     }
 }
 
+/// Receives periodic checkpoints: (process, tag, encoded snapshot).
+pub type CheckpointSink = Arc<dyn Fn(&str, Tag, Vec<u8>) + Send + Sync>;
+
+/// How often a process is checkpointed, and where the checkpoints go.
+#[derive(Clone)]
+pub struct Checkpointing {
+    pub every: Duration,
+    pub sink: CheckpointSink,
+}
+
 /// Everything a driver needs to run one process.
 pub(crate) struct Supervisor {
     pub program: Arc<Program>,
@@ -73,6 +84,12 @@ pub(crate) struct Supervisor {
     consecutive_faults: u32,
     started_at_ns: u64,
     calls: u64,
+    /// State to start from instead of a fresh instance (taken on first start).
+    pub restore: Option<Snapshot>,
+    pub checkpointing: Option<Checkpointing>,
+    last_checkpoint_ns: u64,
+    /// Where the driver leaves the process's snapshot when it stops.
+    pub final_snapshot: Arc<Mutex<Option<Snapshot>>>,
 }
 
 /// Per-call timing the driver measured.
@@ -101,6 +118,10 @@ impl Supervisor {
             consecutive_faults: 0,
             started_at_ns: 0,
             calls: 0,
+            restore: None,
+            checkpointing: None,
+            last_checkpoint_ns: monotonic_ns(),
+            final_snapshot: Arc::default(),
         }
     }
 
@@ -108,11 +129,33 @@ impl Supervisor {
         &self.program.spec.name
     }
 
-    /// Instantiates and initialises a fresh incarnation.
+    /// Restores the given snapshot, or instantiates and initialises a fresh incarnation.
     async fn start(&mut self) -> Result<Process, Fault> {
-        let mut process = Process::instantiate(self.program.clone(), self.env.clone()).await?;
-        let init = process.init().await?;
-        process.publish(&self.router, Tag::ZERO, init.outputs);
+        let restored = match self.restore.take() {
+            Some(snapshot) => {
+                match Process::restore(self.program.clone(), self.env.clone(), &snapshot).await {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        tracing::warn!(
+                            process = self.name(),
+                            "cannot restore checkpoint, starting fresh: {e:#}"
+                        );
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let mut process = match restored {
+            Some(p) => p,
+            None => {
+                let mut process =
+                    Process::instantiate(self.program.clone(), self.env.clone()).await?;
+                let init = process.init().await?;
+                process.publish(&self.router, Tag::ZERO, init.outputs);
+                process
+            }
+        };
         let mut m = self.metrics.lock().unwrap();
         if m.faults > 0 {
             m.restarts += 1;
@@ -122,6 +165,34 @@ impl Supervisor {
         m.memory_bytes = process.memory_bytes();
         self.started_at_ns = monotonic_ns();
         Ok(process)
+    }
+
+    /// Sends a checkpoint when one is due.
+    fn maybe_checkpoint(&mut self, process: &mut Process, tag: Tag) {
+        let Some(checkpointing) = &self.checkpointing else {
+            return;
+        };
+        let now = monotonic_ns();
+        if now - self.last_checkpoint_ns < checkpointing.every.as_nanos() as u64 {
+            return;
+        }
+        self.last_checkpoint_ns = now;
+        match process.snapshot() {
+            Ok(snapshot) => (checkpointing.sink)(self.name(), tag, snapshot.encode()),
+            Err(e) => {
+                tracing::warn!(process = self.name(), "cannot checkpoint: {e:#}");
+                self.checkpointing = None;
+            }
+        }
+    }
+
+    /// The first release index after (re)starting `process`: not in the
+    /// past, and after the last tag it completed (a restored process).
+    fn first_release(&self, process: &Process, period: u64, offset: u64) -> u64 {
+        let after_last = process
+            .last_tag()
+            .map_or(0, |t| t.0.saturating_sub(offset) / period + 1);
+        self.next_release(period, offset).max(after_last)
     }
 
     /// Books a finished call: applies the deadline policy, publishes, records.
@@ -173,6 +244,7 @@ impl Supervisor {
         {
             self.consecutive_faults = 0;
         }
+        self.maybe_checkpoint(process, tag);
         Ok(())
     }
 
@@ -216,7 +288,16 @@ impl Supervisor {
         }
     }
 
-    fn finish(&self) {
+    /// Marks the process stopped and keeps its final state for a handover.
+    fn finish(&self, process: Option<Process>) {
+        if let Some(mut process) = process
+            && !process.spec().grants(&weft_abi::Capability::Wasi)
+        {
+            match process.snapshot() {
+                Ok(snapshot) => *self.final_snapshot.lock().unwrap() = Some(snapshot),
+                Err(e) => tracing::warn!(process = self.name(), "no final snapshot: {e:#}"),
+            }
+        }
         let mut m = self.metrics.lock().unwrap();
         if matches!(
             m.state,
@@ -259,7 +340,10 @@ pub(crate) fn run_rt(mut sup: Supervisor) {
     while !sup.stop.is_set() {
         let Some(p) = process.as_mut() else {
             match run_sync(sup.start()) {
-                Ok(p) => process = Some(p),
+                Ok(p) => {
+                    k = k.max(sup.first_release(&p, period, offset));
+                    process = Some(p);
+                }
                 Err(fault) => match sup.on_fault(fault) {
                     Some(at)
                         if rt::sleep_until_or_stop(
@@ -270,7 +354,6 @@ pub(crate) fn run_rt(mut sup: Supervisor) {
                     _ => break,
                 },
             }
-            k = k.max(sup.next_release(period, offset));
             continue;
         };
         let tag = offset + k * period;
@@ -297,13 +380,15 @@ pub(crate) fn run_rt(mut sup: Supervisor) {
             }
         }
     }
-    sup.finish();
+    sup.finish(process);
 }
 
 /// Drives a be process on the tokio runtime until stopped, failed or parked.
 pub(crate) async fn run_be(mut sup: Supervisor) {
     let mut process: Option<Process> = None;
     let mut k = 0;
+    // Set when a stop cancelled a call midway: that state is not a boundary.
+    let mut cancelled = false;
     let stop = sup.stop.clone();
     loop {
         if stop.is_set() {
@@ -311,7 +396,16 @@ pub(crate) async fn run_be(mut sup: Supervisor) {
         }
         let Some(p) = process.as_mut() else {
             match sup.start().await {
-                Ok(p) => process = Some(p),
+                Ok(p) => {
+                    if let Some(period) = sup.program.spec.period {
+                        let (period, offset) = (
+                            period.as_nanos() as u64,
+                            sup.program.spec.offset.as_nanos() as u64,
+                        );
+                        k = k.max(sup.first_release(&p, period, offset));
+                    }
+                    process = Some(p);
+                }
                 Err(fault) => match sup.on_fault(fault) {
                     Some(at) => {
                         tokio::select! {
@@ -343,7 +437,7 @@ pub(crate) async fn run_be(mut sup: Supervisor) {
                 // A stop cancels a call in progress at its next epoch yield.
                 let result = tokio::select! {
                     result = p.tick(Tag(tag)) => result,
-                    _ = stop.wait() => break,
+                    _ = stop.wait() => { cancelled = true; break }
                 };
                 let timing = Timing {
                     jitter: Duration::from_nanos(woke.saturating_sub(release)),
@@ -364,7 +458,7 @@ pub(crate) async fn run_be(mut sup: Supervisor) {
                 let woke = monotonic_ns();
                 let result = tokio::select! {
                     result = p.message(&message) => result,
-                    _ = stop.wait() => break,
+                    _ = stop.wait() => { cancelled = true; break }
                 };
                 let timing = Timing {
                     jitter: Duration::ZERO,
@@ -387,5 +481,5 @@ pub(crate) async fn run_be(mut sup: Supervisor) {
             }
         }
     }
-    sup.finish();
+    sup.finish(if cancelled { None } else { process });
 }

@@ -1,0 +1,21 @@
+//! The weft fabric: how nodes, the controller, the CLI and processes on
+//! different machines find and talk to each other, over Zenoh.
+//!
+//! * `session`: opening a Zenoh session in peer, client or router mode with
+//!   explicit endpoints (no multicast scouting).
+//! * `keys`: the key space, `weft/<cluster>/...`.
+//! * `codec`: versioned, size-bounded payloads; a bad one is an error, never a panic.
+//! * `proto`: the messages themselves.
+//! * `rpc`: request/response over queryables, with timeouts.
+//!
+//! `docs/fabric.md` documents all of it for people writing their own clients.
+
+pub mod codec;
+pub mod keys;
+pub mod proto;
+pub mod rpc;
+pub mod session;
+
+pub use codec::CodecError;
+pub use keys::Keys;
+pub use session::{FabricConfig, Mode};

@@ -1,0 +1,199 @@
+//! The messages of the fabric. All are JSON control messages (see `codec`);
+//! binary blobs (modules, snapshots) are base64 inside them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What a node announces about itself, periodically, on `node/<name>/status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeStatus {
+    pub name: String,
+    pub pid: u32,
+    pub labels: BTreeMap<String, String>,
+    pub devices: Vec<String>,
+    /// `hard` when SCHED_FIFO is permitted, else `soft`.
+    pub rt_class: String,
+    pub cores: u32,
+    pub memory_bytes: u64,
+    /// How many more processes this node accepts.
+    pub free_slots: u32,
+    pub processes: Vec<ProcessStatus>,
+}
+
+/// One process as its node reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProcessStatus {
+    pub app: String,
+    pub name: String,
+    pub generation: u64,
+    pub state: String,
+    pub reason: Option<String>,
+    pub ticks: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub faults: u64,
+    pub restarts: u64,
+    pub deadline_misses: u64,
+    pub output_hash: String,
+    pub last_tag_ns: Option<u64>,
+    /// Tag of the checkpoint this incarnation was restored from, if any.
+    pub restored_from_tag: Option<u64>,
+}
+
+/// What one node should run of one app.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AppAssignment {
+    pub app: String,
+    /// Bumped on every change of the app's manifest (rolling updates).
+    pub generation: u64,
+    /// The manifest, with module paths replaced by `<digest>.wasm`.
+    pub manifest: String,
+    /// Where every process of the app runs (process -> node).
+    pub placement: BTreeMap<String, String>,
+    /// Wall-clock time of the app's tag 0, in ns since the Unix epoch, so
+    /// every node releases the app's processes on the same logical grid.
+    pub epoch_unix_ns: u64,
+}
+
+/// Controller -> node, on `node/<name>/rpc`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum NodeRequest {
+    /// The complete desired state of this node: it starts, stops and
+    /// reconfigures until it runs exactly this.
+    Sync { apps: Vec<AppAssignment> },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum NodeResponse {
+    Ok,
+    Error { message: String },
+}
+
+/// CLI or node -> controller, on `controller/rpc`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ControlRequest {
+    /// Creates or updates (rolling) an app.
+    Deploy {
+        manifest: String,
+        modules: BTreeMap<String, Blob>,
+    },
+    Remove {
+        app: String,
+    },
+    Ps,
+    Nodes,
+    /// Moves every process off a node and keeps it from getting new ones.
+    Drain {
+        node: String,
+    },
+    GetModule {
+        digest: String,
+    },
+    GetCheckpoint {
+        app: String,
+        process: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum ControlResponse {
+    Deployed {
+        app: String,
+        generation: u64,
+        pending: Vec<PsEntry>,
+    },
+    Removed {
+        app: String,
+    },
+    Ps {
+        processes: Vec<PsEntry>,
+    },
+    Nodes {
+        nodes: Vec<NodeEntry>,
+    },
+    Drained {
+        node: String,
+        moved: Vec<String>,
+    },
+    Module {
+        bytes: Blob,
+    },
+    Checkpoint {
+        tag: Option<u64>,
+        bytes: Blob,
+    },
+    NotFound {
+        what: String,
+    },
+    Error {
+        message: String,
+    },
+}
+
+/// Node -> controller, on `checkpoint/<app>/<process>`: the latest
+/// snapshot of a stateful process. The controller keeps the newest per
+/// process (by `tag`) and hands it out for restores (`GetCheckpoint`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CheckpointMessage {
+    /// Logical tag (ns since the app's epoch) the snapshot was taken at.
+    pub tag: u64,
+    pub snapshot: Blob,
+}
+
+/// One process in `weft ps`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PsEntry {
+    pub app: String,
+    pub name: String,
+    pub node: Option<String>,
+    /// `running`, `pending`, `starting`, or what the node reports (`failed`, `parked`, ...).
+    pub state: String,
+    pub reason: Option<String>,
+    pub generation: u64,
+    pub ticks: u64,
+    pub faults: u64,
+    pub restarts: u64,
+    pub output_hash: String,
+    pub restored_from_tag: Option<u64>,
+}
+
+/// One node in `weft nodes`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeEntry {
+    pub name: String,
+    pub pid: u32,
+    /// `alive`, `dead` or `draining`.
+    pub state: String,
+    pub labels: BTreeMap<String, String>,
+    pub devices: Vec<String>,
+    pub rt_class: String,
+    pub free_slots: u32,
+    pub processes: usize,
+}
+
+/// Bytes carried as base64 in JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Blob(pub Vec<u8>);
+
+impl Serialize for Blob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine;
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Blob, D::Error> {
+        use base64::Engine;
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map(Blob)
+            .map_err(serde::de::Error::custom)
+    }
+}
