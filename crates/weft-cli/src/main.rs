@@ -3,9 +3,11 @@
 //! Each subcommand lives in its own module; this file only parses
 //! arguments, sets up logging and maps errors to exit codes.
 
+mod cluster;
 mod inspect;
 mod run;
 mod table;
+mod up;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +38,59 @@ enum Command {
     },
     /// Run the benchmark suite and write BENCHMARKS.md and benchmarks.json.
     Bench(weft_bench::BenchArgs),
+    /// Start a whole cluster on this machine (controller + nodes) with the demo app.
+    Up(up::UpArgs),
+    /// Run a node agent that joins the cluster and runs what it is assigned.
+    Node(cluster::NodeArgs),
+    /// Run the controller.
+    Controller(cluster::ControllerArgs),
+    /// Run a Zenoh router that joins sites.
+    Router(cluster::FabricArgs),
+    /// Deploy (or update) an app on the cluster.
+    Deploy {
+        manifest: PathBuf,
+        #[command(flatten)]
+        client: cluster::ClientArgs,
+    },
+    /// Remove an app from the cluster.
+    Rm {
+        app: String,
+        #[command(flatten)]
+        client: cluster::ClientArgs,
+    },
+    /// List the cluster's processes.
+    Ps {
+        #[command(flatten)]
+        client: cluster::ClientArgs,
+    },
+    /// List the cluster's nodes.
+    Nodes {
+        #[command(flatten)]
+        client: cluster::ClientArgs,
+    },
+    /// Follow a process's log lines (APP/PROCESS).
+    Logs {
+        target: String,
+        /// Stop after this long.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+        #[command(flatten)]
+        client: cluster::ClientArgs,
+    },
+    /// Move every process off a node and stop placing new ones there.
+    Drain {
+        node: String,
+        #[command(flatten)]
+        client: cluster::ClientArgs,
+    },
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(future: F) -> anyhow::Result<i32> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(future)?;
+    Ok(0)
 }
 
 fn main() -> ExitCode {
@@ -43,7 +98,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
-                .unwrap_or_else(|_| "info,cranelift=warn,wasmtime=warn".into()),
+                .unwrap_or_else(|_| "info,cranelift=warn,wasmtime=warn,zenoh=warn".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -52,6 +107,20 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Inspect { module, json } => inspect::inspect(&module, json).map(|()| 0),
         Command::Bench(args) => weft_bench::run(args).map(|()| 0),
+        Command::Up(args) => block_on(up::up(args)),
+        Command::Node(args) => block_on(cluster::node(args)),
+        Command::Controller(args) => block_on(cluster::controller(args)),
+        Command::Router(args) => block_on(cluster::router(args)),
+        Command::Deploy { manifest, client } => block_on(cluster::deploy(client, manifest)),
+        Command::Rm { app, client } => block_on(cluster::remove(client, app)),
+        Command::Ps { client } => block_on(cluster::ps(client)),
+        Command::Nodes { client } => block_on(cluster::nodes(client)),
+        Command::Logs {
+            target,
+            duration,
+            client,
+        } => block_on(cluster::logs(client, target, duration)),
+        Command::Drain { node, client } => block_on(cluster::drain(client, node)),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),

@@ -64,8 +64,12 @@ impl Store {
     /// Opens (or creates) `<data_dir>/controller.redb`, creating the
     /// directory and every table.
     pub fn open(data_dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("cannot create the controller data directory {}", data_dir.display()))?;
+        std::fs::create_dir_all(data_dir).with_context(|| {
+            format!(
+                "cannot create the controller data directory {}",
+                data_dir.display()
+            )
+        })?;
         let path = data_dir.join(FILE_NAME);
         let db = Database::create(&path)
             .map_err(err)
@@ -87,7 +91,11 @@ impl Store {
     }
 
     /// Runs `f` in one write transaction and commits it.
-    fn write<T>(&self, what: &str, f: impl FnOnce(&redb::WriteTransaction) -> Result<T, redb::Error>) -> Result<T> {
+    fn write<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, redb::Error>,
+    ) -> Result<T> {
         let context = || format!("cannot {what} in {}", self.path.display());
         let tx = self.db.begin_write().map_err(err).with_context(context)?;
         let value = f(&tx).map_err(err).with_context(context)?;
@@ -95,14 +103,23 @@ impl Store {
         Ok(value)
     }
 
-    fn read<T>(&self, what: &str, f: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>) -> Result<T> {
+    fn read<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>,
+    ) -> Result<T> {
         let context = || format!("cannot {what} in {}", self.path.display());
         let tx = self.db.begin_read().map_err(err).with_context(context)?;
         f(&tx).map_err(err).with_context(context)
     }
 
     /// Stores an app together with any modules it brings, in one transaction.
-    pub fn put_app(&self, name: &str, app: &StoredApp, modules: &[(String, Vec<u8>)]) -> Result<()> {
+    pub fn put_app(
+        &self,
+        name: &str,
+        app: &StoredApp,
+        modules: &[(String, Vec<u8>)],
+    ) -> Result<()> {
         let json = serde_json::to_string(app).context("cannot serialise the app record")?;
         self.write(&format!("store app \"{name}\""), |tx| {
             let mut table = tx.open_table(MODULES)?;
@@ -127,8 +144,12 @@ impl Store {
         })?;
         raw.into_iter()
             .map(|(name, json)| {
-                let app = serde_json::from_str(&json)
-                    .with_context(|| format!("corrupt record of app \"{name}\" in {}", self.path.display()))?;
+                let app = serde_json::from_str(&json).with_context(|| {
+                    format!(
+                        "corrupt record of app \"{name}\" in {}",
+                        self.path.display()
+                    )
+                })?;
                 Ok((name, app))
             })
             .collect()
@@ -139,20 +160,27 @@ impl Store {
     pub fn remove_app(&self, name: &str) -> Result<bool> {
         self.write(&format!("remove app \"{name}\""), |tx| {
             let existed = tx.open_table(APPS)?.remove(name)?.is_some();
-            tx.open_table(ASSIGNMENTS)?.retain(|(app, _), _| app != name)?;
-            tx.open_table(CHECKPOINTS)?.retain(|(app, _), _| app != name)?;
+            tx.open_table(ASSIGNMENTS)?
+                .retain(|(app, _), _| app != name)?;
+            tx.open_table(CHECKPOINTS)?
+                .retain(|(app, _), _| app != name)?;
             Ok(existed)
         })
     }
 
     pub fn module(&self, digest: &str) -> Result<Option<Vec<u8>>> {
         self.read(&format!("read module {digest}"), |tx| {
-            Ok(tx.open_table(MODULES)?.get(digest)?.map(|v| v.value().to_vec()))
+            Ok(tx
+                .open_table(MODULES)?
+                .get(digest)?
+                .map(|v| v.value().to_vec()))
         })
     }
 
     pub fn has_module(&self, digest: &str) -> Result<bool> {
-        self.read(&format!("look up module {digest}"), |tx| Ok(tx.open_table(MODULES)?.get(digest)?.is_some()))
+        self.read(&format!("look up module {digest}"), |tx| {
+            Ok(tx.open_table(MODULES)?.get(digest)?.is_some())
+        })
     }
 
     /// Replaces the whole assignment (process -> node) of one app.
@@ -182,7 +210,9 @@ impl Store {
             for entry in table.iter()? {
                 let (k, v) = entry?;
                 let (app, process) = k.value();
-                out.entry(app.to_string()).or_default().insert(process.to_string(), v.value().to_string());
+                out.entry(app.to_string())
+                    .or_default()
+                    .insert(process.to_string(), v.value().to_string());
             }
             Ok(out)
         })
@@ -190,7 +220,13 @@ impl Store {
 
     /// Stores a checkpoint if it is newer (higher tag) than the stored one.
     /// Returns whether it was stored.
-    pub fn put_checkpoint(&self, app: &str, process: &str, tag: u64, snapshot: &[u8]) -> Result<bool> {
+    pub fn put_checkpoint(
+        &self,
+        app: &str,
+        process: &str,
+        tag: u64,
+        snapshot: &[u8],
+    ) -> Result<bool> {
         self.write(&format!("store the checkpoint of {app}/{process}"), |tx| {
             let mut table = tx.open_table(CHECKPOINTS)?;
             let newer = match table.get((app, process))? {
@@ -209,26 +245,36 @@ impl Store {
 
     pub fn checkpoint(&self, app: &str, process: &str) -> Result<Option<StoredCheckpoint>> {
         let raw = self.read(&format!("read the checkpoint of {app}/{process}"), |tx| {
-            Ok(tx.open_table(CHECKPOINTS)?.get((app, process))?.map(|v| v.value().to_vec()))
+            Ok(tx
+                .open_table(CHECKPOINTS)?
+                .get((app, process))?
+                .map(|v| v.value().to_vec()))
         })?;
         match raw {
             None => Ok(None),
             Some(bytes) => decode_checkpoint(&bytes).map(Some).ok_or_else(|| {
-                anyhow!("corrupt checkpoint record of {app}/{process} in {} ({} bytes)", self.path.display(), bytes.len())
+                anyhow!(
+                    "corrupt checkpoint record of {app}/{process} in {} ({} bytes)",
+                    self.path.display(),
+                    bytes.len()
+                )
             }),
         }
     }
 
     /// Marks a node drained (returns whether it was not already).
     pub fn drain(&self, node: &str) -> Result<bool> {
-        self.write(&format!("mark node \"{node}\" drained"), |tx| Ok(tx.open_table(DRAINED)?.insert(node, ())?.is_none()))
+        self.write(&format!("mark node \"{node}\" drained"), |tx| {
+            Ok(tx.open_table(DRAINED)?.insert(node, ())?.is_none())
+        })
     }
 
     /// Clears the drained mark of a node (returns whether it was set).
     pub fn undrain(&self, node: &str) -> Result<bool> {
-        self.write(&format!("clear the drained mark of node \"{node}\""), |tx| {
-            Ok(tx.open_table(DRAINED)?.remove(node)?.is_some())
-        })
+        self.write(
+            &format!("clear the drained mark of node \"{node}\""),
+            |tx| Ok(tx.open_table(DRAINED)?.remove(node)?.is_some()),
+        )
     }
 
     pub fn drained(&self) -> Result<BTreeSet<String>> {
@@ -245,7 +291,10 @@ impl Store {
 
 fn decode_checkpoint(bytes: &[u8]) -> Option<StoredCheckpoint> {
     let tag = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
-    Some(StoredCheckpoint { tag, snapshot: bytes[8..].to_vec() })
+    Some(StoredCheckpoint {
+        tag,
+        snapshot: bytes[8..].to_vec(),
+    })
 }
 
 #[cfg(test)]
@@ -253,7 +302,11 @@ mod tests {
     use super::*;
 
     fn app(generation: u64) -> StoredApp {
-        StoredApp { manifest: "name = \"a\"\n".into(), generation, epoch_unix_ns: 42 }
+        StoredApp {
+            manifest: "name = \"a\"\n".into(),
+            generation,
+            epoch_unix_ns: 42,
+        }
     }
 
     #[test]
@@ -261,18 +314,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
-            store.put_app("a", &app(1), &[("d1".into(), vec![1, 2, 3])]).unwrap();
+            store
+                .put_app("a", &app(1), &[("d1".into(), vec![1, 2, 3])])
+                .unwrap();
             store.put_app("b", &app(2), &[]).unwrap();
-            let placement: BTreeMap<_, _> = [("p".to_string(), "n1".to_string()), ("q".into(), "n2".into())].into();
+            let placement: BTreeMap<_, _> = [
+                ("p".to_string(), "n1".to_string()),
+                ("q".into(), "n2".into()),
+            ]
+            .into();
             store.set_assignments("a", &placement).unwrap();
-            store.set_assignments("b", &[("x".to_string(), "n1".to_string())].into()).unwrap();
+            store
+                .set_assignments("b", &[("x".to_string(), "n1".to_string())].into())
+                .unwrap();
             assert!(store.put_checkpoint("a", "p", 10, b"snap10").unwrap());
-            assert!(!store.put_checkpoint("a", "p", 5, b"old").unwrap(), "older tag is ignored");
-            assert!(!store.put_checkpoint("a", "p", 10, b"same").unwrap(), "same tag is ignored");
+            assert!(
+                !store.put_checkpoint("a", "p", 5, b"old").unwrap(),
+                "older tag is ignored"
+            );
+            assert!(
+                !store.put_checkpoint("a", "p", 10, b"same").unwrap(),
+                "same tag is ignored"
+            );
             assert!(store.drain("n3").unwrap());
             assert!(!store.drain("n3").unwrap());
             // Replace a's assignment entirely.
-            store.set_assignments("a", &[("p".to_string(), "n2".to_string())].into()).unwrap();
+            store
+                .set_assignments("a", &[("p".to_string(), "n2".to_string())].into())
+                .unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
         let apps = store.apps().unwrap();
@@ -283,11 +352,17 @@ mod tests {
         assert!(store.has_module("d1").unwrap());
         assert_eq!(store.module("nope").unwrap(), None);
         let assignments = store.assignments().unwrap();
-        assert_eq!(assignments["a"], [("p".to_string(), "n2".to_string())].into());
+        assert_eq!(
+            assignments["a"],
+            [("p".to_string(), "n2".to_string())].into()
+        );
         assert_eq!(assignments["b"]["x"], "n1");
         assert_eq!(
             store.checkpoint("a", "p").unwrap(),
-            Some(StoredCheckpoint { tag: 10, snapshot: b"snap10".to_vec() })
+            Some(StoredCheckpoint {
+                tag: 10,
+                snapshot: b"snap10".to_vec()
+            })
         );
         assert_eq!(store.checkpoint("a", "q").unwrap(), None);
         assert_eq!(store.drained().unwrap(), ["n3".to_string()].into());
@@ -296,7 +371,10 @@ mod tests {
         assert!(!store.remove_app("a").unwrap());
         assert!(!store.assignments().unwrap().contains_key("a"));
         assert_eq!(store.checkpoint("a", "p").unwrap(), None);
-        assert!(store.module("d1").unwrap().is_some(), "modules outlive apps");
+        assert!(
+            store.module("d1").unwrap().is_some(),
+            "modules outlive apps"
+        );
         assert!(store.undrain("n3").unwrap());
         assert!(store.drained().unwrap().is_empty());
     }
@@ -307,6 +385,9 @@ mod tests {
         let file = dir.path().join("file");
         std::fs::write(&file, b"x").unwrap();
         let e = Store::open(&file.join("sub")).err().expect("must fail");
-        assert!(format!("{e:#}").contains("cannot create the controller data directory"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("cannot create the controller data directory"),
+            "{e:#}"
+        );
     }
 }

@@ -79,14 +79,19 @@ impl FabricConfig {
             Mode::Router => "router",
         };
         let lease_ms = self.lease.as_millis().max(100) as u64;
+        // A long-running component keeps retrying (a node may start before
+        // the controller); a client command must fail fast instead.
+        let (exit_on_failure, timeout_ms) = match self.mode {
+            Mode::Client => (true, 5_000i64),
+            _ => (false, -1i64),
+        };
         let config = json!({
             "mode": mode,
             "listen": { "endpoints": self.listen },
             "connect": {
                 "endpoints": self.connect,
-                // Keep retrying: a node may start before the controller.
-                "exit_on_failure": false,
-                "timeout_ms": -1,
+                "exit_on_failure": exit_on_failure,
+                "timeout_ms": timeout_ms,
             },
             "scouting": {
                 "multicast": { "enabled": false },

@@ -30,7 +30,7 @@ mod wasi;
 pub use engine::{RuntimeConfig, WeftEngine};
 pub use metrics::{ProcessReport, ProcessState};
 pub use module::{LoadedModule, ModuleInfo};
-pub use node::{AppReport, Node, RunningApp, StartOptions};
+pub use node::{AppReport, Node, RemoteInlet, RunningApp, StartOptions};
 pub use process::{Fault, FaultKind, Process, ProcessEnv, Program};
 pub use sched::{CheckpointSink, Checkpointing, Stop};
 pub use snapshot::{Snapshot, SnapshotError};

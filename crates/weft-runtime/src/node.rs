@@ -224,6 +224,42 @@ pub struct StartOptions {
     pub log_sink: Option<LogSink>,
 }
 
+/// Delivers messages that processes on other nodes published to the
+/// receivers of this node. Cheap to clone; outlives nothing it needs.
+#[derive(Clone)]
+pub struct RemoteInlet {
+    manifest: Arc<AppManifest>,
+    router: Router,
+}
+
+impl RemoteInlet {
+    /// Delivers what `sender` published at `tag` (sequence `seq`) on its output `port`.
+    pub fn deliver(
+        &self,
+        sender: &str,
+        port: &str,
+        tag: Tag,
+        seq: u64,
+        payload: Vec<u8>,
+    ) -> Result<()> {
+        let spec = self
+            .manifest
+            .process(sender)
+            .with_context(|| format!("app {:?} has no process {sender:?}", self.manifest.name))?;
+        let handle = spec
+            .outputs
+            .iter()
+            .position(|p| p == port)
+            .with_context(|| format!("process {sender:?} has no output {port:?}"))?;
+        let output = Output {
+            port: (spec.inputs.len() + handle) as i32,
+            payload,
+        };
+        self.router.deliver_local(sender, tag, seq, &output);
+        Ok(())
+    }
+}
+
 /// An app running on a node.
 pub struct RunningApp {
     name: String,
@@ -269,31 +305,12 @@ impl RunningApp {
         self.snapshots.iter().map(|(n, _)| n.clone()).collect()
     }
 
-    /// Delivers a message that `sender` (running on another node) published
-    /// on its output `port` to the receivers on this node.
-    pub fn deliver_remote(
-        &self,
-        sender: &str,
-        port: &str,
-        tag: Tag,
-        seq: u64,
-        payload: Vec<u8>,
-    ) -> Result<()> {
-        let spec = self
-            .manifest
-            .process(sender)
-            .with_context(|| format!("app {:?} has no process {sender:?}", self.name))?;
-        let handle = spec
-            .outputs
-            .iter()
-            .position(|p| p == port)
-            .with_context(|| format!("process {sender:?} has no output {port:?}"))?;
-        let output = Output {
-            port: (spec.inputs.len() + handle) as i32,
-            payload,
-        };
-        self.router.deliver_local(sender, tag, seq, &output);
-        Ok(())
+    /// Where messages from processes on other nodes enter this app.
+    pub fn inlet(&self) -> RemoteInlet {
+        RemoteInlet {
+            manifest: Arc::new(self.manifest.clone()),
+            router: self.router.clone(),
+        }
     }
 
     /// True when no process can run any more (all failed, parked or stopped).
@@ -301,29 +318,31 @@ impl RunningApp {
         self.threads.iter().all(|t| t.is_finished()) && self.tasks.iter().all(|t| t.is_finished())
     }
 
+    /// Stops every process and returns the final report and the state of
+    /// each process that stopped at a call boundary, for a handover.
+    pub async fn stop_with_snapshots(self) -> (AppReport, HashMap<String, Snapshot>) {
+        let slots = self.snapshots.clone();
+        let report = self.stop().await;
+        let snapshots = slots
+            .into_iter()
+            .filter_map(|(name, slot)| Some((name, slot.lock().unwrap().take()?)))
+            .collect();
+        (report, snapshots)
+    }
+
     /// Stops every process at its next boundary and returns the final report.
-    pub async fn stop(self) -> AppReport {
+    pub async fn stop(mut self) -> AppReport {
         self.stop.trigger();
-        for task in self.tasks {
+        for task in std::mem::take(&mut self.tasks) {
             let _ = task.await;
         }
-        let threads = self.threads;
+        let threads = std::mem::take(&mut self.threads);
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {
                 let _ = t.join();
             }
         })
         .await;
-        AppReport {
-            app: self.name.clone(),
-            rt_class: self.rt_class,
-            uptime_s: self.started.elapsed().as_secs_f64(),
-            processes: self
-                .processes
-                .iter()
-                .map(|m| m.lock().unwrap().report())
-                .collect(),
-            devices: self.devices.status(),
-        }
+        self.report()
     }
 }

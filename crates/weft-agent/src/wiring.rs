@@ -1,0 +1,133 @@
+//! What crosses the fabric on behalf of running processes: outputs whose
+//! receivers are elsewhere, messages from remote senders, checkpoints and
+//! guest log lines.
+//!
+//! Processes publish from rt threads that must never block on the network,
+//! so every outgoing item goes through an unbounded channel to one async
+//! task that owns the Zenoh calls.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use weft_fabric::Keys;
+use weft_fabric::codec::{self, PortMessage};
+use weft_fabric::proto::{Blob, CheckpointMessage};
+use weft_runtime::ports::RemoteSink;
+use weft_runtime::{CheckpointSink, Checkpointing, RemoteInlet, Tag, process::LogSink};
+
+/// One item for the fabric.
+enum Outgoing {
+    Put { key: String, payload: Vec<u8> },
+}
+
+/// The sending half every sink of a node shares.
+#[derive(Clone)]
+pub(crate) struct Outbox {
+    tx: mpsc::UnboundedSender<Outgoing>,
+    keys: Keys,
+}
+
+impl Outbox {
+    /// Starts the task that performs the puts.
+    pub(crate) fn start(session: zenoh::Session, keys: Keys) -> Outbox {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
+        tokio::spawn(async move {
+            while let Some(Outgoing::Put { key, payload }) = rx.recv().await {
+                if let Err(e) = session.put(&key, payload).await {
+                    tracing::warn!(key = %key, "cannot publish: {e}");
+                }
+            }
+        });
+        Outbox { tx, keys }
+    }
+
+    fn put(&self, key: String, payload: Vec<u8>) {
+        let _ = self.tx.send(Outgoing::Put { key, payload });
+    }
+
+    pub(crate) fn remote_sink(&self, app: &str) -> Arc<dyn RemoteSink> {
+        Arc::new(PortSink {
+            outbox: self.clone(),
+            app: app.to_string(),
+        })
+    }
+
+    pub(crate) fn checkpointing(&self, app: &str, every: std::time::Duration) -> Checkpointing {
+        let outbox = self.clone();
+        let app = app.to_string();
+        let sink: CheckpointSink = Arc::new(move |process: &str, tag: Tag, bytes: Vec<u8>| {
+            let message = CheckpointMessage {
+                tag: tag.0,
+                snapshot: Blob(bytes),
+            };
+            outbox.put(
+                outbox.keys.checkpoint(&app, process),
+                codec::encode(&message),
+            );
+        });
+        Checkpointing { every, sink }
+    }
+
+    pub(crate) fn log_sink(&self, app: &str) -> LogSink {
+        let outbox = self.clone();
+        let app = app.to_string();
+        Arc::new(move |process: &str, level: i32, tag: Tag, text: &str| {
+            let level = ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"]
+                .get(level as usize)
+                .unwrap_or(&"TRACE");
+            let line = format!("{tag} {level} {text}");
+            outbox.put(outbox.keys.log(&app, process), line.into_bytes());
+        })
+    }
+}
+
+struct PortSink {
+    outbox: Outbox,
+    app: String,
+}
+
+impl RemoteSink for PortSink {
+    fn publish(&self, sender: &str, port: &str, tag: Tag, seq: u64, payload: &[u8]) {
+        let message = PortMessage {
+            tag: tag.0,
+            seq,
+            source: sender.to_string(),
+            payload: payload.to_vec(),
+        };
+        self.outbox.put(
+            self.outbox.keys.port(&self.app, sender, port),
+            message.encode(),
+        );
+    }
+}
+
+/// Subscribes to a remote sender's output port and feeds it to `inlet`.
+/// Malformed messages are logged and dropped.
+pub(crate) async fn subscribe_port(
+    session: &zenoh::Session,
+    keys: &Keys,
+    app: &str,
+    sender: &str,
+    port: &str,
+    inlet: RemoteInlet,
+) -> anyhow::Result<zenoh::pubsub::Subscriber<()>> {
+    let key = keys.port(app, sender, port);
+    let (sender, port) = (sender.to_string(), port.to_string());
+    let log_key = key.clone();
+    session
+        .declare_subscriber(&key)
+        .callback(move |sample| {
+            let bytes = sample.payload().to_bytes();
+            match PortMessage::decode(&bytes) {
+                Ok(m) if m.source == sender => {
+                    if let Err(e) = inlet.deliver(&sender, &port, Tag(m.tag), m.seq, m.payload) {
+                        tracing::warn!(key = %log_key, "dropping message: {e:#}");
+                    }
+                }
+                Ok(m) => tracing::warn!(key = %log_key, source = %m.source, "dropping message with a foreign source"),
+                Err(e) => tracing::warn!(key = %log_key, "dropping malformed port message: {e}"),
+            }
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot subscribe to {key}: {e}"))
+}

@@ -1,0 +1,459 @@
+//! The cluster end to end: a controller and nodes as real OS processes on
+//! loopback, real `kill -9` and `SIGSTOP`. Every wait is bounded and
+//! generous; assertions are about outcomes, never durations.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn weft() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_weft"))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+}
+
+/// A cluster of real processes; everything is killed on drop.
+struct Cluster {
+    dir: tempfile::TempDir,
+    name: String,
+    endpoint: String,
+    controller: Option<Child>,
+    nodes: BTreeMap<String, Child>,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!("t{}", free_port());
+        let endpoint = format!("tcp/127.0.0.1:{}", free_port());
+        let mut cluster = Cluster {
+            dir,
+            name,
+            endpoint,
+            controller: None,
+            nodes: BTreeMap::new(),
+        };
+        cluster.start_controller();
+        cluster
+    }
+
+    fn log(&self, name: &str) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{name}.log")))
+            .unwrap()
+    }
+
+    fn read_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    fn start_controller(&mut self) {
+        let child = weft()
+            .args([
+                "controller",
+                "--cluster",
+                &self.name,
+                "--listen",
+                &self.endpoint,
+                "--data-dir",
+            ])
+            .arg(self.dir.path().join("controller"))
+            .stdout(self.log("controller"))
+            .stderr(self.log("controller"))
+            .spawn()
+            .unwrap();
+        self.controller = Some(child);
+    }
+
+    fn start_node(&mut self, name: &str, labels: &str, devices: &[&str]) {
+        let mut cmd = weft();
+        cmd.args([
+            "node",
+            "--cluster",
+            &self.name,
+            "--name",
+            name,
+            "--connect",
+            &self.endpoint,
+        ])
+        .arg("--listen")
+        .arg(format!("tcp/127.0.0.1:{}", free_port()))
+        .arg("--data-dir")
+        .arg(self.dir.path().join(name))
+        .stdout(self.log(name))
+        .stderr(self.log(name));
+        if !labels.is_empty() {
+            cmd.args(["--labels", labels]);
+        }
+        for d in devices {
+            cmd.args(["--device", d]);
+        }
+        self.nodes.insert(name.to_string(), cmd.spawn().unwrap());
+    }
+
+    fn client(&self, args: &[&str]) -> std::process::Output {
+        weft()
+            .args(args)
+            .args(["--cluster", &self.name, "--connect", &self.endpoint])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Option<Value> {
+        let out = self.client(&[args, &["--json"]].concat());
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+
+    fn ps(&self) -> Vec<Value> {
+        self.json(&["ps"])
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    fn nodes(&self) -> Vec<Value> {
+        self.json(&["nodes"])
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    fn process(&self, name: &str) -> Option<Value> {
+        self.ps().into_iter().find(|p| p["name"] == name)
+    }
+
+    fn wait(&self, what: &str, mut check: impl FnMut(&Cluster) -> bool) {
+        let end = Instant::now() + WAIT;
+        while Instant::now() < end {
+            if check(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "timed out waiting for {what}\nps: {:#?}\nnodes: {:#?}\ncontroller log:\n{}",
+            self.ps(),
+            self.nodes(),
+            self.read_log("controller")
+        );
+    }
+
+    fn wait_nodes_alive(&self, n: usize) {
+        self.wait(&format!("{n} nodes alive"), |c| {
+            c.nodes().iter().filter(|n| n["state"] == "alive").count() == n
+        });
+    }
+
+    fn deploy(&self, manifest: &Path) {
+        let out = self.client(&["deploy", manifest.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "deploy failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn running_on(&self, process: &str) -> Option<String> {
+        let p = self.process(process)?;
+        (p["state"] == "running")
+            .then(|| p["node"].as_str().map(String::from))
+            .flatten()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.nodes.values_mut().chain(self.controller.as_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A small stateful app: a counter whose state (memory) survives moves.
+fn counter_app(dir: &Path, name: &str, placement: &str) -> PathBuf {
+    std::fs::write(
+        dir.join("counter.wat"),
+        r#"(module (import "weft" "send" (func $send (param i32 i32 i32) (result i32)))
+            (memory 1)
+            (func (export "weft_tick") (param i64)
+              (i64.store (i32.const 0) (i64.add (i64.load (i32.const 0)) (i64.const 1)))
+              (drop (call $send (i32.const 0) (i32.const 0) (i32.const 8)))))"#,
+    )
+    .unwrap();
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"{name}\"\n[[process]]\nname = \"counter\"\nmodule = \"counter.wat\"\nclass = \"rt\"\nperiod = \"10ms\"\n\
+             capabilities = [\"ports\"]\noutputs = [\"n\"]\n{placement}\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn deploy_honours_labels_and_devices_and_reports_unsatisfiable_apps() {
+    let mut c = Cluster::new();
+    c.start_node("edge-1", "tier=edge", &["plant"]);
+    c.start_node("edge-2", "tier=edge", &[]);
+    c.start_node("cloud-1", "tier=cloud", &[]);
+    c.wait_nodes_alive(3);
+    let nodes = c.nodes();
+    for n in &nodes {
+        for key in ["name", "pid", "state", "labels", "rt_class"] {
+            assert!(n.get(key).is_some(), "{key} missing in {n}");
+        }
+    }
+    c.deploy(&repo().join("examples/cluster-cell.toml"));
+    c.wait("the cell running", |c| {
+        ["pid", "supervisor", "analytics", "heartbeat"]
+            .iter()
+            .all(|p| c.running_on(p).is_some())
+    });
+    assert_eq!(
+        c.running_on("pid").as_deref(),
+        Some("edge-1"),
+        "only edge-1 has the plant"
+    );
+    assert_eq!(c.running_on("analytics").as_deref(), Some("cloud-1"));
+    assert_eq!(
+        c.running_on("heartbeat").as_deref(),
+        Some("edge-2"),
+        "tier=edge and not beside pid"
+    );
+    // Cross-node ports: analytics (cloud-1) receives pid's (edge-1) telemetry.
+    c.wait("analytics output", |c| {
+        c.process("analytics").is_some_and(|p| {
+            p["output_hash"] != c.process("supervisor").unwrap()["output_hash"]
+                && p["output_hash"].as_str() != Some(&"0".repeat(64))
+        })
+    });
+    for p in c.ps() {
+        for key in ["app", "name", "node", "state", "ticks", "output_hash"] {
+            assert!(p.get(key).is_some(), "{key} missing in {p}");
+        }
+    }
+
+    let dir = c.dir.path().to_owned();
+    let app = counter_app(
+        &dir,
+        "nowhere",
+        "placement = { labels = { zone = \"line-9\" } }",
+    );
+    c.deploy(&app);
+    c.wait("a pending reason", |c| {
+        c.ps().iter().any(|p| {
+            p["app"] == "nowhere"
+                && p["state"] == "pending"
+                && p["reason"].as_str().is_some_and(|r| r.contains("zone"))
+        })
+    });
+}
+
+#[test]
+fn a_killed_node_s_processes_restart_elsewhere_from_their_checkpoint() {
+    let mut c = Cluster::new();
+    c.start_node("a", "", &[]);
+    c.start_node("b", "", &[]);
+    c.wait_nodes_alive(2);
+    let app = counter_app(c.dir.path(), "count", "restart = \"on-failure\"");
+    c.deploy(&app);
+    c.wait("counter running", |c| c.running_on("counter").is_some());
+    let first = c.running_on("counter").unwrap();
+    c.wait("some ticks and a checkpoint", |c| {
+        c.process("counter")
+            .is_some_and(|p| p["ticks"].as_u64() > Some(100))
+    });
+    std::thread::sleep(Duration::from_secs(1)); // let at least one checkpoint reach the controller
+    let victim = c.nodes.get_mut(&first).unwrap();
+    signal(victim, libc::SIGKILL);
+    let _ = victim.wait();
+    c.wait("counter moved", |c| {
+        c.running_on("counter").is_some_and(|n| n != first)
+    });
+    let p = c.process("counter").unwrap();
+    assert!(
+        p["restored_from_tag"].as_u64().is_some_and(|t| t > 0),
+        "not restored from a checkpoint: {p}"
+    );
+    assert_eq!(c.ps().iter().filter(|p| p["name"] == "counter").count(), 1);
+}
+
+#[test]
+fn a_frozen_node_is_replaced_and_its_return_creates_no_duplicates() {
+    let mut c = Cluster::new();
+    c.start_node("a", "", &[]);
+    c.start_node("b", "", &[]);
+    c.wait_nodes_alive(2);
+    let app = counter_app(c.dir.path(), "count", "restart = \"on-failure\"");
+    c.deploy(&app);
+    c.wait("counter running", |c| c.running_on("counter").is_some());
+    let first = c.running_on("counter").unwrap();
+    let other = if first == "a" { "b" } else { "a" };
+    signal(&c.nodes[&first], libc::SIGSTOP);
+    c.wait("counter moved off the frozen node", |c| {
+        c.running_on("counter").as_deref() == Some(other)
+    });
+    signal(&c.nodes[&first], libc::SIGCONT);
+    c.wait_nodes_alive(2);
+    // The returned node is told it runs nothing: its status stops listing the counter.
+    c.wait("the returned node to drop its stale copy", |c| {
+        c.nodes()
+            .iter()
+            .any(|n| n["name"] == first.as_str() && n["processes"] == 0)
+    });
+    assert_eq!(c.running_on("counter").as_deref(), Some(other));
+}
+
+#[test]
+fn processes_survive_the_controller_and_a_restarted_controller_recovers() {
+    let mut c = Cluster::new();
+    c.start_node("a", "", &[]);
+    c.start_node("b", "", &[]);
+    c.wait_nodes_alive(2);
+    let app = counter_app(c.dir.path(), "count", "");
+    c.deploy(&app);
+    c.wait("counter running", |c| c.running_on("counter").is_some());
+    let node = c.running_on("counter").unwrap();
+    let ticks_before = c.process("counter").unwrap()["ticks"].as_u64().unwrap();
+
+    let controller = c.controller.as_mut().unwrap();
+    signal(controller, libc::SIGKILL);
+    let _ = controller.wait();
+    assert!(
+        !c.client(&["ps"]).status.success(),
+        "ps needs the controller"
+    );
+
+    c.start_controller();
+    c.wait("the recovered controller to see the counter", |c| {
+        c.running_on("counter").as_deref() == Some(node.as_str())
+    });
+    let p = c.process("counter").unwrap();
+    assert!(
+        p["ticks"].as_u64().unwrap() > ticks_before,
+        "the counter kept ticking without the controller"
+    );
+    assert_eq!(p["restarts"], 0);
+    assert!(
+        p["restored_from_tag"].is_null(),
+        "it was never moved or restarted"
+    );
+    assert_eq!(c.ps().iter().filter(|p| p["name"] == "counter").count(), 1);
+    let hosting: Vec<_> = c
+        .nodes()
+        .into_iter()
+        .filter(|n| n["processes"].as_u64() > Some(0))
+        .collect();
+    assert_eq!(hosting.len(), 1, "no duplicate copy anywhere: {hosting:?}");
+}
+
+#[test]
+fn a_rolling_update_keeps_the_app_running() {
+    let mut c = Cluster::new();
+    c.start_node("a", "", &[]);
+    c.wait_nodes_alive(1);
+    let app = counter_app(c.dir.path(), "count", "");
+    c.deploy(&app);
+    c.wait("generation 1 running", |c| {
+        c.process("counter")
+            .is_some_and(|p| p["state"] == "running" && p["generation"] == 1)
+    });
+    let text = std::fs::read_to_string(&app)
+        .unwrap()
+        .replace("period = \"10ms\"", "period = \"20ms\"");
+    std::fs::write(&app, text).unwrap();
+    c.deploy(&app);
+    c.wait("generation 2 running", |c| {
+        c.process("counter")
+            .is_some_and(|p| p["state"] == "running" && p["generation"] == 2)
+    });
+    c.wait("generation 2 ticking", |c| {
+        c.process("counter")
+            .is_some_and(|p| p["ticks"].as_u64() > Some(10))
+    });
+}
+
+#[test]
+fn malformed_fabric_messages_are_dropped_with_a_log() {
+    let mut c = Cluster::new();
+    c.start_node("a", "", &[]);
+    c.wait_nodes_alive(1);
+    let app = counter_app(c.dir.path(), "count", "");
+    c.deploy(&app);
+    c.wait("counter running", |c| c.running_on("counter").is_some());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let config = weft_fabric::FabricConfig::default()
+            .mode(weft_fabric::Mode::Client)
+            .connect([c.endpoint.clone()]);
+        let session = config.open().await.unwrap();
+        let keys = weft_fabric::Keys::new(&c.name);
+        session
+            .put(keys.node_status("a"), b"\xff\xfe not json".to_vec())
+            .await
+            .unwrap();
+        session
+            .put(keys.node_status("ghost"), br#"{"v":99}"#.to_vec())
+            .await
+            .unwrap();
+        session
+            .put(keys.checkpoint("count", "counter"), b"garbage".to_vec())
+            .await
+            .unwrap();
+        let replies = session
+            .get(keys.controller_rpc())
+            .payload(b"garbage".to_vec())
+            .await
+            .unwrap();
+        let reply = replies.recv_async().await.unwrap();
+        assert!(
+            reply.result().is_err(),
+            "a malformed request gets an error reply"
+        );
+        let replies = session
+            .get(keys.node_rpc("a"))
+            .payload(br#"{"v":1,"op":"explode"}"#.to_vec())
+            .await
+            .unwrap();
+        assert!(replies.recv_async().await.unwrap().result().is_err());
+        session.close().await.unwrap();
+    });
+    // Everything is still up and serving.
+    let before = c.process("counter").unwrap()["ticks"].as_u64().unwrap();
+    c.wait("the counter to keep ticking", |c| {
+        c.process("counter")
+            .is_some_and(|p| p["ticks"].as_u64() > Some(before))
+    });
+    let log = c.read_log("controller") + &c.read_log("a");
+    assert!(
+        log.contains("malformed"),
+        "no log line about the malformed messages:\n{log}"
+    );
+}
