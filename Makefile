@@ -1,11 +1,11 @@
 # The two commands of the README's Quick start, and their building blocks.
-#   make demo   - build everything and run the factory-cell app for 10 s
+#   make demo   - build everything and start a 3-node cluster running the demo cell (`weft up`)
 #   make test   - build everything and run every check CI runs
 
 CARGO ?= cargo
 DEMO_FOR ?= 10s
 
-.PHONY: demo test setup guests lint
+.PHONY: demo demo-single test setup guests lint
 
 setup:
 	bash scripts/setup.sh
@@ -14,6 +14,10 @@ guests: setup
 	bash scripts/build-guests.sh
 
 demo: guests
+	$(CARGO) run --release -p weft-cli -- up
+
+# The same cell on one node, in-process, for a fixed time.
+demo-single: guests
 	$(CARGO) run --release -p weft-cli -- run examples/factory-cell.toml --for $(DEMO_FOR)
 
 lint:

@@ -62,4 +62,16 @@ else
     log "run as root: apt-get update && apt-get install -y --no-install-recommends ${missing[*]}"
     exit 1
 fi
+
+# ---- Python Zenoh client ----------------------------------------------------
+# docs/fabric.md shows how a plain Zenoh client watches a cluster; a test runs
+# examples/python/watch_ports.py with it. Kept in a venv under build/.
+pyenv="$(cd "$(dirname "$0")/.." && pwd)/build/pyenv"
+if "$pyenv/bin/python" -c "import zenoh" 2>/dev/null; then
+    log "python zenoh client: present ($pyenv)"
+else
+    log "python zenoh client: installing eclipse-zenoh into $pyenv"
+    python3 -m venv "$pyenv"
+    "$pyenv/bin/pip" install --quiet --disable-pip-version-check eclipse-zenoh==1.10.2
+fi
 log "done"

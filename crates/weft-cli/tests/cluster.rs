@@ -457,3 +457,73 @@ fn malformed_fabric_messages_are_dropped_with_a_log() {
         "no log line about the malformed messages:\n{log}"
     );
 }
+
+/// An ordinary Zenoh client (the Python package, as in docs/fabric.md)
+/// connects to the cluster and decodes a process's port traffic.
+#[test]
+fn a_plain_python_zenoh_client_reads_port_traffic() {
+    let python = repo().join("build/pyenv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run `bash scripts/setup.sh`",
+        python.display()
+    );
+    let mut c = Cluster::new();
+    c.start_node("a", "", &[]);
+    c.start_node("b", "", &[]);
+    c.wait_nodes_alive(2);
+    // Only outputs with a receiver on another node go on the fabric, so the
+    // source and the sink are pinned to different nodes.
+    counter_app(c.dir.path(), "unused", "");
+    std::fs::write(
+        c.dir.path().join("sink.wat"),
+        r#"(module (memory 1) (global $n (mut i32) (i32.const 0))
+            (func (export "weft_alloc") (param i32) (result i32) (i32.const 1024))
+            (func (export "weft_message") (param i32 i32 i32 i64) (global.set $n (i32.add (global.get $n) (i32.const 1)))))"#,
+    )
+    .unwrap();
+    let pair = c.dir.path().join("pair.toml");
+    std::fs::write(
+        &pair,
+        "name = \"pair\"\n\
+         [[process]]\nname = \"src\"\nmodule = \"counter.wat\"\nclass = \"rt\"\nperiod = \"10ms\"\ncapabilities = [\"ports\"]\noutputs = [\"n\"]\nplacement = { node = \"a\" }\n\
+         [[process]]\nname = \"dst\"\nmodule = \"sink.wat\"\ninputs = [\"n\"]\nplacement = { node = \"b\" }\n\
+         [[connection]]\nfrom = \"src.n\"\nto = \"dst.n\"\n",
+    )
+    .unwrap();
+    c.deploy(&pair);
+    c.wait("pair running", |c| {
+        c.running_on("src").is_some() && c.running_on("dst").is_some()
+    });
+    let out = Command::new(&python)
+        .arg(repo().join("examples/python/watch_ports.py"))
+        .args([
+            "--connect",
+            &c.endpoint,
+            "--key",
+            &format!("weft/{}/port/pair/src/n", c.name),
+            "--count",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for m in &lines {
+        assert_eq!(m["source"], "src");
+        assert_eq!(
+            m["payload_hex"].as_str().unwrap().len(),
+            16,
+            "an 8-byte counter"
+        );
+    }
+    assert!(lines[1]["seq"].as_u64() > lines[0]["seq"].as_u64());
+}
