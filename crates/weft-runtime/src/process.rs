@@ -18,7 +18,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
-use wasmtime::{Instance, InstancePre, Linker, Store, Trap, TypedFunc, UpdateDeadline};
+use wasmtime::{
+    ExternType, Instance, InstancePre, Linker, Module, ModuleExport, Store, Trap, TypedFunc,
+    UpdateDeadline, ValType,
+};
 use weft_abi::{Capability, IMPORT_MODULE, WASI_MODULE, exports};
 use weft_manifest::{Class, ProcessSpec};
 
@@ -90,6 +93,66 @@ pub struct Program {
     /// Pre-resolved imports of a single-module process.
     pre: Option<InstancePre<Host>>,
     linker: Linker<Host>,
+    /// The main module's entry points, resolved once (lookups by index, not name).
+    entry_points: EntryPoints,
+}
+
+/// Export indices of the fixed entry points in the main module.
+#[derive(Default)]
+struct EntryPoints {
+    init: Option<ModuleExport>,
+    tick: Option<ModuleExport>,
+    message: Option<ModuleExport>,
+    alloc: Option<ModuleExport>,
+    start: Option<ModuleExport>,
+}
+
+impl EntryPoints {
+    /// Resolves the entry points, refusing any with the wrong signature:
+    /// a `weft_tick(i32)` would otherwise be silently never called.
+    fn resolve(module: &Module, name: &str) -> Result<EntryPoints> {
+        use ValType::{I32, I64};
+        let find = |export: &str,
+                    params: &[ValType],
+                    results: &[ValType]|
+         -> Result<Option<ModuleExport>> {
+            let Some(ExternType::Func(ty)) = module.get_export(export) else {
+                return Ok(None);
+            };
+            let matches = ty
+                .params()
+                .map(|p| p.to_string())
+                .eq(params.iter().map(|p| p.to_string()))
+                && ty
+                    .results()
+                    .map(|r| r.to_string())
+                    .eq(results.iter().map(|r| r.to_string()));
+            if !matches {
+                bail!(
+                    "module {name:?} exports `{export}` with signature {ty}, but weft calls it as (param {params:?}) (result {results:?}); see docs/abi.md"
+                );
+            }
+            Ok(module.get_export_index(export))
+        };
+        Ok(EntryPoints {
+            init: find(exports::INIT, &[], &[])?,
+            tick: find(exports::TICK, &[I64], &[])?,
+            message: find(exports::MESSAGE, &[I32, I32, I32, I64], &[])?,
+            alloc: find(exports::ALLOC, &[I32], &[I32])?,
+            start: find(exports::START, &[], &[])?,
+        })
+    }
+}
+
+fn entry<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
+    store: &mut Store<Host>,
+    instance: Instance,
+    export: &Option<ModuleExport>,
+) -> Option<TypedFunc<P, R>> {
+    let func = instance
+        .get_module_export(&mut *store, export.as_ref()?)?
+        .into_func()?;
+    func.typed(&*store).ok()
 }
 
 impl Program {
@@ -131,12 +194,15 @@ impl Program {
         } else {
             None
         };
+        let entry_points = EntryPoints::resolve(&main.module, &main.loaded.info.name)
+            .with_context(|| format!("process {process:?}"))?;
         Ok(Program {
             spec: spec.clone(),
             engine: engine.clone(),
             modules,
             pre,
             linker: linker.clone(),
+            entry_points,
         })
     }
 
@@ -359,12 +425,13 @@ impl Process {
             }
         }
         let main = *instances.last().unwrap();
+        let points = &program.entry_points;
         let entry = Entry {
-            init: main.get_typed_func(&mut store, exports::INIT).ok(),
-            tick: main.get_typed_func(&mut store, exports::TICK).ok(),
-            message: main.get_typed_func(&mut store, exports::MESSAGE).ok(),
-            alloc: main.get_typed_func(&mut store, exports::ALLOC).ok(),
-            start: main.get_typed_func(&mut store, exports::START).ok(),
+            init: entry(&mut store, main, &points.init),
+            tick: entry(&mut store, main, &points.tick),
+            message: entry(&mut store, main, &points.message),
+            alloc: entry(&mut store, main, &points.alloc),
+            start: entry(&mut store, main, &points.start),
         };
         Ok(Process {
             program,

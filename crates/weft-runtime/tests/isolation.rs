@@ -401,3 +401,11 @@ fn a_busy_be_process_yields_its_worker() {
     let report = rt.block_on(running.stop());
     assert_eq!(report.processes[1].faults, 0);
 }
+
+#[test]
+fn an_entry_point_with_the_wrong_signature_is_refused() {
+    let dir = tempdir().unwrap();
+    let m = write(dir.path(), "sig.wat", r#"(module (memory 1) (func (export "weft_tick") (param i32)))"#);
+    let err = format!("{:#}", instantiate(&node(), rt_spec("sig", &m, Duration::from_millis(1), 1000)).err().unwrap());
+    assert!(err.contains("weft_tick") && err.contains("signature"), "{err}");
+}
