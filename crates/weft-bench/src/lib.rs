@@ -11,8 +11,11 @@
 //! * `latency`: local port message latency.
 //! * `jitter`: rt 1 kHz wake-up jitter, alone and under load.
 //! * `metering`: fuel and epoch overhead.
+//! * `cluster`: cross-node port latency against raw Zenoh, node failure
+//!   detection and recovery, and deploy time, on a real local cluster.
 //! * `stats` and `report`: figures, verdicts and the two output files.
 
+mod cluster;
 mod jitter;
 mod latency;
 mod memory;
@@ -38,7 +41,7 @@ pub struct BenchArgs {
     /// Directory to write BENCHMARKS.md and benchmarks.json to (default: the repository root).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Run only these benchmark groups: startup, memory, latency, jitter, metering (repeatable).
+    /// Run only these benchmark groups: startup, memory, latency, metering, cluster, jitter (repeatable).
     #[arg(long, value_name = "NAME")]
     pub only: Vec<String>,
 }
@@ -60,7 +63,9 @@ type Group = fn(&Ctx) -> Result<Vec<Figure>>;
 
 /// The groups in running order. Jitter runs last: it locks the process's
 /// memory (as a node with rt processes does), which would distort the RSS
-/// figures and slow the others.
+/// figures and slow the others. Cluster runs before it for the same reason
+/// (its controller and nodes are separate processes, but the bench's own
+/// sessions and threads should not be locked in).
 const GROUPS: &[(&str, Group)] = &[
     ("startup", |c| {
         let mut v = startup::instantiate(c)?;
@@ -70,6 +75,7 @@ const GROUPS: &[(&str, Group)] = &[
     ("memory", memory::density),
     ("latency", latency::port_latency),
     ("metering", metering::metering),
+    ("cluster", cluster::cluster),
     ("jitter", jitter::jitter),
 ];
 

@@ -194,6 +194,24 @@ impl Drop for Cluster {
     }
 }
 
+/// `weft up` under test: interrupted (so it stops its children) on drop,
+/// even when the test panics.
+struct Interrupt(Child);
+
+impl Drop for Interrupt {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            signal(&self.0, libc::SIGINT);
+            let end = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < end && matches!(self.0.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// A small stateful app: a counter whose state (memory) survives moves.
 fn counter_app(dir: &Path, name: &str, placement: &str) -> PathBuf {
     std::fs::write(
@@ -526,4 +544,123 @@ fn a_plain_python_zenoh_client_reads_port_traffic() {
         );
     }
     assert!(lines[1]["seq"].as_u64() > lines[0]["seq"].as_u64());
+}
+
+/// `weft up` as a user runs it: three nodes, the demo cell, healing after a
+/// killed node, a drain, logs, and a clean stop on Ctrl-C.
+#[test]
+fn weft_up_runs_the_demo_and_heals() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("tcp/127.0.0.1:{}", free_port());
+    let mut up = Interrupt(
+        weft()
+            .args(["up", "--listen", &endpoint, "--data-dir"])
+            .arg(dir.path())
+            .current_dir(repo())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let client = |args: &[&str]| {
+        weft()
+            .args(args)
+            .args(["--connect", &endpoint])
+            .output()
+            .unwrap()
+    };
+    let json = |args: &[&str]| -> Vec<Value> {
+        let out = client(&[args, &["--json"]].concat());
+        serde_json::from_slice(&out.stdout)
+            .ok()
+            .and_then(|v: Value| v.as_array().cloned())
+            .unwrap_or_default()
+    };
+    let wait = |what: &str, check: &dyn Fn() -> bool| {
+        let end = Instant::now() + WAIT;
+        while Instant::now() < end {
+            if check() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "timed out waiting for {what}: {:#?} {:#?}",
+            json(&["ps"]),
+            json(&["nodes"])
+        );
+    };
+    let node_of = |process: &str| -> Option<String> {
+        json(&["ps"])
+            .into_iter()
+            .find(|p| p["name"] == process && p["state"] == "running")?["node"]
+            .as_str()
+            .map(String::from)
+    };
+    wait("three nodes and four running processes", &|| {
+        json(&["nodes"])
+            .iter()
+            .filter(|n| n["state"] == "alive")
+            .count()
+            == 3
+            && json(&["ps"])
+                .iter()
+                .filter(|p| p["state"] == "running")
+                .count()
+                == 4
+    });
+    let pid_node = node_of("pid").unwrap();
+    assert!(
+        pid_node.starts_with("edge-"),
+        "pid needs the plant: {pid_node}"
+    );
+
+    // Guest logs reach `weft logs`.
+    let logs = client(&["logs", "cluster-cell/analytics", "--for", "3s"]);
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("quality"),
+        "{}",
+        String::from_utf8_lossy(&logs.stdout)
+    );
+
+    // Heal: kill -9 the PID's node.
+    let victim = json(&["nodes"])
+        .into_iter()
+        .find(|n| n["name"] == pid_node.as_str())
+        .unwrap()["pid"]
+        .as_i64()
+        .unwrap();
+    // SAFETY: signalling a process weft up started for this test.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    wait("pid to run on the other edge node", &|| {
+        node_of("pid").is_some_and(|n| n != pid_node && n.starts_with("edge-"))
+    });
+
+    // Drain the cloud node: analytics has nowhere else to go and is pending.
+    let out = client(&["drain", "cloud-1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait("analytics pending after the drain", &|| {
+        json(&["ps"])
+            .iter()
+            .any(|p| p["name"] == "analytics" && p["state"] == "pending")
+    });
+
+    // Ctrl-C stops the whole cluster.
+    signal(&up.0, libc::SIGINT);
+    let status = up.0.wait().unwrap();
+    assert!(status.success(), "weft up exited with {status}");
+    let mut banner = String::new();
+    std::io::Read::read_to_string(up.0.stdout.as_mut().unwrap(), &mut banner).unwrap();
+    assert!(
+        banner.contains("edge-1") && banner.contains("cloud-1") && banner.contains("weft ps"),
+        "{banner}"
+    );
+    assert!(
+        !client(&["nodes"]).status.success(),
+        "the cluster is gone after Ctrl-C"
+    );
 }

@@ -405,7 +405,19 @@ fn a_busy_be_process_yields_its_worker() {
 #[test]
 fn an_entry_point_with_the_wrong_signature_is_refused() {
     let dir = tempdir().unwrap();
-    let m = write(dir.path(), "sig.wat", r#"(module (memory 1) (func (export "weft_tick") (param i32)))"#);
-    let err = format!("{:#}", instantiate(&node(), rt_spec("sig", &m, Duration::from_millis(1), 1000)).err().unwrap());
-    assert!(err.contains("weft_tick") && err.contains("signature"), "{err}");
+    let m = write(
+        dir.path(),
+        "sig.wat",
+        r#"(module (memory 1) (func (export "weft_tick") (param i32)))"#,
+    );
+    let err = format!(
+        "{:#}",
+        instantiate(&node(), rt_spec("sig", &m, Duration::from_millis(1), 1000))
+            .err()
+            .unwrap()
+    );
+    assert!(
+        err.contains("weft_tick") && err.contains("signature"),
+        "{err}"
+    );
 }
