@@ -171,9 +171,11 @@ pub trait RemoteSink: Send + Sync {
 /// All connections of the processes on this node.
 #[derive(Default, Clone)]
 pub struct Router {
-    routes: HashMap<(String, i32), Vec<Route>>,
+    /// sender -> output port handle -> destinations. Nested so a lookup by
+    /// `&str` allocates nothing on the hot path.
+    routes: HashMap<String, HashMap<i32, Vec<Route>>>,
     /// Output ports (sender, handle) with receivers elsewhere, by port name.
-    exported: HashMap<(String, i32), String>,
+    exported: HashMap<String, HashMap<i32, String>>,
     remote: Option<Arc<dyn RemoteSink>>,
     delivered: Arc<AtomicU64>,
 }
@@ -196,7 +198,9 @@ impl Router {
         delay: Duration,
     ) {
         self.routes
-            .entry((sender.to_string(), out_port))
+            .entry(sender.to_string())
+            .or_default()
+            .entry(out_port)
             .or_default()
             .push(Route {
                 inbox,
@@ -209,7 +213,9 @@ impl Router {
     /// Sends `sender`'s output port `port` (named `name`) to the fabric too.
     pub fn export(&mut self, sender: &str, port: i32, name: &str, sink: Arc<dyn RemoteSink>) {
         self.exported
-            .insert((sender.to_string(), port), name.to_string());
+            .entry(sender.to_string())
+            .or_default()
+            .insert(port, name.to_string());
         self.remote = Some(sink);
     }
 
@@ -219,7 +225,9 @@ impl Router {
         let result = self.deliver_local(sender, tag, seq, output);
         if let (Some(remote), Some(name)) = (
             &self.remote,
-            self.exported.get(&(sender.to_string(), output.port)),
+            self.exported
+                .get(sender)
+                .and_then(|ports| ports.get(&output.port)),
         ) {
             remote.publish(sender, name, tag, seq, &output.payload);
         }
@@ -230,7 +238,11 @@ impl Router {
     /// messages that arrive from other nodes).
     pub fn deliver_local(&self, sender: &str, tag: Tag, seq: u64, output: &Output) -> Delivery {
         let mut result = Delivery::default();
-        let Some(routes) = self.routes.get(&(sender.to_string(), output.port)) else {
+        let Some(routes) = self
+            .routes
+            .get(sender)
+            .and_then(|ports| ports.get(&output.port))
+        else {
             return result;
         };
         for route in routes {
