@@ -90,6 +90,7 @@ impl ProcessMetrics {
             messages_out: 0,
             messages_dropped: 0,
             messages_refused: 0,
+            messages_duplicate: 0,
             tardy: 0,
             deadline_misses: 0,
             faults: 0,
@@ -136,6 +137,8 @@ pub struct ProcessReport {
     pub messages_out: u64,
     pub messages_dropped: u64,
     pub messages_refused: u64,
+    /// Copies of already delivered messages (from a restored sender), dropped.
+    pub messages_duplicate: u64,
     pub tardy: u64,
     pub deadline_misses: u64,
     pub faults: u64,

@@ -49,7 +49,7 @@ pub enum Refused {
 
 /// The bounded, ordered mailbox of one process.
 pub struct Inbox {
-    queue: Mutex<BTreeMap<MessageKey, (i32, Vec<u8>)>>,
+    queue: Mutex<Queue>,
     depth: usize,
     /// Woken whenever a message arrives (be processes wait on it).
     pub(crate) arrived: tokio::sync::Notify,
@@ -58,23 +58,66 @@ pub struct Inbox {
     /// visible before it arrived too late to be read at its tag.
     watermark: AtomicU64,
     pub(crate) tardy: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+}
+
+/// What the inbox's lock protects.
+#[derive(Default)]
+struct Queue {
+    pending: BTreeMap<MessageKey, (i32, Vec<u8>)>,
+    /// Per source, the (tag, sequence) of the last message handed to the
+    /// process. A sender restored from a checkpoint re-sends what it had
+    /// sent after that checkpoint; those copies are recognised here and
+    /// dropped, so every message is delivered once.
+    consumed: BTreeMap<String, (Tag, u64)>,
+}
+
+impl Queue {
+    fn take(&mut self, key: &MessageKey) -> Option<Message> {
+        let (port, payload) = self.pending.remove(key)?;
+        let mark = (key.tag, key.seq);
+        let last = self.consumed.entry(key.source.clone()).or_insert(mark);
+        *last = (*last).max(mark);
+        Some(Message {
+            key: key.clone(),
+            port,
+            payload,
+        })
+    }
+}
+
+/// The delivery state of an inbox, as kept in snapshots.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxState {
+    pub pending: Vec<Message>,
+    pub consumed: Vec<(String, Tag, u64)>,
 }
 
 impl Inbox {
     pub fn new(depth: usize) -> Inbox {
         Inbox {
-            queue: Mutex::new(BTreeMap::new()),
+            queue: Mutex::new(Queue::default()),
             depth: depth.max(1),
             arrived: tokio::sync::Notify::new(),
             dropped: AtomicU64::new(0),
             watermark: AtomicU64::new(0),
             tardy: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
         }
     }
 
     pub fn push(&self, message: Message) -> Result<(), Refused> {
         let mut queue = self.queue.lock().unwrap();
-        if queue.len() >= self.depth {
+        let seen = queue
+            .consumed
+            .get(&message.key.source)
+            .is_some_and(|&last| (message.key.tag, message.key.seq) <= last);
+        if seen || queue.pending.contains_key(&message.key) {
+            self.duplicates.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(source = %message.key.source, tag = %message.key.tag, seq = message.key.seq, "duplicate message dropped");
+            return Ok(());
+        }
+        if queue.pending.len() >= self.depth {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return Err(Refused::MailboxFull);
         }
@@ -84,7 +127,9 @@ impl Inbox {
             self.tardy.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(source = %message.key.source, tag = %message.key.tag, "tardy message: arrived after its tag was processed");
         }
-        queue.insert(message.key, (message.port, message.payload));
+        queue
+            .pending
+            .insert(message.key, (message.port, message.payload));
         drop(queue);
         self.arrived.notify_one();
         Ok(())
@@ -94,18 +139,19 @@ impl Inbox {
     pub fn pop_visible(&self, tag: Tag, port: Option<i32>) -> Option<Message> {
         let mut queue = self.queue.lock().unwrap();
         let key = queue
+            .pending
             .iter()
             .take_while(|(k, _)| k.tag <= tag)
             .find(|(_, (p, _))| port.is_none_or(|want| *p == want))
             .map(|(k, _)| k.clone())?;
-        let (port, payload) = queue.remove(&key)?;
-        Some(Message { key, port, payload })
+        queue.take(&key)
     }
 
     /// Length of the first message visible at `tag` on `port`.
     pub fn peek_len(&self, tag: Tag, port: i32) -> Option<usize> {
         let queue = self.queue.lock().unwrap();
         queue
+            .pending
             .iter()
             .take_while(|(k, _)| k.tag <= tag)
             .find(|(_, (p, _))| *p == port)
@@ -115,8 +161,8 @@ impl Inbox {
     /// Takes the earliest message regardless of its tag (message-driven processes).
     pub fn pop_next(&self) -> Option<Message> {
         let mut queue = self.queue.lock().unwrap();
-        let (key, (port, payload)) = queue.pop_first()?;
-        Some(Message { key, port, payload })
+        let key = queue.pending.keys().next()?.clone();
+        queue.take(&key)
     }
 
     /// Records that the receiver completed `tag`.
@@ -125,32 +171,46 @@ impl Inbox {
     }
 
     pub fn len(&self) -> usize {
-        self.queue.lock().unwrap().len()
+        self.queue.lock().unwrap().pending.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Every queued message, in delivery order (for snapshots).
-    pub fn contents(&self) -> Vec<Message> {
+    /// Pending messages in delivery order and the per-source delivery marks.
+    pub fn state(&self) -> InboxState {
         let queue = self.queue.lock().unwrap();
-        queue
-            .iter()
-            .map(|(k, (p, d))| Message {
-                key: k.clone(),
-                port: *p,
-                payload: d.clone(),
-            })
-            .collect()
+        InboxState {
+            pending: queue
+                .pending
+                .iter()
+                .map(|(k, (p, d))| Message {
+                    key: k.clone(),
+                    port: *p,
+                    payload: d.clone(),
+                })
+                .collect(),
+            consumed: queue
+                .consumed
+                .iter()
+                .map(|(s, (t, q))| (s.clone(), *t, *q))
+                .collect(),
+        }
     }
 
-    pub fn replace(&self, messages: Vec<Message>) {
+    pub fn restore(&self, state: InboxState) {
         let mut queue = self.queue.lock().unwrap();
-        queue.clear();
-        for m in messages {
-            queue.insert(m.key, (m.port, m.payload));
-        }
+        queue.pending = state
+            .pending
+            .into_iter()
+            .map(|m| (m.key, (m.port, m.payload)))
+            .collect();
+        queue.consumed = state
+            .consumed
+            .into_iter()
+            .map(|(s, t, q)| (s, (t, q)))
+            .collect();
     }
 }
 
@@ -319,6 +379,26 @@ mod tests {
         assert!(inbox.pop_visible(Tag(40), Some(0)).is_some());
         assert!(inbox.pop_visible(Tag(20), Some(1)).is_none());
         assert_eq!(inbox.pop_visible(Tag(30), Some(1)).unwrap().key.seq, 2);
+    }
+
+    #[test]
+    fn copies_of_consumed_or_queued_messages_are_dropped() {
+        let inbox = Inbox::new(16);
+        inbox.push(msg(10, "a", 1, 0)).unwrap();
+        inbox.push(msg(10, "a", 1, 0)).unwrap();
+        assert_eq!(inbox.len(), 1);
+        inbox.pop_next().unwrap();
+        inbox.push(msg(10, "a", 1, 0)).unwrap(); // a restored sender re-sends it
+        inbox.push(msg(20, "a", 2, 0)).unwrap();
+        inbox.push(msg(10, "b", 1, 0)).unwrap(); // another source is independent
+        assert_eq!(inbox.len(), 2);
+        assert_eq!(inbox.duplicates.load(Ordering::Relaxed), 2);
+        let state = inbox.state();
+        let copy = Inbox::new(16);
+        copy.restore(state.clone());
+        assert_eq!(copy.state(), state);
+        copy.push(msg(10, "a", 1, 0)).unwrap();
+        assert_eq!(copy.len(), 2, "the delivery marks survive a snapshot");
     }
 
     #[test]

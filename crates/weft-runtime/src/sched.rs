@@ -226,6 +226,7 @@ impl Supervisor {
         m.messages_dropped += dropped;
         m.messages_refused = process.refused_messages();
         m.tardy = self.env.inbox.tardy.load(Ordering::Relaxed);
+        m.messages_duplicate = self.env.inbox.duplicates.load(Ordering::Relaxed);
         m.fuel_used += report.fuel_used;
         m.deadline_misses += timing.missed_deadline as u64;
         m.output_hash = process.chain().hex();

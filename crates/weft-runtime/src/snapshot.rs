@@ -21,7 +21,7 @@ use wasmtime::{Extern, Val};
 use weft_abi::exports;
 
 use crate::module::ModuleDigest;
-use crate::ports::Message;
+use crate::ports::InboxState;
 use crate::process::{HashChain, Process, ProcessEnv, Program};
 use crate::tag::Tag;
 
@@ -57,7 +57,7 @@ pub struct Snapshot {
     pub rng_seed: [u8; 32],
     pub rng_stream: u64,
     pub rng_word_pos: u128,
-    pub inbox: Vec<Message>,
+    pub inbox: InboxState,
     pub seq: u64,
     pub chain: HashChain,
     pub opened_devices: Vec<String>,
@@ -185,7 +185,7 @@ impl Process {
             rng_seed: host.rng.get_seed(),
             rng_stream: host.rng.get_stream(),
             rng_word_pos: host.rng.get_word_pos(),
-            inbox: host.inbox.contents(),
+            inbox: host.inbox.state(),
             seq: self.seq,
             chain: self.chain,
             opened_devices: host.opened.clone(),
@@ -280,7 +280,7 @@ impl Process {
             <rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::from_seed(snapshot.rng_seed);
         host.rng.set_stream(snapshot.rng_stream);
         host.rng.set_word_pos(snapshot.rng_word_pos);
-        host.inbox.replace(snapshot.inbox.clone());
+        host.inbox.restore(snapshot.inbox.clone());
         host.opened = snapshot.opened_devices.clone();
         process.seq = snapshot.seq;
         process.chain = snapshot.chain;
@@ -302,7 +302,7 @@ mod tests {
             rng_seed: [1; 32],
             rng_stream: 0,
             rng_word_pos: 5,
-            inbox: vec![],
+            inbox: InboxState::default(),
             seq: 3,
             chain: HashChain([9; 32]),
             opened_devices: vec![],
