@@ -101,9 +101,9 @@ pub async fn run(config: AgentConfig) -> Result<()> {
                 async move {
                     let NodeRequest::Sync { apps: desired } = request;
                     let mut apps = apps.lock().await;
-                    let errors = apps::sync(&ctx, &mut apps, desired).await;
+                    let (errors, handover) = apps::sync(&ctx, &mut apps, desired).await;
                     if errors.is_empty() {
-                        NodeResponse::Ok
+                        NodeResponse::Ok { handover }
                     } else {
                         NodeResponse::Error {
                             message: errors.join("; "),

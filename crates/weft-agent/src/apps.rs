@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use weft_fabric::Keys;
-use weft_fabric::proto::{AppAssignment, ControlRequest, ControlResponse, ProcessStatus};
+use weft_fabric::proto::{
+    AppAssignment, Blob, ControlRequest, ControlResponse, Handover, ProcessStatus,
+};
 use weft_fabric::rpc;
 use weft_manifest::AppManifest;
 use weft_runtime::{Node, RunningApp, Snapshot, StartOptions};
@@ -51,13 +53,15 @@ fn local_processes(assignment: &AppAssignment, node: &str) -> BTreeSet<String> {
 }
 
 /// Brings `apps` to the desired state. Returns the errors of apps that
-/// could not be started; the others are applied regardless.
+/// could not be started (the others are applied regardless) and the final
+/// snapshots of the processes that left this node.
 pub(crate) async fn sync(
     ctx: &Context,
     apps: &mut BTreeMap<String, LocalApp>,
     desired: Vec<AppAssignment>,
-) -> Vec<String> {
+) -> (Vec<String>, Vec<Handover>) {
     let mut errors = Vec::new();
+    let mut handover = Vec::new();
     let mut desired: BTreeMap<String, AppAssignment> = desired
         .into_iter()
         .filter(|a| !local_processes(a, &ctx.name).is_empty())
@@ -73,8 +77,27 @@ pub(crate) async fn sync(
             continue;
         }
         let old = apps.remove(&name).expect("listed");
-        let (_, snapshots) = old.running.stop_with_snapshots().await;
+        let (_, mut snapshots) = old.running.stop_with_snapshots().await;
         tracing::info!(app = %name, "stopped this node's share ({} processes)", snapshots.len());
+        let staying = desired
+            .get(&name)
+            .map(|a| local_processes(a, &ctx.name))
+            .unwrap_or_default();
+        let leaving: Vec<String> = snapshots
+            .keys()
+            .filter(|p| !staying.contains(*p))
+            .cloned()
+            .collect();
+        for process in leaving {
+            let snapshot = snapshots.remove(&process).expect("listed");
+            tracing::info!(app = %name, process = %process, "handing over");
+            handover.push(Handover {
+                app: name.clone(),
+                tag: snapshot.last_tag.map_or(0, |t| t.0),
+                process,
+                snapshot: Blob(snapshot.encode()),
+            });
+        }
         if let Some(assignment) = desired.remove(&name) {
             match start(ctx, assignment, snapshots).await {
                 Ok(app) => {
@@ -95,7 +118,7 @@ pub(crate) async fn sync(
     for e in &errors {
         tracing::error!("{e}");
     }
-    errors
+    (errors, handover)
 }
 
 async fn start(

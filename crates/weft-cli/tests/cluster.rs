@@ -664,3 +664,27 @@ fn weft_up_runs_the_demo_and_heals() {
         "the cluster is gone after Ctrl-C"
     );
 }
+
+/// Draining a node moves its processes with their final state: the old
+/// node hands its snapshot over before the new node starts the process.
+#[test]
+fn drain_hands_the_final_state_over() {
+    let mut c = Cluster::new();
+    c.start_node("a", "", &[]);
+    c.start_node("b", "", &[]);
+    c.wait_nodes_alive(2);
+    let app = counter_app(c.dir.path(), "count", "");
+    c.deploy(&app);
+    c.wait("counter running", |c| c.running_on("counter").is_some());
+    let first = c.running_on("counter").unwrap();
+    c.wait("some ticks", |c| c.process("counter").is_some_and(|p| p["ticks"].as_u64() > Some(50)));
+    let out = c.client(&["drain", &first]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("count/counter"));
+    c.wait("counter moved", |c| c.running_on("counter").is_some_and(|n| n != first));
+    let p = c.process("counter").unwrap();
+    assert!(p["restored_from_tag"].as_u64().is_some_and(|t| t > 0), "{p}");
+    let log = c.read_log("controller");
+    assert!(log.contains("handed over"), "no handover in the controller log:\n{log}");
+    assert_eq!(c.ps().iter().filter(|p| p["name"] == "counter").count(), 1);
+}

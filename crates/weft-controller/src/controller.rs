@@ -233,6 +233,11 @@ struct State {
     drained: BTreeSet<String>,
     /// A previous assignment write failed: rewrite everything next time.
     dirty: bool,
+    /// Processes leaving a node that is still alive: (app, process) -> that
+    /// node. Until it answers a Sync (handing over the final snapshot), the
+    /// other nodes are still told the process runs there, so its new node
+    /// does not start it from an older checkpoint.
+    handovers: BTreeMap<(String, String), String>,
 }
 
 struct App {
@@ -425,6 +430,7 @@ impl Shared {
             info!(node, "node joined");
         } else {
             warn!(node, "node is gone");
+            state.handovers.retain(|_, from| *from != node);
         }
         drop(state);
         self.kick.notify_one();
@@ -470,7 +476,28 @@ impl Shared {
     /// Places every app, updates the in-memory state and persists changed
     /// assignments.
     async fn place_and_persist(&self, state: &mut State) -> Result<()> {
+        let before: Vec<((String, String), String)> = state
+            .apps
+            .iter()
+            .flat_map(|(app, a)| {
+                a.assignment
+                    .iter()
+                    .map(move |(p, n)| ((app.clone(), p.clone()), n.clone()))
+            })
+            .collect();
         let changed = place_all(state, self.in_grace());
+        for (key, old) in before {
+            let moved = state
+                .apps
+                .get(&key.0)
+                .and_then(|a| a.assignment.get(&key.1))
+                .is_some_and(|new| *new != old);
+            let old_alive = state.nodes.get(&old).is_some_and(|n| n.alive);
+            if moved && old_alive {
+                info!(app = %key.0, process = %key.1, from = %old, "handing over");
+                state.handovers.entry(key).or_insert(old);
+            }
+        }
         let to_write: Vec<(String, BTreeMap<String, String>)> = if state.dirty {
             state
                 .apps
@@ -496,7 +523,36 @@ impl Shared {
         }
     }
 
-    async fn reconcile(&self) {
+    /// A node answered a Sync that took `leaving` away from it: store the
+    /// final snapshots it handed over and let the new nodes start them.
+    async fn handed_over(
+        &self,
+        node: &str,
+        leaving: Vec<(String, String)>,
+        handover: Vec<weft_fabric::proto::Handover>,
+    ) {
+        for h in handover {
+            let message = CheckpointMessage {
+                tag: h.tag,
+                snapshot: h.snapshot,
+            };
+            self.checkpoint(h.app, h.process, message).await;
+        }
+        if leaving.is_empty() {
+            return;
+        }
+        let mut state = self.state.lock().await;
+        for key in leaving {
+            if state.handovers.get(&key).is_some_and(|from| from == node) {
+                info!(app = %key.0, process = %key.1, from = node, "handed over");
+                state.handovers.remove(&key);
+            }
+        }
+        drop(state);
+        self.kick.notify_one();
+    }
+
+    async fn reconcile(self: &Arc<Self>) {
         let mut state = self.state.lock().await;
         if let Err(e) = self.place_and_persist(&mut state).await {
             error!("cannot persist assignments (will retry): {e:#}");
@@ -514,15 +570,21 @@ impl Shared {
                     app: app_name.clone(),
                     generation: app.stored.generation,
                     manifest: app.stored.manifest.clone(),
-                    placement: app.assignment.clone(),
+                    placement: placement_for(&state.handovers, app_name, &app.assignment, name),
                     epoch_unix_ns: app.stored.epoch_unix_ns,
                 })
                 .collect();
-            requests.push((name.clone(), NodeRequest::Sync { apps }));
+            let leaving: Vec<(String, String)> = state
+                .handovers
+                .iter()
+                .filter(|(_, from)| *from == name)
+                .map(|(k, _)| k.clone())
+                .collect();
+            requests.push((name.clone(), NodeRequest::Sync { apps }, leaving));
         }
         drop(state);
 
-        for (node, request) in requests {
+        for (node, request, leaving) in requests {
             if !self.sync.in_flight.lock().unwrap().insert(node.clone()) {
                 debug!(node, "previous sync still in flight; skipped");
                 continue;
@@ -530,6 +592,7 @@ impl Shared {
             let session = self.session.clone();
             let key = self.keys.node_rpc(&node);
             let tracker = self.sync.clone();
+            let shared = self.clone();
             tokio::spawn(async move {
                 let result = weft_fabric::rpc::call::<_, NodeResponse>(
                     &session,
@@ -540,7 +603,10 @@ impl Shared {
                 .await;
                 tracker.in_flight.lock().unwrap().remove(&node);
                 let failure = match result {
-                    Ok(NodeResponse::Ok) => None,
+                    Ok(NodeResponse::Ok { handover }) => {
+                        shared.handed_over(&node, leaving, handover).await;
+                        None
+                    }
                     Ok(NodeResponse::Error { message }) => Some(message),
                     Err(e) => Some(format!("{e:#}")),
                 };
@@ -821,6 +887,24 @@ impl Shared {
             },
         )
     }
+}
+
+/// The placement `node` is told: the app's assignment, except that a
+/// process being handed over still shows its old node to everyone but that
+/// node.
+fn placement_for(
+    handovers: &BTreeMap<(String, String), String>,
+    app: &str,
+    assignment: &BTreeMap<String, String>,
+    node: &str,
+) -> BTreeMap<String, String> {
+    let mut placement = assignment.clone();
+    for ((a, process), from) in handovers {
+        if a == app && from != node {
+            placement.insert(process.clone(), from.clone());
+        }
+    }
+    placement
 }
 
 /// Places every app in name order; returns the apps whose assignment
@@ -1315,7 +1399,7 @@ mod tests {
                 async move {
                     let NodeRequest::Sync { apps } = r;
                     let _ = tx.send(apps);
-                    NodeResponse::Ok
+                    NodeResponse::Ok { handover: vec![] }
                 }
             },
         ));

@@ -68,8 +68,26 @@ pub enum NodeRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum NodeResponse {
-    Ok,
-    Error { message: String },
+    /// Applied. `handover` holds the final snapshot of every process this
+    /// node stopped because it now runs elsewhere, so its new node resumes
+    /// from exactly where it stopped rather than from an older checkpoint.
+    Ok {
+        #[serde(default)]
+        handover: Vec<Handover>,
+    },
+    Error {
+        message: String,
+    },
+}
+
+/// The final state of a process leaving a node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Handover {
+    pub app: String,
+    pub process: String,
+    /// The last tag the process completed.
+    pub tag: u64,
+    pub snapshot: Blob,
 }
 
 /// CLI or node -> controller, on `controller/rpc`.
