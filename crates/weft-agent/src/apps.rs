@@ -314,6 +314,7 @@ impl LocalApp {
                 deadline_misses: p.deadline_misses,
                 output_hash: p.output_hash,
                 last_tag_ns: p.last_tag_ns,
+                first_tag_ns: p.first_tag_ns,
             })
             .collect()
     }

@@ -77,6 +77,15 @@ enum Command {
         #[command(flatten)]
         client: cluster::ClientArgs,
     },
+    /// Move a running process (APP/PROCESS) to another node with its state.
+    Migrate {
+        target: String,
+        /// The node to move it to.
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        client: cluster::ClientArgs,
+    },
     /// Move every process off a node and stop placing new ones there.
     Drain {
         node: String,
@@ -121,6 +130,7 @@ fn main() -> ExitCode {
             client,
         } => block_on(cluster::logs(client, target, duration)),
         Command::Drain { node, client } => block_on(cluster::drain(client, node)),
+        Command::Migrate { target, to, client } => block_on(cluster::migrate(client, target, to)),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),

@@ -677,14 +677,94 @@ fn drain_hands_the_final_state_over() {
     c.deploy(&app);
     c.wait("counter running", |c| c.running_on("counter").is_some());
     let first = c.running_on("counter").unwrap();
-    c.wait("some ticks", |c| c.process("counter").is_some_and(|p| p["ticks"].as_u64() > Some(50)));
+    c.wait("some ticks", |c| {
+        c.process("counter")
+            .is_some_and(|p| p["ticks"].as_u64() > Some(50))
+    });
     let out = c.client(&["drain", &first]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("count/counter"));
-    c.wait("counter moved", |c| c.running_on("counter").is_some_and(|n| n != first));
+    c.wait("counter moved", |c| {
+        c.running_on("counter").is_some_and(|n| n != first)
+    });
     let p = c.process("counter").unwrap();
-    assert!(p["restored_from_tag"].as_u64().is_some_and(|t| t > 0), "{p}");
+    assert!(
+        p["restored_from_tag"].as_u64().is_some_and(|t| t > 0),
+        "{p}"
+    );
     let log = c.read_log("controller");
-    assert!(log.contains("handed over"), "no handover in the controller log:\n{log}");
+    assert!(
+        log.contains("handed over"),
+        "no handover in the controller log:\n{log}"
+    );
+    assert_eq!(c.ps().iter().filter(|p| p["name"] == "counter").count(), 1);
+}
+
+/// `weft migrate` moves a running process with its state; unsuitable or
+/// unknown targets are refused and the process stays where it was.
+#[test]
+fn migrate_moves_a_process_and_refuses_unsuitable_targets() {
+    let mut c = Cluster::new();
+    c.start_node("a", "tier=edge", &["plant"]);
+    c.start_node("b", "tier=edge", &["plant"]);
+    c.start_node("c", "tier=cloud", &[]);
+    c.wait_nodes_alive(3);
+    // The counter needs the plant, which node c does not have.
+    let app = counter_app(c.dir.path(), "count", "");
+    let text = std::fs::read_to_string(&app).unwrap().replace(
+        "capabilities = [\"ports\"]",
+        "capabilities = [\"ports\", \"device:plant\"]",
+    );
+    std::fs::write(&app, text).unwrap();
+    c.deploy(&app);
+    c.wait("counter running", |c| c.running_on("counter").is_some());
+    let from = c.running_on("counter").unwrap();
+    let to = if from == "a" { "b" } else { "a" };
+
+    let refused = c.client(&["migrate", "count/counter", "--to", "c"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("node c cannot run count/counter") && err.contains("plant"),
+        "{err}"
+    );
+    let unknown = c.client(&["migrate", "count/counter", "--to", "nowhere"]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("nowhere"));
+    assert_eq!(
+        c.running_on("counter").as_deref(),
+        Some(from.as_str()),
+        "refusals leave it where it was"
+    );
+
+    c.wait("a few ticks", |c| {
+        c.process("counter")
+            .is_some_and(|p| p["ticks"].as_u64() > Some(20))
+    });
+    let out = c.client(&["migrate", "count/counter", "--to", to, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("migration: {report}");
+    for key in [
+        "downtime_us",
+        "total_us",
+        "state_bytes",
+        "missed_ticks",
+        "dirty_tracking",
+    ] {
+        assert!(report.get(key).is_some(), "{key} missing: {report}");
+    }
+    assert!(
+        report["state_bytes"].as_u64().unwrap() >= 65536,
+        "a page of memory at least: {report}"
+    );
+    assert_eq!(c.running_on("counter").as_deref(), Some(to));
     assert_eq!(c.ps().iter().filter(|p| p["name"] == "counter").count(), 1);
 }

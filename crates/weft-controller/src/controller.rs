@@ -636,6 +636,7 @@ impl Shared {
             ControlRequest::Ps => "ps",
             ControlRequest::Nodes => "nodes",
             ControlRequest::Drain { .. } => "drain",
+            ControlRequest::Migrate { .. } => "migrate",
             ControlRequest::GetModule { .. } => "get_module",
             ControlRequest::GetCheckpoint { .. } => "get_checkpoint",
         };
@@ -649,6 +650,7 @@ impl Shared {
                 nodes: self.nodes().await,
             }),
             ControlRequest::Drain { node } => self.drain(node).await,
+            ControlRequest::Migrate { app, process, to } => self.migrate(app, process, to).await,
             ControlRequest::GetModule { digest } => self.get_module(digest).await,
             ControlRequest::GetCheckpoint { app, process } => {
                 self.get_checkpoint(app, process).await
@@ -858,6 +860,78 @@ impl Shared {
         Ok(ControlResponse::Drained { node, moved })
     }
 
+    /// Moves one process to `to` through the handover path: refused, with
+    /// the reason, for an unknown or unsuitable node or a process that
+    /// cannot be snapshotted; the process keeps running where it was.
+    async fn migrate(&self, app: String, process: String, to: String) -> Result<ControlResponse> {
+        let mut state = self.state.lock().await;
+        let Some(a) = state.apps.get(&app) else {
+            return Ok(ControlResponse::NotFound {
+                what: format!("app \"{app}\""),
+            });
+        };
+        let Some(spec) = a.processes.iter().find(|p| p.name == process) else {
+            return Ok(ControlResponse::NotFound {
+                what: format!("process \"{app}/{process}\""),
+            });
+        };
+        let Some(from) = a.assignment.get(&process).cloned() else {
+            bail!(
+                "{app}/{process} is pending (not running anywhere), so there is nothing to migrate"
+            );
+        };
+        if spec.grants(&weft_abi::Capability::Wasi) {
+            bail!("{app}/{process} uses WASI and cannot be snapshotted, so it cannot migrate");
+        }
+        if from == to {
+            bail!("{app}/{process} already runs on {to}");
+        }
+        let Some(node) = state.nodes.get(&to).filter(|n| n.alive) else {
+            let alive: Vec<&str> = state
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.alive)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            return Ok(ControlResponse::NotFound {
+                what: format!("node \"{to}\" (alive nodes: {})", alive.join(", ")),
+            });
+        };
+        let Some(status) = &node.status else {
+            bail!("node {to} has not reported its status yet; try again in a moment");
+        };
+        let view = NodeView {
+            name: to.clone(),
+            labels: status.labels.clone(),
+            devices: status.devices.clone(),
+            rt_class: status.rt_class.clone(),
+            free_slots: status.free_slots,
+            reported: true,
+        };
+        placement::check_node(&a.processes, &process, &view, &state.drained, &a.assignment)
+            .map_err(|why| anyhow::anyhow!("node {to} cannot run {app}/{process}: {why}"))?;
+        let mut assignment = a.assignment.clone();
+        assignment.insert(process.clone(), to.clone());
+        let store = self.store.clone();
+        let write = vec![(app.clone(), assignment.clone())];
+        blocking(move || store.set_many_assignments(&write)).await?;
+        state.apps.get_mut(&app).expect("checked").assignment = assignment;
+        if state.nodes.get(&from).is_some_and(|n| n.alive) {
+            state
+                .handovers
+                .insert((app.clone(), process.clone()), from.clone());
+        }
+        info!(app, process, from, to, "migrating");
+        drop(state);
+        self.kick.notify_one();
+        Ok(ControlResponse::Migrating {
+            app,
+            process,
+            from,
+            to,
+        })
+    }
+
     async fn get_module(&self, digest: String) -> Result<ControlResponse> {
         if !is_digest(&digest) {
             bail!("\"{digest}\" is not a lowercase hex SHA-256 digest");
@@ -1031,6 +1105,8 @@ fn ps_entries(state: &State, name: &str) -> Vec<PsEntry> {
                 restarts: 0,
                 output_hash: String::new(),
                 restored_from_tag: None,
+                first_tag_ns: None,
+                period_ns: spec.period.map(|p| p.as_nanos() as u64),
             };
             match app.assignment.get(&spec.name) {
                 None => entry.reason = app.pending.get(&spec.name).cloned(),
@@ -1056,6 +1132,7 @@ fn ps_entries(state: &State, name: &str) -> Vec<PsEntry> {
                         entry.restarts = p.restarts;
                         entry.output_hash = p.output_hash.clone();
                         entry.restored_from_tag = p.restored_from_tag;
+                        entry.first_tag_ns = p.first_tag_ns;
                     }
                 }
             }

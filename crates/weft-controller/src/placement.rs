@@ -113,6 +113,51 @@ pub fn place(
     }
 }
 
+/// Whether `node` can take the process `name` given where the app's other
+/// processes are; `Err` lists every reason it cannot.
+pub fn check_node(
+    processes: &[ProcessSpec],
+    name: &str,
+    node: &NodeView,
+    drained: &BTreeSet<String>,
+    current: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    let spec = processes
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| format!("no process {name:?}"))?;
+    let mut pass = Pass {
+        processes,
+        placed: BTreeMap::new(),
+        used: BTreeMap::new(),
+    };
+    for (process, on) in current.iter().filter(|(p, _)| *p != name) {
+        pass.placed.insert(process.clone(), on.clone());
+        *pass.used.entry(on.clone()).or_default() += 1;
+    }
+    let failures = pass.failures(spec, node, drained);
+    if failures.is_empty() {
+        return Ok(());
+    }
+    let text: Vec<String> = failures
+        .into_iter()
+        .map(|f| match f {
+            Failure::Drained => "it is drained".to_string(),
+            Failure::NoStatus => "it has not reported its status yet".to_string(),
+            Failure::Pinned => format!(
+                "the process is pinned to {:?}",
+                spec.placement.node.as_deref().unwrap_or_default()
+            ),
+            Failure::Label(k, v) => format!("it lacks label {k}={v}"),
+            Failure::Device(d) => format!("it has no device {d:?}"),
+            Failure::RtClass(c) => format!("its real-time class is {:?}, not {c:?}", node.rt_class),
+            Failure::Full => "it has no free process slot".to_string(),
+            Failure::AntiAffinity(other) => format!("it runs {other:?} (anti-affinity)"),
+        })
+        .collect();
+    Err(text.join("; "))
+}
+
 /// One reason a node cannot take a process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Failure {

@@ -39,6 +39,9 @@ pub struct ProcessStatus {
     pub last_tag_ns: Option<u64>,
     /// Tag of the checkpoint this incarnation was restored from, if any.
     pub restored_from_tag: Option<u64>,
+    /// First tag this incarnation ran.
+    #[serde(default)]
+    pub first_tag_ns: Option<u64>,
 }
 
 /// What one node should run of one app.
@@ -108,6 +111,12 @@ pub enum ControlRequest {
     Drain {
         node: String,
     },
+    /// Moves one process to `to`, handing its final state over.
+    Migrate {
+        app: String,
+        process: String,
+        to: String,
+    },
     GetModule {
         digest: String,
     },
@@ -137,6 +146,12 @@ pub enum ControlResponse {
     Drained {
         node: String,
         moved: Vec<String>,
+    },
+    Migrating {
+        app: String,
+        process: String,
+        from: String,
+        to: String,
     },
     Module {
         bytes: Blob,
@@ -178,6 +193,12 @@ pub struct PsEntry {
     pub restarts: u64,
     pub output_hash: String,
     pub restored_from_tag: Option<u64>,
+    /// First tag this incarnation ran.
+    #[serde(default)]
+    pub first_tag_ns: Option<u64>,
+    /// The process's period, if periodic.
+    #[serde(default)]
+    pub period_ns: Option<u64>,
 }
 
 /// One node in `weft nodes`.

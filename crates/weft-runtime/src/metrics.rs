@@ -99,6 +99,7 @@ impl ProcessMetrics {
             memory_bytes: 0,
             output_hash: hex::encode([0u8; 32]),
             last_tag_ns: None,
+            first_tag_ns: None,
             last_output_hex: None,
             last_fault: None,
             jitter: Percentiles::default(),
@@ -147,6 +148,8 @@ pub struct ProcessReport {
     pub memory_bytes: u64,
     pub output_hash: String,
     pub last_tag_ns: Option<u64>,
+    /// The first tag this incarnation completed.
+    pub first_tag_ns: Option<u64>,
     pub last_output_hex: Option<String>,
     pub last_fault: Option<Fault>,
     /// Wake-up lateness against the release time.

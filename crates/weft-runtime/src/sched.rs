@@ -231,6 +231,7 @@ impl Supervisor {
         m.deadline_misses += timing.missed_deadline as u64;
         m.output_hash = process.chain().hex();
         m.last_tag_ns = Some(tag.0);
+        m.first_tag_ns.get_or_insert(tag.0);
         if let Some(last) = process.last_outputs.last() {
             m.last_output_hex = Some(hex::encode(&last.payload));
         }
