@@ -315,6 +315,7 @@ impl LocalApp {
                 output_hash: p.output_hash,
                 last_tag_ns: p.last_tag_ns,
                 first_tag_ns: p.first_tag_ns,
+                resume_lateness_ns: p.resume_lateness_ns,
             })
             .collect()
     }

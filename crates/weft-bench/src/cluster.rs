@@ -716,7 +716,9 @@ async fn deploy_times(ctx: &Ctx, watch: &mut Watch) -> Result<Vec<Figure>> {
         )
         .note(format!(
             "{reps} deploys of a fresh app of {n} be processes (a one-page module ticking once a second), removed again after each. \
-             Nodes publish their status every 250 ms, so the weft figure includes 0–250 ms of waiting for the next status. \
+             Nodes publish their status every 250 ms, so the weft figure includes up to 250 ms of waiting for the next status; and the \
+             controller sets a new app's tag 0 200 ms after the deploy (EPOCH_LEAD, so every node releases it on the same grid), \
+             which is a floor for this figure. \
              The baseline is not the same work (no placement, no network, no Wasm) and only gives a sense of scale: no goal is set."
         ));
         figures.push(fig);

@@ -360,13 +360,15 @@ struct MigrationReport {
     process: String,
     from: String,
     to: String,
-    /// Gap in the process's tick grid: from the release after its last tick
-    /// on the old node to its first tick on the new one.
+    /// How long the process's outputs paused beyond its normal period: how
+    /// late its first tick on the new node ran after that tick's release.
     downtime_us: Option<f64>,
     /// From the request until the new node reported the process running.
     total_us: f64,
     /// Size of the state handed over.
     state_bytes: usize,
+    /// Tags skipped between the last tick on the old node and the first on
+    /// the new one (a restored process catches up, so normally 0).
     missed_ticks: Option<u64>,
     dirty_tracking: &'static str,
 }
@@ -424,7 +426,7 @@ pub async fn migrate(client: ClientArgs, target: String, to: String) -> Result<(
         process: process.into(),
         from,
         to,
-        downtime_us: gap.map(|(g, period)| g.saturating_sub(period) as f64 / 1e3),
+        downtime_us: entry.resume_lateness_ns.map(|ns| ns as f64 / 1e3),
         total_us,
         state_bytes,
         missed_ticks: gap.map(|(g, period)| (g / period).saturating_sub(1)),

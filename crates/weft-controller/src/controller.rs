@@ -1107,6 +1107,7 @@ fn ps_entries(state: &State, name: &str) -> Vec<PsEntry> {
                 restored_from_tag: None,
                 first_tag_ns: None,
                 period_ns: spec.period.map(|p| p.as_nanos() as u64),
+                resume_lateness_ns: None,
             };
             match app.assignment.get(&spec.name) {
                 None => entry.reason = app.pending.get(&spec.name).cloned(),
@@ -1133,6 +1134,7 @@ fn ps_entries(state: &State, name: &str) -> Vec<PsEntry> {
                         entry.output_hash = p.output_hash.clone();
                         entry.restored_from_tag = p.restored_from_tag;
                         entry.first_tag_ns = p.first_tag_ns;
+                        entry.resume_lateness_ns = p.resume_lateness_ns;
                     }
                 }
             }

@@ -42,6 +42,9 @@ pub struct ProcessStatus {
     /// First tag this incarnation ran.
     #[serde(default)]
     pub first_tag_ns: Option<u64>,
+    /// How late its first tick ran (how long its outputs paused on a move).
+    #[serde(default)]
+    pub resume_lateness_ns: Option<u64>,
 }
 
 /// What one node should run of one app.
@@ -199,6 +202,8 @@ pub struct PsEntry {
     /// The process's period, if periodic.
     #[serde(default)]
     pub period_ns: Option<u64>,
+    #[serde(default)]
+    pub resume_lateness_ns: Option<u64>,
 }
 
 /// One node in `weft nodes`.

@@ -100,6 +100,7 @@ impl ProcessMetrics {
             output_hash: hex::encode([0u8; 32]),
             last_tag_ns: None,
             first_tag_ns: None,
+            resume_lateness_ns: None,
             last_output_hex: None,
             last_fault: None,
             jitter: Percentiles::default(),
@@ -150,6 +151,9 @@ pub struct ProcessReport {
     pub last_tag_ns: Option<u64>,
     /// The first tag this incarnation completed.
     pub first_tag_ns: Option<u64>,
+    /// How late this incarnation's first tick ran after its release time
+    /// (for a restored process: how long its outputs paused).
+    pub resume_lateness_ns: Option<u64>,
     pub last_output_hex: Option<String>,
     pub last_fault: Option<Fault>,
     /// Wake-up lateness against the release time.

@@ -27,6 +27,8 @@ use crate::tag::Tag;
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 /// Longest restart backoff.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The longest gap a restored process catches up on instead of skipping.
+const MAX_CATCH_UP: Duration = Duration::from_secs(2);
 /// How often memory use is sampled (in calls): it needs an export lookup.
 const MEMORY_SAMPLE_EVERY: u64 = 64;
 
@@ -97,6 +99,9 @@ pub(crate) struct Timing {
     pub jitter: Duration,
     pub exec: Duration,
     pub missed_deadline: bool,
+    /// A release from before this incarnation started, run to catch up:
+    /// late by construction, so not a deadline miss and not jitter.
+    pub catching_up: bool,
 }
 
 impl Supervisor {
@@ -188,11 +193,25 @@ impl Supervisor {
 
     /// The first release index after (re)starting `process`: not in the
     /// past, and after the last tag it completed (a restored process).
+    ///
+    /// A restored process catches up: it runs every release since its
+    /// snapshot, back to back, so no tag is skipped (receivers drop copies
+    /// of outputs they already had). Only a gap longer than
+    /// [`MAX_CATCH_UP`] is skipped instead.
     fn first_release(&self, process: &Process, period: u64, offset: u64) -> u64 {
-        let after_last = process
-            .last_tag()
-            .map_or(0, |t| t.0.saturating_sub(offset) / period + 1);
-        self.next_release(period, offset).max(after_last)
+        let now = self.next_release(period, offset);
+        match process.last_tag() {
+            Some(t) => {
+                let after_last = t.0.saturating_sub(offset) / period + 1;
+                let behind = now.saturating_sub(after_last).saturating_mul(period);
+                if behind <= MAX_CATCH_UP.as_nanos() as u64 {
+                    after_last
+                } else {
+                    now
+                }
+            }
+            None => now,
+        }
     }
 
     /// Books a finished call: applies the deadline policy, publishes, records.
@@ -238,7 +257,12 @@ impl Supervisor {
         if let Some(bytes) = memory {
             m.memory_bytes = bytes;
         }
-        ProcessMetrics::record(&mut m.jitter, timing.jitter);
+        if m.resume_lateness_ns.is_none() {
+            m.resume_lateness_ns = Some(timing.jitter.as_nanos() as u64);
+        }
+        if !timing.catching_up {
+            ProcessMetrics::record(&mut m.jitter, timing.jitter);
+        }
         ProcessMetrics::record(&mut m.exec, timing.exec);
         drop(m);
         if self.consecutive_faults > 0
@@ -368,10 +392,12 @@ pub(crate) fn run_rt(mut sup: Supervisor) {
         let result = run_sync(p.tick(Tag(tag)));
         let done = monotonic_ns();
         k += 1;
+        let catching_up = release < sup.started_at_ns;
         let timing = Timing {
             jitter: Duration::from_nanos(woke.saturating_sub(release)),
             exec: Duration::from_nanos(done - woke),
-            missed_deadline: done > release + deadline,
+            missed_deadline: !catching_up && done > release + deadline,
+            catching_up,
         };
         if let Err(fault) = sup.complete(p, Tag(tag), result, timing) {
             process = None;
@@ -445,6 +471,7 @@ pub(crate) async fn run_be(mut sup: Supervisor) {
                     jitter: Duration::from_nanos(woke.saturating_sub(release)),
                     exec: Duration::from_nanos(monotonic_ns() - woke),
                     missed_deadline: false,
+                    catching_up: release < sup.started_at_ns,
                 };
                 sup.complete(p, Tag(tag), result, timing)
             }
@@ -466,6 +493,7 @@ pub(crate) async fn run_be(mut sup: Supervisor) {
                     jitter: Duration::ZERO,
                     exec: Duration::from_nanos(monotonic_ns() - woke),
                     missed_deadline: false,
+                    catching_up: false,
                 };
                 sup.complete(p, message.key.tag, result, timing)
             }
