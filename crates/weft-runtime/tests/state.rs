@@ -280,3 +280,64 @@ fn module_bigger_than_its_memory_limit_is_refused_before_start() {
         "{err}"
     );
 }
+
+/// State of 64 KiB, 1 MiB and 64 MiB survives snapshot → encode → decode →
+/// restore bit for bit: every byte of memory, the globals, and what the
+/// process computes next.
+#[test]
+fn large_memories_survive_a_snapshot_bit_for_bit() {
+    let dir = tempdir().unwrap();
+    // weft_init fills `pages` pages with an LCG stream; each tick folds the
+    // whole memory into a checksum it sends.
+    let module = r#"(module
+        (import "weft" "send" (func $send (param i32 i32 i32) (result i32)))
+        (memory (export "memory") 1)
+        (global $x (mut i64) (i64.const 12345))
+        (func (export "weft_init") (local $i i32) (local $end i32)
+          (drop (memory.grow (i32.sub (i32.const PAGES) (i32.const 1))))
+          (local.set $end (i32.mul (i32.const PAGES) (i32.const 65536)))
+          (loop $l
+            (global.set $x (i64.add (i64.mul (global.get $x) (i64.const 6364136223846793005)) (i64.const 1442695040888963407)))
+            (i64.store (local.get $i) (global.get $x))
+            (local.set $i (i32.add (local.get $i) (i32.const 8)))
+            (br_if $l (i32.lt_u (local.get $i) (local.get $end)))))
+        (func (export "weft_tick") (param i64) (local $i i32) (local $sum i64) (local $end i32)
+          (local.set $end (i32.mul (i32.const PAGES) (i32.const 65536)))
+          (loop $l
+            (local.set $sum (i64.add (i64.rotl (local.get $sum) (i64.const 1)) (i64.load (local.get $i))))
+            (local.set $i (i32.add (local.get $i) (i32.const 8)))
+            (br_if $l (i32.lt_u (local.get $i) (local.get $end))))
+          (i64.store (i32.const 0) (i64.add (i64.load (i32.const 0)) (local.get $sum)))
+          (drop (call $send (i32.const 0) (i32.const 0) (i32.const 8)))))"#;
+    let node = Node::new(&RuntimeConfig::default().max_processes(8).cache_dir(None)).unwrap();
+    for pages in [1u32, 16, 1024] {
+        let path = write(
+            dir.path(),
+            &format!("big{pages}.wat"),
+            &module.replace("PAGES", &pages.to_string()),
+        );
+        let mut spec = rt_spec("big", &path, Duration::from_millis(1), u64::MAX / 4);
+        caps(&mut spec, &["ports"]);
+        spec.outputs = vec!["out".into()];
+        spec.memory = 64 << 20;
+        let mut original = instantiate(&node, spec.clone()).unwrap();
+        run_sync(original.init()).unwrap();
+        ticks(&mut original, 0..3);
+        let snapshot = original.snapshot().unwrap();
+        assert_eq!(snapshot.memory_bytes(), pages as u64 * 65536);
+        let decoded = Snapshot::decode(&snapshot.encode()).unwrap();
+        let mut restored = restore(&node, spec, &decoded, Devices::simulated()).unwrap();
+        assert_eq!(
+            restored.snapshot().unwrap(),
+            snapshot,
+            "{pages} pages: restored state differs"
+        );
+        ticks(&mut original, 3..6);
+        ticks(&mut restored, 3..6);
+        assert_eq!(
+            restored.chain(),
+            original.chain(),
+            "{pages} pages: continuation differs"
+        );
+    }
+}
