@@ -168,6 +168,9 @@ impl Supervisor {
         m.state = ProcessState::Running;
         m.reason = None;
         m.memory_bytes = process.memory_bytes();
+        // A restored process carries its hash chain on.
+        m.output_hash = process.chain().hex();
+        m.last_tag_ns = process.last_tag().map(|t| t.0);
         self.started_at_ns = monotonic_ns();
         Ok(process)
     }
