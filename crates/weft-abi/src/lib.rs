@@ -31,6 +31,9 @@ pub mod exports {
     /// mutable global (`weft:global:<index>`) and memory (`weft:memory:<index>`).
     pub const SNAPSHOT_GLOBAL_PREFIX: &str = "weft:global:";
     pub const SNAPSHOT_MEMORY_PREFIX: &str = "weft:memory:";
+    /// The export of a module's first memory: where host functions read
+    /// and write the caller's buffers.
+    pub const FIRST_MEMORY: &str = "weft:memory:0";
 }
 
 /// Host function names in the `weft` import module.

@@ -177,6 +177,40 @@ impl Cluster {
         );
     }
 
+    /// Tag of the controller's latest checkpoint of `app/process`, if any.
+    fn checkpoint_tag(&self, app: &str, process: &str) -> Option<u64> {
+        use weft_fabric::proto::{ControlRequest, ControlResponse};
+        // Zenoh needs tokio's multi-thread scheduler.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let config = weft_fabric::FabricConfig::default()
+                .mode(weft_fabric::Mode::Client)
+                .connect([self.endpoint.clone()]);
+            let session = config.open().await.ok()?;
+            let keys = weft_fabric::Keys::new(&self.name);
+            let request = ControlRequest::GetCheckpoint {
+                app: app.into(),
+                process: process.into(),
+            };
+            let response = weft_fabric::rpc::call(
+                &session,
+                &keys.controller_rpc(),
+                &request,
+                Duration::from_secs(5),
+            )
+            .await;
+            let _ = session.close().await;
+            match response.ok()? {
+                ControlResponse::Checkpoint { tag, .. } => tag,
+                _ => None,
+            }
+        })
+    }
+
     fn running_on(&self, process: &str) -> Option<String> {
         let p = self.process(process)?;
         (p["state"] == "running")
@@ -304,11 +338,13 @@ fn a_killed_node_s_processes_restart_elsewhere_from_their_checkpoint() {
     c.deploy(&app);
     c.wait("counter running", |c| c.running_on("counter").is_some());
     let first = c.running_on("counter").unwrap();
-    c.wait("some ticks and a checkpoint", |c| {
+    c.wait("some ticks", |c| {
         c.process("counter")
             .is_some_and(|p| p["ticks"].as_u64() > Some(100))
     });
-    std::thread::sleep(Duration::from_secs(1)); // let at least one checkpoint reach the controller
+    c.wait("a checkpoint at the controller", |c| {
+        c.checkpoint_tag("count", "counter").is_some_and(|t| t > 0)
+    });
     let victim = c.nodes.get_mut(&first).unwrap();
     signal(victim, libc::SIGKILL);
     let _ = victim.wait();

@@ -133,8 +133,7 @@ impl ResourceLimiter for MemoryLimiter {
 /// The caller's own memory. Every module gets `weft:memory:0` from the
 /// loader's rewrite, so this works for linked library modules too.
 fn memory(caller: &mut Caller<'_, Host>) -> Result<Memory> {
-    let name = format!("{}0", exports::SNAPSHOT_MEMORY_PREFIX);
-    match caller.get_export(&name) {
+    match caller.get_export(exports::FIRST_MEMORY) {
         Some(Extern::Memory(m)) => Ok(m),
         _ => bail!("host call needs a linear memory but the calling module has none"),
     }

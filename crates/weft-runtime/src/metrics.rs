@@ -60,6 +60,10 @@ pub(crate) fn histogram() -> Histogram<u64> {
 /// its percentiles come from.
 pub struct ProcessMetrics {
     counters: ProcessReport,
+    /// Raw forms of `output_hash` and `last_output_hex`, updated on every
+    /// call without allocating; hex-encoded only when a report is taken.
+    pub(crate) chain: [u8; 32],
+    pub(crate) last_output: Vec<u8>,
     pub jitter: Histogram<u64>,
     pub exec: Histogram<u64>,
 }
@@ -108,6 +112,8 @@ impl ProcessMetrics {
         };
         ProcessMetrics {
             counters,
+            chain: [0; 32],
+            last_output: Vec::new(),
             jitter: histogram(),
             exec: histogram(),
         }
@@ -121,6 +127,8 @@ impl ProcessMetrics {
         ProcessReport {
             jitter: Percentiles::of(&self.jitter),
             exec: Percentiles::of(&self.exec),
+            output_hash: hex::encode(self.chain),
+            last_output_hex: (!self.last_output.is_empty()).then(|| hex::encode(&self.last_output)),
             ..self.counters.clone()
         }
     }

@@ -237,7 +237,6 @@ pub struct Router {
     /// Output ports (sender, handle) with receivers elsewhere, by port name.
     exported: HashMap<String, HashMap<i32, String>>,
     remote: Option<Arc<dyn RemoteSink>>,
-    delivered: Arc<AtomicU64>,
 }
 
 /// What happened to one published message.
@@ -323,8 +322,6 @@ impl Router {
                 }
             }
         }
-        self.delivered
-            .fetch_add(result.delivered, Ordering::Relaxed);
         result
     }
 }

@@ -10,7 +10,6 @@
 //! no epoch deadline (fuel is its only meter).
 
 use std::future::Future;
-use std::path::Path;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Waker};
@@ -171,7 +170,8 @@ impl Program {
             .map(|(n, p)| (n.as_str(), p.as_path()))
             .chain([("", spec.module.as_path())])
         {
-            let loaded = load(path).with_context(|| format!("process {process:?}"))?;
+            let loaded =
+                LoadedModule::from_file(path).with_context(|| format!("process {process:?}"))?;
             check_module(&spec, name, &loaded)?;
             let compiled = engine
                 .compile(Arc::new(loaded))
@@ -226,10 +226,6 @@ impl Program {
     fn is_async(&self) -> bool {
         self.engine.metering == Metering::Epoch
     }
-}
-
-fn load(path: &Path) -> Result<LoadedModule> {
-    LoadedModule::from_file(path)
 }
 
 /// Capability and shape checks of one module of a process.
@@ -466,8 +462,7 @@ impl Process {
         let mut total = 0;
         for i in 0..self.instances.len() {
             let instance = self.instances[i];
-            let name = format!("{}0", exports::SNAPSHOT_MEMORY_PREFIX);
-            if let Some(m) = instance.get_memory(&mut self.store, &name) {
+            if let Some(m) = instance.get_memory(&mut self.store, exports::FIRST_MEMORY) {
                 total += m.data_size(&self.store) as u64;
             }
         }
@@ -559,10 +554,11 @@ impl Process {
         };
         let len = message.payload.len() as i32;
         let ptr = self.call(alloc, len).await?;
-        let memory = self.instances.last().unwrap().get_memory(
-            &mut self.store,
-            &format!("{}0", exports::SNAPSHOT_MEMORY_PREFIX),
-        );
+        let memory = self
+            .instances
+            .last()
+            .unwrap()
+            .get_memory(&mut self.store, exports::FIRST_MEMORY);
         let Some(memory) = memory else {
             return Err(Fault {
                 kind: FaultKind::Trap,

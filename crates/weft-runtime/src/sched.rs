@@ -169,7 +169,7 @@ impl Supervisor {
         m.reason = None;
         m.memory_bytes = process.memory_bytes();
         // A restored process carries its hash chain on.
-        m.output_hash = process.chain().hex();
+        m.chain = process.chain().0;
         m.last_tag_ns = process.last_tag().map(|t| t.0);
         self.started_at_ns = monotonic_ns();
         Ok(process)
@@ -251,11 +251,12 @@ impl Supervisor {
         m.messages_duplicate = self.env.inbox.duplicates.load(Ordering::Relaxed);
         m.fuel_used += report.fuel_used;
         m.deadline_misses += timing.missed_deadline as u64;
-        m.output_hash = process.chain().hex();
+        m.chain = process.chain().0;
         m.last_tag_ns = Some(tag.0);
         m.first_tag_ns.get_or_insert(tag.0);
         if let Some(last) = process.last_outputs.last() {
-            m.last_output_hex = Some(hex::encode(&last.payload));
+            m.last_output.clear();
+            m.last_output.extend_from_slice(&last.payload);
         }
         if let Some(bytes) = memory {
             m.memory_bytes = bytes;
