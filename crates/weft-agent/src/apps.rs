@@ -154,6 +154,7 @@ async fn start(
         start_ns: Some(start_ns(assignment.epoch_unix_ns)),
         checkpointing: Some(ctx.outbox.checkpointing(&app_name, ctx.checkpoint_every)),
         log_sink: Some(ctx.outbox.log_sink(&app_name)),
+        record: None,
     };
     let running = ctx
         .node

@@ -5,6 +5,7 @@
 
 mod cluster;
 mod inspect;
+mod replay;
 mod run;
 mod table;
 mod up;
@@ -29,6 +30,8 @@ struct Cli {
 enum Command {
     /// Run an app manifest (APP.toml) on this node, or a WASI command module (MODULE.wasm).
     Run(run::RunArgs),
+    /// Re-run a recording (`weft run --record`) offline and compare output hash chains.
+    Replay(replay::ReplayArgs),
     /// Show a module's imports, exports, memory and the capabilities it needs.
     Inspect {
         module: PathBuf,
@@ -114,6 +117,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Replay(args) => replay::replay(args),
         Command::Inspect { module, json } => inspect::inspect(&module, json).map(|()| 0),
         Command::Bench(args) => weft_bench::run(args).map(|()| 0),
         Command::Up(args) => block_on(up::up(args)),

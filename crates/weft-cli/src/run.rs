@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use weft_manifest::{AppManifest, ProcessSpec};
-use weft_runtime::{Node, Process, RuntimeConfig};
+use weft_runtime::{Node, Process, Recorder, RuntimeConfig, StartOptions};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -20,6 +20,9 @@ pub struct RunArgs {
     /// Print the final report as one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    /// Record device samples, faults and timing decisions to FILE, for `weft replay FILE`.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
     /// WASI modules: preopen a directory, HOST or HOST::GUEST.
     #[arg(long = "dir")]
     dirs: Vec<String>,
@@ -49,7 +52,15 @@ async fn run_app(args: RunArgs) -> Result<i32> {
         bail!("arguments after `--` are for WASI modules; set `args` in the manifest instead");
     }
     let node = Node::new(&RuntimeConfig::default())?;
-    let app = node.start(&manifest, &tokio::runtime::Handle::current())?;
+    let recorder = match &args.record {
+        Some(path) => Some(Recorder::create(path, &args.target, &manifest.name)?),
+        None => None,
+    };
+    let options = StartOptions {
+        record: recorder.as_ref().map(Recorder::sink),
+        ..StartOptions::default()
+    };
+    let app = node.start_with(&manifest, &tokio::runtime::Handle::current(), options)?;
     if !args.json {
         eprintln!(
             "running app {:?}: {} processes{}; Ctrl-C to stop",
@@ -90,6 +101,15 @@ async fn run_app(args: RunArgs) -> Result<i32> {
         }
     }
     let report = app.stop().await;
+    if let (Some(recorder), Some(path)) = (recorder, &args.record) {
+        recorder.finish()?;
+        if !args.json {
+            eprintln!(
+                "recorded to {}; replay with `weft replay {0}`",
+                path.display()
+            );
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -4,6 +4,11 @@
 //! Devices are sampled at tag time, not wall-clock time: a read in the tick
 //! at tag `t` sees the device as it is at `t`. For a simulated device that
 //! means its model is integrated up to `t`, so a run is reproducible.
+//!
+//! A simulated device stands for one physical plant that every node of the
+//! cell can reach, so its model state travels in the snapshot of the process
+//! that opened it ([`Device::save`] / [`Device::load`]): a controller moved
+//! to another node goes on controlling the same plant, not a fresh copy.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +23,15 @@ pub trait Device: Send + Sync {
     fn write(&self, tag: Tag, data: &[u8]) -> Result<(), String>;
     /// A JSON value describing the device's current state, for reports.
     fn status(&self) -> serde_json::Value;
+    /// The model state to carry in a snapshot (`None`: a real device, whose
+    /// state lives in the world, not in weft).
+    fn save(&self) -> Option<Vec<u8>> {
+        None
+    }
+    /// Puts back model state that [`Device::save`] returned.
+    fn load(&self, _state: &[u8]) -> Result<(), String> {
+        Err("this device has no model state to restore".into())
+    }
 }
 
 /// The devices a node offers, by name.
@@ -134,6 +148,30 @@ impl Device for ThermalPlant {
             "at_tag_ns": state.at.0,
         })
     }
+
+    /// Temperature, heater power and tag, each 8 bytes little-endian.
+    fn save(&self) -> Option<Vec<u8>> {
+        let state = self.state.lock().unwrap();
+        let mut out = Vec::with_capacity(24);
+        out.extend_from_slice(&state.temperature.to_le_bytes());
+        out.extend_from_slice(&state.heater.to_le_bytes());
+        out.extend_from_slice(&state.at.0.to_le_bytes());
+        Some(out)
+    }
+
+    fn load(&self, bytes: &[u8]) -> Result<(), String> {
+        let word = |i: usize| -> Result<[u8; 8], String> {
+            bytes
+                .get(i * 8..i * 8 + 8)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| format!("plant: model state must be 24 bytes, got {}", bytes.len()))
+        };
+        let mut state = self.state.lock().unwrap();
+        state.temperature = f64::from_le_bytes(word(0)?);
+        state.heater = f64::from_le_bytes(word(1)?);
+        state.at = Tag(u64::from_le_bytes(word(2)?));
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -154,5 +192,19 @@ mod tests {
                 .unwrap_err()
                 .contains("8 bytes")
         );
+    }
+
+    #[test]
+    fn plant_state_moves_to_another_plant() {
+        let here = ThermalPlant::default();
+        here.write(Tag(0), &0.7f64.to_le_bytes()).unwrap();
+        here.read(Tag(1_500_000_000));
+        let there = ThermalPlant::default();
+        there.load(&here.save().unwrap()).unwrap();
+        assert_eq!(
+            here.read(Tag(3_000_000_000)),
+            there.read(Tag(3_000_000_000))
+        );
+        assert!(there.load(&[0; 5]).unwrap_err().contains("24 bytes"));
     }
 }

@@ -19,6 +19,7 @@ use weft_manifest::ProcessSpec;
 
 use crate::device::{Device, Devices};
 use crate::ports::{Inbox, Output};
+use crate::record::{Event, ProcessRecorder};
 use crate::tag::Tag;
 
 /// Longest log line a guest can emit; longer ones are cut.
@@ -47,6 +48,7 @@ pub struct Host {
     pub(crate) call_started: Instant,
     pub(crate) deadline: Option<Duration>,
     pub(crate) log_sink: Option<crate::process::LogSink>,
+    pub(crate) recorder: Option<ProcessRecorder>,
 }
 
 impl Host {
@@ -76,6 +78,7 @@ impl Host {
             wasi: None,
             call_started: Instant::now(),
             log_sink: None,
+            recorder: None,
         }
     }
 
@@ -335,6 +338,16 @@ fn add_devices(linker: &mut Linker<Host>) -> Result<()> {
                 return Ok(status::UNKNOWN);
             };
             let sample = device.read(host.tag);
+            if let Some(recorder) = &host.recorder {
+                let device = host.opened[dev as usize].clone();
+                recorder.record(
+                    host.tag,
+                    Event::Sample {
+                        device,
+                        bytes: sample.clone(),
+                    },
+                );
+            }
             copy_out(&mut c, ptr, cap, &sample, "device_read")
         },
     )?;

@@ -7,6 +7,7 @@
 //! * `process`: one process (a store with one or more linked instances) and its calls.
 //! * `ports`: messages, ordered inboxes and the router.
 //! * `snapshot`: capturing and restoring a process at a call boundary.
+//! * `record` and `replay`: recording what a run saw, and running it again offline.
 //! * `sched` and `rt`: the rt-thread and be-task schedulers, supervision and restarts.
 //! * `device`: node-provided devices such as the simulated thermal plant.
 //! * `metrics`: per-process counters, histograms and reports.
@@ -21,6 +22,8 @@ pub mod module;
 pub mod node;
 pub mod ports;
 pub mod process;
+pub mod record;
+pub mod replay;
 pub mod rt;
 mod sched;
 pub mod snapshot;
@@ -32,6 +35,8 @@ pub use metrics::{ProcessReport, ProcessState};
 pub use module::{LoadedModule, ModuleInfo};
 pub use node::{AppReport, Node, RemoteInlet, RunningApp, StartOptions};
 pub use process::{Fault, FaultKind, Process, ProcessEnv, Program};
+pub use record::{Recorder, Recording};
+pub use replay::{ReplayReport, replay};
 pub use sched::{CheckpointSink, Checkpointing, Stop};
 pub use snapshot::{Snapshot, SnapshotError};
 pub use tag::Tag;

@@ -19,6 +19,7 @@ use crate::host::{self, Host};
 use crate::metrics::{ProcessMetrics, ProcessReport};
 use crate::ports::{Inbox, Output, RemoteSink, Router};
 use crate::process::{LogSink, ProcessEnv, Program, metering_for};
+use crate::record::RecordSink;
 use crate::rt::{self, RtClass};
 use crate::sched::{self, Checkpointing, Stop, Supervisor};
 use crate::snapshot::Snapshot;
@@ -85,6 +86,7 @@ impl Node {
             inbox: Arc::new(Inbox::new(spec.mailbox)),
             devices: self.devices.clone(),
             log_sink: None,
+            recorder: None,
         }
     }
 
@@ -109,14 +111,24 @@ impl Node {
                 .with_context(|| format!("app {:?}", app.name))?;
             programs.push(Arc::new(program));
         }
-        let envs: HashMap<&str, ProcessEnv> = app
-            .processes
+        let envs: HashMap<&str, ProcessEnv> = programs
             .iter()
-            .filter(|s| local(&s.name))
-            .map(|s| {
-                let mut env = self.env(s, app.seed);
+            .map(|program| {
+                let spec = &program.spec;
+                let mut env = self.env(spec, app.seed);
                 env.log_sink = options.log_sink.clone();
-                (s.name.as_str(), env)
+                if let Some(sink) = &options.record {
+                    let recorder = sink.process(&spec.name, program.module_digests());
+                    env.inbox.record_to(recorder.clone());
+                    env.recorder = Some(recorder);
+                }
+                (
+                    app.process(&spec.name)
+                        .expect("prepared from it")
+                        .name
+                        .as_str(),
+                    env,
+                )
             })
             .collect();
         let mut router = Router::default();
@@ -222,6 +234,8 @@ pub struct StartOptions {
     pub start_ns: Option<u64>,
     pub checkpointing: Option<Checkpointing>,
     pub log_sink: Option<LogSink>,
+    /// Record what the processes see, for `weft replay`.
+    pub record: Option<RecordSink>,
 }
 
 /// Delivers messages that processes on other nodes published to the

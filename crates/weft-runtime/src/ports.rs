@@ -9,12 +9,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::record::{Event, ProcessRecorder};
 use crate::tag::Tag;
 
 /// Order of delivery: visible tag, then source process, then its sequence.
@@ -59,6 +60,8 @@ pub struct Inbox {
     watermark: AtomicU64,
     pub(crate) tardy: AtomicU64,
     pub(crate) duplicates: AtomicU64,
+    /// Where late and refused arrivals are recorded, when the run is.
+    recorder: OnceLock<ProcessRecorder>,
 }
 
 /// What the inbox's lock protects.
@@ -103,6 +106,19 @@ impl Inbox {
             watermark: AtomicU64::new(0),
             tardy: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
+            recorder: OnceLock::new(),
+        }
+    }
+
+    /// Records tardy and refused arrivals from now on (a replay must see
+    /// them the same way).
+    pub fn record_to(&self, recorder: ProcessRecorder) {
+        let _ = self.recorder.set(recorder);
+    }
+
+    fn record(&self, tag: Tag, event: impl FnOnce() -> Event) {
+        if let Some(recorder) = self.recorder.get() {
+            recorder.record(tag, event());
         }
     }
 
@@ -117,14 +133,25 @@ impl Inbox {
             tracing::debug!(source = %message.key.source, tag = %message.key.tag, seq = message.key.seq, "duplicate message dropped");
             return Ok(());
         }
+        let key = &message.key;
         if queue.pending.len() >= self.depth {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.record(key.tag, || Event::Dropped {
+                source: key.source.clone(),
+                seq: key.seq,
+            });
             return Err(Refused::MailboxFull);
         }
-        if message.key.tag.0 < self.watermark.load(Ordering::Relaxed) {
+        let watermark = self.watermark.load(Ordering::Relaxed);
+        if key.tag.0 < watermark {
             // Tardy: its tag has already been processed. It is still
             // delivered (at the receiver's next tag), and counted.
             self.tardy.fetch_add(1, Ordering::Relaxed);
+            self.record(Tag(watermark - 1), || Event::Tardy {
+                source: key.source.clone(),
+                visible: key.tag,
+                seq: key.seq,
+            });
             tracing::warn!(source = %message.key.source, tag = %message.key.tag, "tardy message: arrived after its tag was processed");
         }
         queue
@@ -156,6 +183,16 @@ impl Inbox {
             .take_while(|(k, _)| k.tag <= tag)
             .find(|(_, (p, _))| *p == port)
             .map(|(_, (_, payload))| payload.len())
+    }
+
+    /// Takes the message with exactly this key, if it is here (a replay
+    /// follows the order the live run took messages in).
+    pub(crate) fn take(&self, key: &MessageKey) -> Option<Message> {
+        self.queue.lock().unwrap().take(key)
+    }
+
+    pub(crate) fn contains(&self, key: &MessageKey) -> bool {
+        self.queue.lock().unwrap().pending.contains_key(key)
     }
 
     /// Takes the earliest message regardless of its tag (message-driven processes).

@@ -29,6 +29,7 @@ use crate::engine::{CompiledModule, Metering, WeftEngine};
 use crate::host::Host;
 use crate::module::LoadedModule;
 use crate::ports::{Inbox, Message, Output, Router};
+use crate::record::ProcessRecorder;
 use crate::tag::Tag;
 
 /// Drives a future that is known not to suspend (an rt call) to completion.
@@ -44,7 +45,7 @@ pub fn run_sync<F: Future>(future: F) -> F::Output {
 }
 
 /// Why a process stopped running a call.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultKind {
     /// The module does not start: missing grant, link error, bad module.
@@ -219,6 +220,13 @@ impl Program {
         self.modules.len()
     }
 
+    /// The digests of every module, in link order.
+    pub fn module_digests(&self) -> Vec<crate::module::ModuleDigest> {
+        (0..self.module_count())
+            .map(|i| self.module_digest(i))
+            .collect()
+    }
+
     pub(crate) fn module_digest(&self, index: usize) -> crate::module::ModuleDigest {
         self.modules[index].1.loaded.digest
     }
@@ -332,6 +340,8 @@ pub struct ProcessEnv {
     pub inbox: Arc<Inbox>,
     pub devices: Devices,
     pub log_sink: Option<LogSink>,
+    /// Where device samples go when the run is being recorded.
+    pub recorder: Option<ProcessRecorder>,
 }
 
 /// The running-hash of everything a process published:
@@ -375,6 +385,7 @@ impl Process {
     pub async fn instantiate(program: Arc<Program>, env: ProcessEnv) -> Result<Process, Fault> {
         let mut host = Host::new(program.spec.clone(), env.seed, env.inbox, env.devices);
         host.log_sink = env.log_sink;
+        host.recorder = env.recorder;
         if program.spec.grants(&Capability::Wasi) {
             host.wasi = Some(crate::wasi::context(&program.spec).map_err(Fault::instantiate)?);
         }

@@ -17,8 +17,10 @@ use std::time::Duration;
 use weft_manifest::{MissPolicy, RestartPolicy};
 
 use crate::metrics::{ProcessMetrics, ProcessState};
+use crate::ports::Output;
 use crate::ports::Router;
-use crate::process::{CallReport, Fault, Process, ProcessEnv, Program, run_sync};
+use crate::process::{CallReport, Fault, HashChain, Process, ProcessEnv, Program, run_sync};
+use crate::record::Event;
 use crate::rt::{self, monotonic_ns};
 use crate::snapshot::Snapshot;
 use crate::tag::Tag;
@@ -92,6 +94,9 @@ pub(crate) struct Supervisor {
     last_checkpoint_ns: u64,
     /// Where the driver leaves the process's snapshot when it stops.
     pub final_snapshot: Arc<Mutex<Option<Snapshot>>>,
+    /// The snapshot the incarnation being started was restored from, for
+    /// the recording (only kept while recording).
+    restored_from: Option<Vec<u8>>,
 }
 
 /// Per-call timing the driver measured.
@@ -127,7 +132,20 @@ impl Supervisor {
             checkpointing: None,
             last_checkpoint_ns: monotonic_ns(),
             final_snapshot: Arc::default(),
+            restored_from: None,
         }
+    }
+
+    fn record(&self, tag: Tag, event: impl FnOnce() -> Event) {
+        if let Some(recorder) = &self.env.recorder {
+            recorder.record(tag, event());
+        }
+    }
+
+    /// Records that an incarnation begins at `tag` (its first release).
+    fn record_start(&mut self, tag: Tag) {
+        let snapshot = self.restored_from.take();
+        self.record(tag, || Event::Start { snapshot });
     }
 
     fn name(&self) -> &str {
@@ -139,7 +157,12 @@ impl Supervisor {
         let restored = match self.restore.take() {
             Some(snapshot) => {
                 match Process::restore(self.program.clone(), self.env.clone(), &snapshot).await {
-                    Ok(p) => Some(p),
+                    Ok(p) => {
+                        if self.env.recorder.is_some() {
+                            self.restored_from = Some(snapshot.encode());
+                        }
+                        Some(p)
+                    }
                     Err(e) => {
                         tracing::warn!(
                             process = self.name(),
@@ -225,16 +248,16 @@ impl Supervisor {
         result: Result<CallReport, Fault>,
         timing: Timing,
     ) -> Result<(), Fault> {
-        let report = result?;
+        let report = result.inspect_err(|fault| {
+            self.record(tag, || Event::Fault {
+                kind: fault.kind.clone(),
+            })
+        })?;
         self.calls += 1;
-        let outputs = if timing.missed_deadline {
-            match self.program.spec.on_deadline_miss {
-                MissPolicy::Hold => process.last_outputs.clone(),
-                MissPolicy::Skip => Vec::new(),
-            }
-        } else {
-            report.outputs
-        };
+        if timing.missed_deadline {
+            self.record(tag, || Event::DeadlineMiss);
+        }
+        let outputs = apply_miss_policy(process, report.outputs, timing.missed_deadline);
         let (sent, dropped) = process.publish(&self.router, tag, outputs);
         self.env.inbox.completed(tag);
         let memory = (self.calls % MEMORY_SAMPLE_EVERY == 1).then(|| process.memory_bytes());
@@ -320,6 +343,11 @@ impl Supervisor {
 
     /// Marks the process stopped and keeps its final state for a handover.
     fn finish(&self, process: Option<Process>) {
+        {
+            let m = self.metrics.lock().unwrap();
+            let chain = HashChain(m.chain);
+            self.record(Tag(m.last_tag_ns.unwrap_or(0)), || Event::Stop { chain });
+        }
         if let Some(mut process) = process
             && !process.spec().grants(&weft_abi::Capability::Wasi)
         {
@@ -349,6 +377,22 @@ impl Supervisor {
     }
 }
 
+/// The outputs a call publishes: its own, or, when it missed its deadline,
+/// what the process's miss policy says (the last outputs again, or none).
+pub(crate) fn apply_miss_policy(
+    process: &Process,
+    outputs: Vec<Output>,
+    missed: bool,
+) -> Vec<Output> {
+    if !missed {
+        return outputs;
+    }
+    match process.spec().on_deadline_miss {
+        MissPolicy::Hold => process.last_outputs.clone(),
+        MissPolicy::Skip => Vec::new(),
+    }
+}
+
 /// Drives an rt process on the calling (dedicated) thread until stopped,
 /// failed or parked.
 pub(crate) fn run_rt(mut sup: Supervisor) {
@@ -372,6 +416,7 @@ pub(crate) fn run_rt(mut sup: Supervisor) {
             match run_sync(sup.start()) {
                 Ok(p) => {
                     k = k.max(sup.first_release(&p, period, offset));
+                    sup.record_start(Tag(offset + k * period));
                     process = Some(p);
                 }
                 Err(fault) => match sup.on_fault(fault) {
@@ -429,13 +474,18 @@ pub(crate) async fn run_be(mut sup: Supervisor) {
         let Some(p) = process.as_mut() else {
             match sup.start().await {
                 Ok(p) => {
-                    if let Some(period) = sup.program.spec.period {
-                        let (period, offset) = (
-                            period.as_nanos() as u64,
-                            sup.program.spec.offset.as_nanos() as u64,
-                        );
-                        k = k.max(sup.first_release(&p, period, offset));
-                    }
+                    let first = match sup.program.spec.period {
+                        Some(period) => {
+                            let (period, offset) = (
+                                period.as_nanos() as u64,
+                                sup.program.spec.offset.as_nanos() as u64,
+                            );
+                            k = k.max(sup.first_release(&p, period, offset));
+                            Tag(offset + k * period)
+                        }
+                        None => p.last_tag().unwrap_or(Tag::ZERO),
+                    };
+                    sup.record_start(first);
                     process = Some(p);
                 }
                 Err(fault) => match sup.on_fault(fault) {
@@ -493,6 +543,10 @@ pub(crate) async fn run_be(mut sup: Supervisor) {
                     result = p.message(&message) => result,
                     _ = stop.wait() => { cancelled = true; break }
                 };
+                sup.record(message.key.tag, || Event::Handled {
+                    source: message.key.source.clone(),
+                    seq: message.key.seq,
+                });
                 let timing = Timing {
                     jitter: Duration::ZERO,
                     exec: Duration::from_nanos(monotonic_ns() - woke),

@@ -4,8 +4,8 @@
 //! A snapshot holds all the state that decides what a process does next:
 //! every linear memory and mutable global of every module in its store
 //! (reachable because the loader exported them), and the host state: kv,
-//! PRNG position, mailbox, sequence number, hash chain, opened devices and
-//! the last completed tag.
+//! PRNG position, mailbox, sequence number, hash chain, opened devices (with
+//! the model state of simulated ones) and the last completed tag.
 //!
 //! On disk and on the wire a snapshot is a small header (magic, format
 //! version, body length, CRC-32 of the body) followed by the body in
@@ -26,7 +26,7 @@ use crate::process::{HashChain, Process, ProcessEnv, Program};
 use crate::tag::Tag;
 
 const MAGIC: &[u8; 8] = b"WEFTSNAP";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,7 +60,15 @@ pub struct Snapshot {
     pub inbox: InboxState,
     pub seq: u64,
     pub chain: HashChain,
-    pub opened_devices: Vec<String>,
+    /// Devices the guest opened, in handle order.
+    pub opened_devices: Vec<OpenedDevice>,
+}
+
+/// A device a process opened, and the model state of a simulated one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpenedDevice {
+    pub name: String,
+    pub model: Option<Vec<u8>>,
 }
 
 /// Why a snapshot cannot be used.
@@ -188,7 +196,14 @@ impl Process {
             inbox: host.inbox.state(),
             seq: self.seq,
             chain: self.chain,
-            opened_devices: host.opened.clone(),
+            opened_devices: host
+                .opened
+                .iter()
+                .map(|name| OpenedDevice {
+                    name: name.clone(),
+                    model: host.devices.get(name).and_then(|d| d.save()),
+                })
+                .collect(),
         })
     }
 
@@ -281,7 +296,24 @@ impl Process {
         host.rng.set_stream(snapshot.rng_stream);
         host.rng.set_word_pos(snapshot.rng_word_pos);
         host.inbox.restore(snapshot.inbox.clone());
-        host.opened = snapshot.opened_devices.clone();
+        host.opened = Vec::with_capacity(snapshot.opened_devices.len());
+        for opened in &snapshot.opened_devices {
+            let device = host.devices.get(&opened.name).with_context(|| {
+                format!(
+                    "snapshot of {:?} uses device {:?}, which this node does not have",
+                    snapshot.process, opened.name
+                )
+            })?;
+            if let Some(model) = &opened.model {
+                device
+                    .load(model)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| {
+                        format!("cannot restore the state of device {:?}", opened.name)
+                    })?;
+            }
+            host.opened.push(opened.name.clone());
+        }
         process.seq = snapshot.seq;
         process.chain = snapshot.chain;
         process.last_tag = snapshot.last_tag;

@@ -125,14 +125,23 @@ fn snapshot_of_the_rust_pid_controller_continues_identically() {
     let mut reference = make(Devices::simulated());
     run(&mut reference, 0..300);
 
-    let plant = Devices::simulated();
-    let mut first = make(plant.clone());
+    let mut first = make(Devices::simulated());
     run(&mut first, 0..123);
     let snapshot = Snapshot::decode(&first.snapshot().unwrap().encode()).unwrap();
     drop(first);
-    let mut second = restore(&node, spec.clone(), &snapshot, plant).unwrap();
+    // Restored next to another node's plant, which was never heated: the
+    // plant's model state travels in the snapshot, so the loop goes on
+    // controlling the same (simulated) plant.
+    let elsewhere = Devices::simulated();
+    let mut second = restore(&node, spec.clone(), &snapshot, elsewhere.clone()).unwrap();
     run(&mut second, 123..300);
     assert_eq!(second.chain(), reference.chain());
+    assert!(
+        elsewhere.status()["plant"]["temperature_c"]
+            .as_f64()
+            .unwrap()
+            > 30.0
+    );
 }
 
 #[test]

@@ -1,0 +1,10 @@
+(module
+  (import "weft" "send" (func $send (param i32 i32 i32) (result i32)))
+  (memory 1)
+  (global $k (mut i64) (i64.const 0))
+  (func (export "weft_tick") (param $tag i64)
+    (global.set $k (i64.add (global.get $k) (i64.const 1)))
+    (if (i64.eqz (i64.rem_u (global.get $k) (i64.const 5))) (then unreachable))
+    (i64.store (i32.const 0) (global.get $k))
+    (i64.store (i32.const 8) (local.get $tag))
+    (drop (call $send (i32.const 0) (i32.const 0) (i32.const 16)))))

@@ -1,0 +1,11 @@
+(module
+  (import "weft" "send" (func $send (param i32 i32 i32) (result i32)))
+  (memory 1)
+  (global $k (mut i64) (i64.const 0))
+  (func (export "weft_tick") (param i64) (local $i i32)
+    (global.set $k (i64.add (global.get $k) (i64.const 1)))
+    (if (i64.eqz (i64.rem_u (global.get $k) (i64.const 3)))
+      (then (loop $l (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br_if $l (i32.lt_u (local.get $i) (i32.const 10000000))))))
+    (i64.store (i32.const 0) (global.get $k))
+    (drop (call $send (i32.const 0) (i32.const 0) (i32.const 8)))))
