@@ -1,11 +1,17 @@
 //! This node's share of each app, and how it follows the controller's
 //! desired state.
 //!
-//! One mechanism covers every change (a process moved here or away, a
-//! rolling update, a new peer location): stop this node's share at a call
-//! boundary, keeping each process's final snapshot, and start the new
-//! share, resuming every process that stays from its snapshot and every
-//! process that arrives from its latest checkpoint at the controller.
+//! A change that leaves this node's share as it is (a peer moved between
+//! other nodes, a hot standby here promoted) is applied in place: port keys
+//! name the sending process, not its node, so no wiring changes.
+//!
+//! Every other change (a process moved here or away, a rolling update) goes
+//! through one mechanism: stop this node's share at a call boundary,
+//! keeping each process's final snapshot, and start the new share, resuming
+//! every process that stays from its snapshot and every process that
+//! arrives from its latest checkpoint at the controller. A hot standby
+//! starts from a checkpoint its primary took after this node subscribed to
+//! the standby's inputs, so it sees every input its primary sees.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -15,13 +21,13 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use weft_fabric::Keys;
 use weft_fabric::proto::{
-    AppAssignment, Blob, ControlRequest, ControlResponse, Handover, ProcessStatus,
+    AppAssignment, Blob, ChainMark, ControlRequest, ControlResponse, Handover, ProcessStatus,
 };
 use weft_fabric::rpc;
 use weft_manifest::AppManifest;
 use weft_runtime::{Node, RunningApp, Snapshot, StartOptions};
 
-use crate::wiring::{Outbox, subscribe_port};
+use crate::wiring::{Outbox, PortInlet, subscribe_port};
 
 /// This node's share of one app.
 pub(crate) struct LocalApp {
@@ -43,13 +49,47 @@ pub(crate) struct Context {
     pub checkpoint_every: Duration,
 }
 
+/// How long a starting standby waits for a fresh checkpoint of its primary.
+const STANDBY_CHECKPOINT_WAIT: Duration = Duration::from_millis(1500);
+/// How far past the subscription a standby's starting checkpoint must be,
+/// so that messages in flight when the node subscribed are in it.
+const STANDBY_SYNC_MARGIN: Duration = Duration::from_millis(200);
+
+/// The processes `assignment` runs live on `node`.
 fn local_processes(assignment: &AppAssignment, node: &str) -> BTreeSet<String> {
-    assignment
-        .placement
-        .iter()
+    on_node(&assignment.placement, node)
+}
+
+/// The processes whose hot standby `assignment` puts on `node`.
+fn local_standbys(assignment: &AppAssignment, node: &str) -> BTreeSet<String> {
+    on_node(&assignment.standby, node)
+}
+
+fn on_node(map: &BTreeMap<String, String>, node: &str) -> BTreeSet<String> {
+    map.iter()
         .filter(|(_, n)| *n == node)
         .map(|(p, _)| p.clone())
         .collect()
+}
+
+/// The standbys to promote if `new` can be applied to the running `old`
+/// share in place: same app version and the same processes here, none
+/// demoted. `None` when the share must restart.
+fn in_place(old: &AppAssignment, new: &AppAssignment, node: &str) -> Option<BTreeSet<String>> {
+    let same_version = old.generation == new.generation
+        && old.manifest == new.manifest
+        && old.epoch_unix_ns == new.epoch_unix_ns;
+    let (old_live, new_live) = (local_processes(old, node), local_processes(new, node));
+    let old_all: BTreeSet<String> = old_live
+        .union(&local_standbys(old, node))
+        .cloned()
+        .collect();
+    let new_all: BTreeSet<String> = new_live
+        .union(&local_standbys(new, node))
+        .cloned()
+        .collect();
+    (same_version && old_all == new_all && old_live.is_subset(&new_live))
+        .then(|| new_live.difference(&old_live).cloned().collect())
 }
 
 /// Brings `apps` to the desired state. Returns the errors of apps that
@@ -64,7 +104,9 @@ pub(crate) async fn sync(
     let mut handover = Vec::new();
     let mut desired: BTreeMap<String, AppAssignment> = desired
         .into_iter()
-        .filter(|a| !local_processes(a, &ctx.name).is_empty())
+        .filter(|a| {
+            !local_processes(a, &ctx.name).is_empty() || !local_standbys(a, &ctx.name).is_empty()
+        })
         .map(|a| (a.app.clone(), a))
         .collect();
     let names: Vec<String> = apps.keys().cloned().collect();
@@ -76,13 +118,35 @@ pub(crate) async fn sync(
             desired.remove(&name);
             continue;
         }
+        if let Some(promote) = desired
+            .get(&name)
+            .and_then(|d| in_place(&apps[&name].assignment, d, &ctx.name))
+        {
+            let app = apps.get_mut(&name).expect("listed");
+            for process in &promote {
+                app.running.promote(process);
+                tracing::warn!(app = %name, process = %process, "standby promoted: its outputs are live");
+            }
+            app.assignment = desired.remove(&name).expect("checked");
+            continue;
+        }
+        // The new share subscribes before the old one stops, so no message
+        // falls between them (copies of what the old share took are dropped).
+        let next = match desired.remove(&name) {
+            Some(assignment) => Some(prepare(ctx, assignment).await),
+            None => None,
+        };
         let old = apps.remove(&name).expect("listed");
+        let was_live = local_processes(&old.assignment, &ctx.name);
         let (_, mut snapshots) = old.running.stop_with_snapshots().await;
         tracing::info!(app = %name, "stopped this node's share ({} processes)", snapshots.len());
-        let staying = desired
-            .get(&name)
-            .map(|a| local_processes(a, &ctx.name))
-            .unwrap_or_default();
+        let staying: BTreeSet<String> = match &next {
+            Some(Ok(next)) => next.local(),
+            _ => BTreeSet::new(),
+        };
+        // Live processes leaving hand their state over; a standby leaving
+        // just stops.
+        snapshots.retain(|p, _| staying.contains(p) || was_live.contains(p));
         let leaving: Vec<String> = snapshots
             .keys()
             .filter(|p| !staying.contains(*p))
@@ -98,8 +162,8 @@ pub(crate) async fn sync(
                 snapshot: Blob(snapshot.encode()),
             });
         }
-        if let Some(assignment) = desired.remove(&name) {
-            match start(ctx, assignment, snapshots).await {
+        if let Some(prepared) = next {
+            match async { start(ctx, prepared?, snapshots).await }.await {
                 Ok(app) => {
                     apps.insert(name, app);
                 }
@@ -108,7 +172,7 @@ pub(crate) async fn sync(
         }
     }
     for (name, assignment) in desired {
-        match start(ctx, assignment, HashMap::new()).await {
+        match async { start(ctx, prepare(ctx, assignment).await?, HashMap::new()).await }.await {
             Ok(app) => {
                 apps.insert(name, app);
             }
@@ -121,11 +185,26 @@ pub(crate) async fn sync(
     (errors, handover)
 }
 
-async fn start(
-    ctx: &Context,
+/// A share about to start: its modules fetched, its manifest parsed and
+/// its remote inputs subscribed (buffering until it runs).
+struct Prepared {
     assignment: AppAssignment,
-    mut snapshots: HashMap<String, Snapshot>,
-) -> Result<LocalApp> {
+    manifest: AppManifest,
+    live: BTreeSet<String>,
+    standbys: BTreeSet<String>,
+    inlet: PortInlet,
+    subscribers: Vec<zenoh::pubsub::Subscriber<()>>,
+    /// The app's tag when the subscriptions were in place.
+    subscribed_at: u64,
+}
+
+impl Prepared {
+    fn local(&self) -> BTreeSet<String> {
+        self.live.union(&self.standbys).cloned().collect()
+    }
+}
+
+async fn prepare(ctx: &Context, assignment: AppAssignment) -> Result<Prepared> {
     let app_name = assignment.app.clone();
     fetch_modules(ctx, &assignment.manifest)
         .await
@@ -136,34 +215,13 @@ async fn start(
         &ctx.module_dir,
     )
     .with_context(|| format!("app {app_name:?}: invalid manifest from the controller"))?;
-    let local = local_processes(&assignment, &ctx.name);
-    let mut restored_from = HashMap::new();
-    for process in &local {
-        if snapshots.contains_key(process) {
-            continue;
-        }
-        if let Some(snapshot) = fetch_checkpoint(ctx, &app_name, process).await {
-            restored_from.insert(process.clone(), snapshot.last_tag.map_or(0, |t| t.0));
-            snapshots.insert(process.clone(), snapshot);
-        }
-    }
-    let options = StartOptions {
-        only: Some(local.clone()),
-        restore: snapshots,
-        remote: Some(ctx.outbox.remote_sink(&app_name)),
-        start_ns: Some(start_ns(assignment.epoch_unix_ns)),
-        checkpointing: Some(ctx.outbox.checkpointing(&app_name, ctx.checkpoint_every)),
-        log_sink: Some(ctx.outbox.log_sink(&app_name)),
-        record: None,
-    };
-    let running = ctx
-        .node
-        .start_with(&manifest, &tokio::runtime::Handle::current(), options)
-        .with_context(|| format!("app {app_name:?}"))?;
+    let live = local_processes(&assignment, &ctx.name);
+    let standbys = local_standbys(&assignment, &ctx.name);
+    let local: BTreeSet<String> = live.union(&standbys).cloned().collect();
+    let inlet = PortInlet::default();
     let mut subscribers = Vec::new();
-    let inlet = running.inlet();
     for c in &manifest.connections {
-        if local.contains(&c.to.process) && !local.contains(&c.from.process) {
+        if local.contains(&c.to.process) && !live.contains(&c.from.process) {
             let s = subscribe_port(
                 &ctx.session,
                 &ctx.keys,
@@ -176,6 +234,64 @@ async fn start(
             subscribers.push(s);
         }
     }
+    Ok(Prepared {
+        subscribed_at: tag_now(assignment.epoch_unix_ns),
+        assignment,
+        manifest,
+        live,
+        standbys,
+        inlet,
+        subscribers,
+    })
+}
+
+async fn start(
+    ctx: &Context,
+    prepared: Prepared,
+    mut snapshots: HashMap<String, Snapshot>,
+) -> Result<LocalApp> {
+    let local = prepared.local();
+    let Prepared {
+        assignment,
+        manifest,
+        standbys,
+        inlet,
+        subscribers,
+        subscribed_at,
+        ..
+    } = prepared;
+    let app_name = assignment.app.clone();
+    let mut restored_from = HashMap::new();
+    for process in &local {
+        if snapshots.contains_key(process) {
+            continue;
+        }
+        let snapshot = if standbys.contains(process) {
+            let fresh = subscribed_at + STANDBY_SYNC_MARGIN.as_nanos() as u64;
+            fetch_fresh_checkpoint(ctx, &app_name, process, fresh).await
+        } else {
+            fetch_checkpoint(ctx, &app_name, process).await
+        };
+        if let Some(snapshot) = snapshot {
+            restored_from.insert(process.clone(), snapshot.last_tag.map_or(0, |t| t.0));
+            snapshots.insert(process.clone(), snapshot);
+        }
+    }
+    let options = StartOptions {
+        only: Some(local.clone()),
+        restore: snapshots,
+        remote: Some(ctx.outbox.remote_sink(&app_name)),
+        start_ns: Some(start_ns(assignment.epoch_unix_ns)),
+        checkpointing: Some(ctx.outbox.checkpointing(&app_name, ctx.checkpoint_every)),
+        log_sink: Some(ctx.outbox.log_sink(&app_name)),
+        record: None,
+        standby: standbys,
+    };
+    let running = ctx
+        .node
+        .start_with(&manifest, &tokio::runtime::Handle::current(), options)
+        .with_context(|| format!("app {app_name:?}"))?;
+    inlet.connect(running.inlet());
     tracing::info!(app = %app_name, generation = assignment.generation, processes = ?local, "started this node's share");
     Ok(LocalApp {
         assignment,
@@ -183,6 +299,15 @@ async fn start(
         _subscribers: subscribers,
         restored_from,
     })
+}
+
+/// The app's current tag, from its wall-clock epoch (0 before it).
+fn tag_now(epoch_unix_ns: u64) -> u64 {
+    let unix_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    unix_now.saturating_sub(epoch_unix_ns)
 }
 
 /// `CLOCK_MONOTONIC` time of the app's tag 0, from its wall-clock epoch.
@@ -259,6 +384,36 @@ async fn fetch_modules(ctx: &Context, manifest: &str) -> Result<()> {
     Ok(())
 }
 
+/// A checkpoint of a process at `min_tag` or later, waiting for its node
+/// to send one; after [`STANDBY_CHECKPOINT_WAIT`], the latest there is.
+async fn fetch_fresh_checkpoint(
+    ctx: &Context,
+    app: &str,
+    process: &str,
+    min_tag: u64,
+) -> Option<Snapshot> {
+    let deadline = tokio::time::Instant::now() + STANDBY_CHECKPOINT_WAIT;
+    let mut poll = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        poll.tick().await;
+        let snapshot = fetch_checkpoint(ctx, app, process).await;
+        let fresh = snapshot
+            .as_ref()
+            .is_some_and(|s| s.last_tag.is_some_and(|t| t.0 >= min_tag));
+        if fresh {
+            return snapshot;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                app,
+                process,
+                "no checkpoint after the subscription yet; the standby starts from an older one and may miss inputs"
+            );
+            return snapshot;
+        }
+    }
+}
+
 /// The latest checkpoint of a process at the controller, if any (and valid).
 async fn fetch_checkpoint(ctx: &Context, app: &str, process: &str) -> Option<Snapshot> {
     let request = ControlRequest::GetCheckpoint {
@@ -317,6 +472,12 @@ impl LocalApp {
                 last_tag_ns: p.last_tag_ns,
                 first_tag_ns: p.first_tag_ns,
                 resume_lateness_ns: p.resume_lateness_ns,
+                standby: p.standby,
+                chain_mark: p.chain_mark.map(|m| ChainMark {
+                    tag_ns: m.tag_ns,
+                    output_hash: m.output_hash,
+                }),
+                last_output_hex: p.last_output_hex,
             })
             .collect()
     }

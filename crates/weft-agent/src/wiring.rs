@@ -6,7 +6,7 @@
 //! so every outgoing item goes through an unbounded channel to one async
 //! task that owns the Zenoh calls.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 use weft_fabric::Keys;
@@ -101,6 +101,55 @@ impl RemoteSink for PortSink {
     }
 }
 
+/// Where messages from remote senders go. Subscriptions are made before
+/// the app's share starts (so a standby's starting checkpoint and the
+/// messages after it leave no gap): until [`PortInlet::connect`], messages
+/// wait here, in arrival order.
+#[derive(Clone, Default)]
+pub(crate) struct PortInlet(Arc<Mutex<InletState>>);
+
+type Arrival = (String, String, Tag, u64, Vec<u8>);
+
+enum InletState {
+    Buffering(Vec<Arrival>),
+    Connected(RemoteInlet),
+}
+
+impl Default for InletState {
+    fn default() -> Self {
+        InletState::Buffering(Vec::new())
+    }
+}
+
+impl PortInlet {
+    /// Delivers everything buffered to `inlet`, and from now on directly.
+    pub(crate) fn connect(&self, inlet: RemoteInlet) {
+        let mut state = self.0.lock().unwrap();
+        if let InletState::Buffering(buffered) = &mut *state {
+            for (sender, port, tag, seq, payload) in buffered.drain(..) {
+                if let Err(e) = inlet.deliver(&sender, &port, tag, seq, payload) {
+                    tracing::warn!("dropping message: {e:#}");
+                }
+            }
+        }
+        *state = InletState::Connected(inlet);
+    }
+
+    fn deliver(&self, arrival: Arrival) -> anyhow::Result<()> {
+        let mut state = self.0.lock().unwrap();
+        match &mut *state {
+            InletState::Buffering(buffered) => {
+                buffered.push(arrival);
+                Ok(())
+            }
+            InletState::Connected(inlet) => {
+                let (sender, port, tag, seq, payload) = arrival;
+                inlet.deliver(&sender, &port, tag, seq, payload)
+            }
+        }
+    }
+}
+
 /// Subscribes to a remote sender's output port and feeds it to `inlet`.
 /// Malformed messages are logged and dropped.
 pub(crate) async fn subscribe_port(
@@ -109,7 +158,7 @@ pub(crate) async fn subscribe_port(
     app: &str,
     sender: &str,
     port: &str,
-    inlet: RemoteInlet,
+    inlet: PortInlet,
 ) -> anyhow::Result<zenoh::pubsub::Subscriber<()>> {
     let key = keys.port(app, sender, port);
     let (sender, port) = (sender.to_string(), port.to_string());
@@ -120,7 +169,8 @@ pub(crate) async fn subscribe_port(
             let bytes = sample.payload().to_bytes();
             match PortMessage::decode(&bytes) {
                 Ok(m) if m.source == sender => {
-                    if let Err(e) = inlet.deliver(&sender, &port, Tag(m.tag), m.seq, m.payload) {
+                    let arrival = (sender.clone(), port.clone(), Tag(m.tag), m.seq, m.payload);
+                    if let Err(e) = inlet.deliver(arrival) {
                         tracing::warn!(key = %log_key, "dropping message: {e:#}");
                     }
                 }

@@ -278,6 +278,20 @@ pub fn ps_table(processes: &[PsEntry]) -> String {
         if let Some(reason) = &p.reason {
             out += &format!("    └ {reason}\n");
         }
+        if let Some(standby) = &p.standby {
+            out += &format!("    └ hot standby on {} ({})", standby.node, standby.state);
+            if let (Some(mine), Some(theirs)) = (&p.chain_mark, &standby.chain_mark)
+                && mine.tag_ns == theirs.tag_ns
+            {
+                let same = if mine.output_hash == theirs.output_hash {
+                    "same chain as the process"
+                } else {
+                    "chain DIFFERS from the process"
+                };
+                out += &format!(": {same} at {}s", mine.tag_ns / 1_000_000_000);
+            }
+            out += "\n";
+        }
     }
     out
 }

@@ -804,3 +804,125 @@ fn migrate_moves_a_process_and_refuses_unsuitable_targets() {
     assert_eq!(c.running_on("counter").as_deref(), Some(to));
     assert_eq!(c.ps().iter().filter(|p| p["name"] == "counter").count(), 1);
 }
+
+/// A 10 ms counter with a hot standby, and a consumer on node c that
+/// checks every tag arrives exactly once: its last output is
+/// [messages, gaps, duplicates, last tag] (u64 each, little-endian).
+fn standby_app(dir: &Path) -> PathBuf {
+    std::fs::write(
+        dir.join("counter.wat"),
+        r#"(module (import "weft" "send" (func $send (param i32 i32 i32) (result i32)))
+            (memory 1)
+            (func (export "weft_tick") (param i64)
+              (i64.store (i32.const 0) (i64.add (i64.load (i32.const 0)) (i64.const 1)))
+              (drop (call $send (i32.const 0) (i32.const 0) (i32.const 8)))))"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("once.wat"),
+        r#"(module (import "weft" "send" (func $send (param i32 i32 i32) (result i32)))
+            (memory 1)
+            (func $bump (param $at i32)
+              (i64.store (local.get $at) (i64.add (i64.load (local.get $at)) (i64.const 1))))
+            (func (export "weft_alloc") (param i32) (result i32) (i32.const 1024))
+            (func (export "weft_message") (param i32 i32 i32) (param $tag i64) (local $last i64)
+              (local.set $last (i64.load (i32.const 24)))
+              (call $bump (i32.const 0))
+              (if (i64.ne (local.get $last) (i64.const 0))
+                (then
+                  (if (i64.le_u (local.get $tag) (local.get $last))
+                    (then (call $bump (i32.const 16)))
+                    (else
+                      (if (i64.ne (local.get $tag) (i64.add (local.get $last) (i64.const 10000000)))
+                        (then
+                          (call $bump (i32.const 8))
+                          (i64.store (i32.const 32) (local.get $tag))
+                          (i64.store (i32.const 40) (local.get $last))))))))
+              (if (i64.gt_u (local.get $tag) (local.get $last))
+                (then (i64.store (i32.const 24) (local.get $tag))))
+              (drop (call $send (i32.const 1) (i32.const 0) (i32.const 48)))))"#,
+    )
+    .unwrap();
+    let path = dir.join("hot.toml");
+    std::fs::write(
+        &path,
+        "name = \"hot\"\n\
+         [[process]]\nname = \"once\"\nmodule = \"once.wat\"\ncapabilities = [\"ports\"]\ninputs = [\"n\"]\noutputs = [\"seen\"]\n\
+         placement = { node = \"c\" }\n\
+         [[process]]\nname = \"counter\"\nmodule = \"counter.wat\"\nclass = \"rt\"\nperiod = \"10ms\"\n\
+         capabilities = [\"ports\"]\noutputs = [\"n\"]\nstandby = \"hot\"\n\
+         [[connection]]\nfrom = \"counter.n\"\nto = \"once.n\"\n",
+    )
+    .unwrap();
+    path
+}
+
+/// What the exactly-once consumer has seen: (messages, gaps, duplicates).
+fn seen(c: &Cluster) -> Option<(u64, u64, u64)> {
+    let hex = c.process("once")?["last_output_hex"].as_str()?.to_string();
+    let word = |i: usize| {
+        u64::from_str_radix(&hex[i * 16..i * 16 + 16], 16)
+            .ok()
+            .map(u64::swap_bytes)
+    };
+    Some((word(0)?, word(1)?, word(2)?))
+}
+
+/// The standby computes what its process computes (same chain at the same
+/// tag); when the process's node is killed, the standby goes live, the
+/// consumer sees every tag exactly once, and a new standby starts elsewhere.
+#[test]
+fn a_hot_standby_takes_over_without_a_missed_or_doubled_tag() {
+    let mut c = Cluster::new();
+    for node in ["a", "b", "c"] {
+        c.start_node(node, "", &[]);
+    }
+    c.wait_nodes_alive(3);
+    c.deploy(&standby_app(c.dir.path()));
+    let in_step = |c: &Cluster| {
+        let p = c.process("counter")?;
+        let standby = &p["standby"];
+        let (mine, theirs) = (&p["chain_mark"], &standby["chain_mark"]);
+        (p["state"] == "running"
+            && standby["state"] == "standby"
+            && !mine.is_null()
+            && mine["tag_ns"] == theirs["tag_ns"])
+            .then(|| {
+                assert_eq!(
+                    mine, theirs,
+                    "the standby computes what its process computes"
+                );
+                (
+                    p["node"].as_str().unwrap().to_string(),
+                    standby["node"].as_str().unwrap().to_string(),
+                )
+            })
+    };
+    c.wait("counter and its standby in step", |c| in_step(c).is_some());
+    let (primary, standby) = in_step(&c).unwrap();
+    assert_ne!(primary, standby);
+    c.wait("the consumer counting", |c| {
+        seen(c).is_some_and(|(n, _, _)| n > 50)
+    });
+
+    let victim = c.nodes.get_mut(&primary).unwrap();
+    signal(victim, libc::SIGKILL);
+    let _ = victim.wait();
+    c.wait("the standby live on its node", |c| {
+        c.running_on("counter").as_deref() == Some(standby.as_str())
+    });
+    let at_takeover = seen(&c).unwrap().0;
+    c.wait("a new standby in step elsewhere", |c| {
+        in_step(c).is_some_and(|(p, s)| p == standby && s != primary)
+    });
+    c.wait("the consumer counting on", |c| {
+        seen(c).is_some_and(|(n, _, _)| n > at_takeover + 100)
+    });
+    let (n, gaps, duplicates) = seen(&c).unwrap();
+    eprintln!("{primary} killed; {standby} took over at message {at_takeover}; {n} seen");
+    assert_eq!(
+        (gaps, duplicates),
+        (0, 0),
+        "{n} messages: every tag exactly once"
+    );
+}

@@ -27,13 +27,14 @@ use weft_fabric::codec;
 use weft_fabric::keys::valid_segment;
 use weft_fabric::proto::{
     AppAssignment, Blob, CheckpointMessage, ControlRequest, ControlResponse, NodeEntry,
-    NodeRequest, NodeResponse, NodeStatus, PsEntry,
+    NodeRequest, NodeResponse, NodeStatus, ProcessStatus, PsEntry, StandbyEntry,
 };
 use weft_fabric::{FabricConfig, Keys};
 use weft_manifest::{AppManifest, ProcessSpec};
 use zenoh::sample::SampleKind;
 
 use crate::placement::{self, NodeView};
+use crate::standby;
 use crate::store::{Store, StoredApp};
 
 /// How the controller runs.
@@ -493,7 +494,8 @@ impl Shared {
                 .and_then(|a| a.assignment.get(&key.1))
                 .is_some_and(|new| *new != old);
             let old_alive = state.nodes.get(&old).is_some_and(|n| n.alive);
-            if moved && old_alive {
+            // A standby does not hand over: its new node starts it afresh.
+            if moved && old_alive && standby::of(&key.1).is_none() {
                 info!(app = %key.0, process = %key.1, from = %old, "handing over");
                 state.handovers.entry(key).or_insert(old);
             }
@@ -566,12 +568,16 @@ impl Shared {
                 .apps
                 .iter()
                 .filter(|(_, app)| app.assignment.values().any(|n| n == name))
-                .map(|(app_name, app)| AppAssignment {
-                    app: app_name.clone(),
-                    generation: app.stored.generation,
-                    manifest: app.stored.manifest.clone(),
-                    placement: placement_for(&state.handovers, app_name, &app.assignment, name),
-                    epoch_unix_ns: app.stored.epoch_unix_ns,
+                .map(|(app_name, app)| {
+                    let (primaries, standbys) = standby::split(&app.assignment);
+                    AppAssignment {
+                        app: app_name.clone(),
+                        generation: app.stored.generation,
+                        manifest: app.stored.manifest.clone(),
+                        placement: placement_for(&state.handovers, app_name, &primaries, name),
+                        standby: standbys,
+                        epoch_unix_ns: app.stored.epoch_unix_ns,
+                    }
                 })
                 .collect();
             let leaving: Vec<(String, String)> = state
@@ -908,6 +914,11 @@ impl Shared {
             free_slots: status.free_slots,
             reported: true,
         };
+        if a.assignment.get(&standby::key(&process)) == Some(&to) {
+            bail!(
+                "{to} runs the hot standby of {app}/{process}; a process and its standby never share a node"
+            );
+        }
         placement::check_node(&a.processes, &process, &view, &state.drained, &a.assignment)
             .map_err(|why| anyhow::anyhow!("node {to} cannot run {app}/{process}: {why}"))?;
         let mut assignment = a.assignment.clone();
@@ -1007,7 +1018,14 @@ fn place_all(state: &mut State, presume: bool) -> Vec<(String, BTreeMap<String, 
     let mut changed = Vec::new();
     let names: Vec<String> = state.apps.keys().cloned().collect();
     for name in names {
+        let alive = |n: &str| presumed.contains(n) || state.nodes.get(n).is_some_and(|n| n.alive);
+        let mut assignment = state.apps[&name].assignment.clone();
+        let processes = &state.apps[&name].processes;
+        for (process, from, to) in standby::take_over(&mut assignment, processes, alive) {
+            warn!(app = %name, process, from, to, "node is gone; its hot standby takes over");
+        }
         let app = &state.apps[&name];
+        let specs = standby::with_standbys(&app.processes);
         let mut mine: BTreeMap<&str, u32> = BTreeMap::new();
         for node in app.assignment.values() {
             *mine.entry(node.as_str()).or_default() += 1;
@@ -1036,9 +1054,9 @@ fn place_all(state: &mut State, presume: bool) -> Vec<(String, BTreeMap<String, 
             })
             .collect();
         views.extend(presumed.iter().map(|n| unreported(n)));
-        let outcome = placement::place(&app.processes, &views, &state.drained, &app.assignment);
+        let outcome = placement::place(&specs, &views, &state.drained, &assignment);
 
-        for spec in &app.processes {
+        for spec in &specs {
             let process = &spec.name;
             let old = app.assignment.get(process);
             let new = outcome.assignment.get(process);
@@ -1108,23 +1126,17 @@ fn ps_entries(state: &State, name: &str) -> Vec<PsEntry> {
                 first_tag_ns: None,
                 period_ns: spec.period.map(|p| p.as_nanos() as u64),
                 resume_lateness_ns: None,
+                chain_mark: None,
+                last_output_hex: None,
+                standby: standby_entry(state, name, &spec.name),
             };
             match app.assignment.get(&spec.name) {
                 None => entry.reason = app.pending.get(&spec.name).cloned(),
                 Some(node) => {
                     entry.node = Some(node.clone());
                     entry.state = "starting".into();
-                    let reported = state
-                        .nodes
-                        .get(node)
-                        .filter(|n| n.alive)
-                        .and_then(|n| n.status.as_ref())
-                        .and_then(|s| {
-                            s.processes
-                                .iter()
-                                .find(|p| p.app == name && p.name == spec.name)
-                        })
-                        .filter(|p| p.generation == generation);
+                    let reported =
+                        reported(state, node, name, &spec.name, generation).filter(|p| !p.standby);
                     if let Some(p) = reported {
                         entry.state = p.state.clone();
                         entry.reason = p.reason.clone();
@@ -1135,12 +1147,53 @@ fn ps_entries(state: &State, name: &str) -> Vec<PsEntry> {
                         entry.restored_from_tag = p.restored_from_tag;
                         entry.first_tag_ns = p.first_tag_ns;
                         entry.resume_lateness_ns = p.resume_lateness_ns;
+                        entry.chain_mark = p.chain_mark.clone();
+                        entry.last_output_hex = p.last_output_hex.clone();
                     }
                 }
             }
             entry
         })
         .collect()
+}
+
+/// What `node` reports about `process` of `app` at `generation`, if alive.
+fn reported<'a>(
+    state: &'a State,
+    node: &str,
+    app: &str,
+    process: &str,
+    generation: u64,
+) -> Option<&'a ProcessStatus> {
+    state
+        .nodes
+        .get(node)
+        .filter(|n| n.alive)
+        .and_then(|n| n.status.as_ref())
+        .and_then(|s| {
+            s.processes
+                .iter()
+                .find(|p| p.app == app && p.name == process)
+        })
+        .filter(|p| p.generation == generation)
+}
+
+fn standby_entry(state: &State, name: &str, process: &str) -> Option<StandbyEntry> {
+    let app = state.apps.get(name)?;
+    let node = app.assignment.get(&standby::key(process))?;
+    let reported =
+        reported(state, node, name, process, app.stored.generation).filter(|p| p.standby);
+    Some(StandbyEntry {
+        node: node.clone(),
+        state: if reported.is_some() {
+            "standby"
+        } else {
+            "starting"
+        }
+        .into(),
+        last_tag_ns: reported.and_then(|p| p.last_tag_ns),
+        chain_mark: reported.and_then(|p| p.chain_mark.clone()),
+    })
 }
 
 fn pending_entries(state: &State, name: &str) -> Vec<PsEntry> {

@@ -45,6 +45,22 @@ pub struct ProcessStatus {
     /// How late its first tick ran (how long its outputs paused on a move).
     #[serde(default)]
     pub resume_lateness_ns: Option<u64>,
+    /// A hot standby (outputs held back) rather than the live process.
+    #[serde(default)]
+    pub standby: bool,
+    /// The output chain at the last whole-second tag.
+    #[serde(default)]
+    pub chain_mark: Option<ChainMark>,
+    /// The payload of its last output (hex).
+    #[serde(default)]
+    pub last_output_hex: Option<String>,
+}
+
+/// A process's output hash chain at one tag.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChainMark {
+    pub tag_ns: u64,
+    pub output_hash: String,
 }
 
 /// What one node should run of one app.
@@ -57,6 +73,9 @@ pub struct AppAssignment {
     pub manifest: String,
     /// Where every process of the app runs (process -> node).
     pub placement: BTreeMap<String, String>,
+    /// Where the hot standby of a process runs (process -> node).
+    #[serde(default)]
+    pub standby: BTreeMap<String, String>,
     /// Wall-clock time of the app's tag 0, in ns since the Unix epoch, so
     /// every node releases the app's processes on the same logical grid.
     pub epoch_unix_ns: u64,
@@ -204,6 +223,23 @@ pub struct PsEntry {
     pub period_ns: Option<u64>,
     #[serde(default)]
     pub resume_lateness_ns: Option<u64>,
+    #[serde(default)]
+    pub chain_mark: Option<ChainMark>,
+    #[serde(default)]
+    pub last_output_hex: Option<String>,
+    /// The hot standby, if the process has one placed.
+    #[serde(default)]
+    pub standby: Option<StandbyEntry>,
+}
+
+/// The hot standby of a process in `weft ps`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StandbyEntry {
+    pub node: String,
+    /// `standby` while held back and reporting, else `starting`.
+    pub state: String,
+    pub last_tag_ns: Option<u64>,
+    pub chain_mark: Option<ChainMark>,
 }
 
 /// One node in `weft nodes`.

@@ -31,7 +31,7 @@ pub mod tag;
 mod wasi;
 
 pub use engine::{RuntimeConfig, WeftEngine};
-pub use metrics::{ProcessReport, ProcessState};
+pub use metrics::{ChainMark, ProcessReport, ProcessState};
 pub use module::{LoadedModule, ModuleInfo};
 pub use node::{AppReport, Node, RemoteInlet, RunningApp, StartOptions};
 pub use process::{Fault, FaultKind, Process, ProcessEnv, Program};

@@ -64,6 +64,8 @@ pub struct ProcessMetrics {
     /// call without allocating; hex-encoded only when a report is taken.
     pub(crate) chain: [u8; 32],
     pub(crate) last_output: Vec<u8>,
+    /// The chain as it was at the last whole-second tag (raw `chain_mark`).
+    pub(crate) mark: Option<(u64, [u8; 32])>,
     pub jitter: Histogram<u64>,
     pub exec: Histogram<u64>,
 }
@@ -106,6 +108,8 @@ impl ProcessMetrics {
             first_tag_ns: None,
             resume_lateness_ns: None,
             last_output_hex: None,
+            chain_mark: None,
+            standby: false,
             last_fault: None,
             jitter: Percentiles::default(),
             exec: Percentiles::default(),
@@ -114,6 +118,7 @@ impl ProcessMetrics {
             counters,
             chain: [0; 32],
             last_output: Vec::new(),
+            mark: None,
             jitter: histogram(),
             exec: histogram(),
         }
@@ -129,9 +134,20 @@ impl ProcessMetrics {
             exec: Percentiles::of(&self.exec),
             output_hash: hex::encode(self.chain),
             last_output_hex: (!self.last_output.is_empty()).then(|| hex::encode(&self.last_output)),
+            chain_mark: self.mark.map(|(tag_ns, chain)| ChainMark {
+                tag_ns,
+                output_hash: hex::encode(chain),
+            }),
             ..self.counters.clone()
         }
     }
+}
+
+/// A process's output chain at one tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainMark {
+    pub tag_ns: u64,
+    pub output_hash: String,
 }
 
 /// A point-in-time copy of a process's metrics (the `--json` schema).
@@ -163,6 +179,12 @@ pub struct ProcessReport {
     /// (for a restored process: how long its outputs paused).
     pub resume_lateness_ns: Option<u64>,
     pub last_output_hex: Option<String>,
+    /// The output chain at the last tag that was a whole second. Runs of
+    /// the same app compare chains here, at the same tag, wherever and
+    /// however (live, replayed, standby) they ran.
+    pub chain_mark: Option<ChainMark>,
+    /// A hot standby: computing, its outputs held back.
+    pub standby: bool,
     pub last_fault: Option<Fault>,
     /// Wake-up lateness against the release time.
     pub jitter: Percentiles,

@@ -21,7 +21,7 @@ use crate::ports::{Inbox, Output, RemoteSink, Router};
 use crate::process::{LogSink, ProcessEnv, Program, metering_for};
 use crate::record::RecordSink;
 use crate::rt::{self, RtClass};
-use crate::sched::{self, Checkpointing, Stop, Supervisor};
+use crate::sched::{self, Checkpointing, Standby, Stop, Supervisor};
 use crate::snapshot::Snapshot;
 use crate::tag::Tag;
 
@@ -166,6 +166,7 @@ impl Node {
         let mut snapshots = Vec::new();
         let mut threads = Vec::new();
         let mut tasks = Vec::new();
+        let mut standbys = HashMap::new();
         for program in programs {
             let spec = program.spec.clone();
             let metrics = Arc::new(Mutex::new(ProcessMetrics::new(&spec.name, spec.class)));
@@ -178,6 +179,11 @@ impl Node {
                 start_ns,
             );
             sup.restore = options.restore.remove(&spec.name);
+            if options.standby.contains(&spec.name) {
+                let standby = Arc::new(Standby::default());
+                standbys.insert(spec.name.clone(), standby.clone());
+                sup.standby = Some(standby);
+            }
             sup.checkpointing = options.checkpointing.clone();
             snapshots.push((spec.name.clone(), sup.final_snapshot.clone()));
             match spec.class {
@@ -202,6 +208,7 @@ impl Node {
                 RtClass::Soft
             },
             processes,
+            standbys,
             stop,
             threads,
             tasks,
@@ -236,6 +243,8 @@ pub struct StartOptions {
     pub log_sink: Option<LogSink>,
     /// Record what the processes see, for `weft replay`.
     pub record: Option<RecordSink>,
+    /// Processes to run as hot standbys: computing, outputs held back.
+    pub standby: BTreeSet<String>,
 }
 
 /// Delivers messages that processes on other nodes published to the
@@ -282,6 +291,8 @@ pub struct RunningApp {
     snapshots: Vec<(String, Arc<Mutex<Option<Snapshot>>>)>,
     rt_class: RtClass,
     processes: Vec<Arc<Mutex<ProcessMetrics>>>,
+    /// The hot standbys among the processes, by name.
+    standbys: HashMap<String, Arc<Standby>>,
     stop: Stop,
     threads: Vec<std::thread::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -311,6 +322,18 @@ impl RunningApp {
                 .map(|m| m.lock().unwrap().report())
                 .collect(),
             devices: self.devices.status(),
+        }
+    }
+
+    /// Puts a hot standby live: it re-sends what it held and publishes from
+    /// then on. False if `process` is not a standby here.
+    pub fn promote(&self, process: &str) -> bool {
+        match self.standbys.get(process) {
+            Some(standby) => {
+                standby.promote();
+                true
+            }
+            None => false,
         }
     }
 

@@ -236,18 +236,33 @@ impl Inbox {
         }
     }
 
+    /// Puts back a snapshot's delivery state. Messages that arrived before
+    /// the restore (a process starts a moment after its inputs are wired)
+    /// stay, unless the snapshot says they were already taken.
     pub fn restore(&self, state: InboxState) {
         let mut queue = self.queue.lock().unwrap();
-        queue.pending = state
-            .pending
-            .into_iter()
-            .map(|m| (m.key, (m.port, m.payload)))
-            .collect();
+        let arrived = std::mem::replace(
+            &mut queue.pending,
+            state
+                .pending
+                .into_iter()
+                .map(|m| (m.key, (m.port, m.payload)))
+                .collect(),
+        );
         queue.consumed = state
             .consumed
             .into_iter()
             .map(|(s, t, q)| (s, (t, q)))
             .collect();
+        for (key, message) in arrived {
+            let taken = queue
+                .consumed
+                .get(&key.source)
+                .is_some_and(|&last| (key.tag, key.seq) <= last);
+            if !taken {
+                queue.pending.entry(key).or_insert(message);
+            }
+        }
     }
 }
 
@@ -433,6 +448,23 @@ mod tests {
         assert_eq!(copy.state(), state);
         copy.push(msg(10, "a", 1, 0)).unwrap();
         assert_eq!(copy.len(), 2, "the delivery marks survive a snapshot");
+    }
+
+    /// Messages wired in before the restore stay, unless already taken.
+    #[test]
+    fn restore_keeps_what_arrived_before_it() {
+        let source = Inbox::new(16);
+        source.push(msg(10, "a", 1, 0)).unwrap();
+        source.pop_next().unwrap();
+        source.push(msg(20, "a", 2, 0)).unwrap();
+        let target = Inbox::new(16);
+        target.push(msg(10, "a", 1, 0)).unwrap(); // taken before the snapshot
+        target.push(msg(30, "a", 3, 0)).unwrap(); // new
+        target.restore(source.state());
+        let keys: Vec<u64> = std::iter::from_fn(|| target.pop_next())
+            .map(|m| m.key.seq)
+            .collect();
+        assert_eq!(keys, vec![2, 3]);
     }
 
     #[test]

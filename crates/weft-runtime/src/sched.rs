@@ -33,6 +33,33 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_CATCH_UP: Duration = Duration::from_secs(2);
 /// How often memory use is sampled (in calls): it needs an export lookup.
 const MEMORY_SAMPLE_EVERY: u64 = 64;
+/// How far back a standby keeps the outputs it holds: what it re-sends
+/// when it goes live, to cover what its primary computed but never
+/// delivered before it died.
+const HOLD_FOR: Duration = Duration::from_secs(2);
+/// Tags at multiples of this get their chain recorded (`chain_mark`).
+const MARK_EVERY_NS: u64 = 1_000_000_000;
+
+/// The switch of a hot standby and the outputs it holds back. A standby
+/// runs exactly like its primary (same inputs, same state, so the same
+/// outputs) but publishes nothing until it is promoted; then it re-sends
+/// what it held (receivers drop the copies they already had from the
+/// primary) and publishes live from its next tag on.
+#[derive(Default)]
+pub struct Standby {
+    live: AtomicBool,
+    held: Mutex<std::collections::VecDeque<(Tag, u64, Output)>>,
+}
+
+impl Standby {
+    pub fn promote(&self) {
+        self.live.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::SeqCst)
+    }
+}
 
 /// Tells every driver of an app to stop.
 #[derive(Clone)]
@@ -97,6 +124,10 @@ pub(crate) struct Supervisor {
     /// The snapshot the incarnation being started was restored from, for
     /// the recording (only kept while recording).
     restored_from: Option<Vec<u8>>,
+    /// Set for a hot standby.
+    pub standby: Option<Arc<Standby>>,
+    /// Routes nowhere: what a standby publishes through while held.
+    nowhere: Router,
 }
 
 /// Per-call timing the driver measured.
@@ -133,7 +164,42 @@ impl Supervisor {
             last_checkpoint_ns: monotonic_ns(),
             final_snapshot: Arc::default(),
             restored_from: None,
+            standby: None,
+            nowhere: Router::default(),
         }
+    }
+
+    /// Publishes a call's outputs, or holds them back while a standby.
+    fn publish(&self, process: &mut Process, tag: Tag, outputs: Vec<Output>) -> (u64, u64) {
+        let Some(standby) = &self.standby else {
+            return process.publish(&self.router, tag, outputs);
+        };
+        let mut held = standby.held.lock().unwrap();
+        if standby.is_live() {
+            for (tag, seq, output) in held.drain(..) {
+                self.router.publish(self.name(), tag, seq, &output);
+            }
+            drop(held);
+            return process.publish(&self.router, tag, outputs);
+        }
+        let first_seq = process.seq + 1;
+        held.extend(
+            outputs
+                .iter()
+                .enumerate()
+                .map(|(i, o)| (tag, first_seq + i as u64, o.clone())),
+        );
+        let horizon = tag.0.saturating_sub(HOLD_FOR.as_nanos() as u64);
+        while held.front().is_some_and(|(t, _, _)| t.0 < horizon) {
+            held.pop_front();
+        }
+        drop(held);
+        process.publish(&self.nowhere, tag, outputs);
+        (0, 0)
+    }
+
+    fn is_held(&self) -> bool {
+        self.standby.as_ref().is_some_and(|s| !s.is_live())
     }
 
     fn record(&self, tag: Tag, event: impl FnOnce() -> Event) {
@@ -180,7 +246,7 @@ impl Supervisor {
                 let mut process =
                     Process::instantiate(self.program.clone(), self.env.clone()).await?;
                 let init = process.init().await?;
-                process.publish(&self.router, Tag::ZERO, init.outputs);
+                self.publish(&mut process, Tag::ZERO, init.outputs);
                 process
             }
         };
@@ -190,6 +256,7 @@ impl Supervisor {
         }
         m.state = ProcessState::Running;
         m.reason = None;
+        m.standby = self.is_held();
         m.memory_bytes = process.memory_bytes();
         // A restored process carries its hash chain on.
         m.chain = process.chain().0;
@@ -200,7 +267,7 @@ impl Supervisor {
 
     /// Sends a checkpoint when one is due.
     fn maybe_checkpoint(&mut self, process: &mut Process, tag: Tag) {
-        let Some(checkpointing) = &self.checkpointing else {
+        let Some(checkpointing) = self.checkpointing.as_ref().filter(|_| !self.is_held()) else {
             return;
         };
         let now = monotonic_ns();
@@ -258,7 +325,7 @@ impl Supervisor {
             self.record(tag, || Event::DeadlineMiss);
         }
         let outputs = apply_miss_policy(process, report.outputs, timing.missed_deadline);
-        let (sent, dropped) = process.publish(&self.router, tag, outputs);
+        let (sent, dropped) = self.publish(process, tag, outputs);
         self.env.inbox.completed(tag);
         let memory = (self.calls % MEMORY_SAMPLE_EVERY == 1).then(|| process.memory_bytes());
         let mut m = self.metrics.lock().unwrap();
@@ -276,6 +343,10 @@ impl Supervisor {
         m.deadline_misses += timing.missed_deadline as u64;
         m.chain = process.chain().0;
         m.last_tag_ns = Some(tag.0);
+        m.standby = self.is_held();
+        if tag.0.is_multiple_of(MARK_EVERY_NS) {
+            m.mark = Some((tag.0, m.chain));
+        }
         m.first_tag_ns.get_or_insert(tag.0);
         if let Some(last) = process.last_outputs.last() {
             m.last_output.clear();
