@@ -57,17 +57,21 @@ const STANDBY_SYNC_MARGIN: Duration = Duration::from_millis(200);
 
 /// The processes `assignment` runs live on `node`.
 fn local_processes(assignment: &AppAssignment, node: &str) -> BTreeSet<String> {
-    on_node(&assignment.placement, node)
-}
-
-/// The processes whose hot standby `assignment` puts on `node`.
-fn local_standbys(assignment: &AppAssignment, node: &str) -> BTreeSet<String> {
-    on_node(&assignment.standby, node)
-}
-
-fn on_node(map: &BTreeMap<String, String>, node: &str) -> BTreeSet<String> {
-    map.iter()
+    assignment
+        .placement
+        .iter()
         .filter(|(_, n)| *n == node)
+        .map(|(p, _)| p.clone())
+        .collect()
+}
+
+/// The processes `assignment` runs a replica of on `node` (a hot standby,
+/// or the target of a move): in step, outputs held back.
+fn local_standbys(assignment: &AppAssignment, node: &str) -> BTreeSet<String> {
+    assignment
+        .standby
+        .iter()
+        .filter(|(_, nodes)| nodes.contains(node))
         .map(|(p, _)| p.clone())
         .collect()
 }
@@ -473,9 +477,9 @@ impl LocalApp {
                 first_tag_ns: p.first_tag_ns,
                 resume_lateness_ns: p.resume_lateness_ns,
                 standby: p.standby,
-                chain_mark: p.chain_mark.map(|m| ChainMark {
+                chain_mark: p.chain_marks.last().map(|m| ChainMark {
                     tag_ns: m.tag_ns,
-                    output_hash: m.output_hash,
+                    output_hash: m.output_hash.clone(),
                 }),
                 last_output_hex: p.last_output_hex,
             })

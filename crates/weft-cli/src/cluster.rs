@@ -51,7 +51,7 @@ pub struct ClientArgs {
 }
 
 impl ClientArgs {
-    async fn session(&self) -> Result<(zenoh::Session, Keys)> {
+    pub(crate) async fn session(&self) -> Result<(zenoh::Session, Keys)> {
         let config = FabricConfig::default()
             .cluster(self.cluster.clone())
             .mode(Mode::Client)
@@ -63,7 +63,7 @@ impl ClientArgs {
         Ok((session, Keys::new(&self.cluster)))
     }
 
-    async fn call(&self, request: ControlRequest) -> Result<ControlResponse> {
+    pub(crate) async fn call(&self, request: ControlRequest) -> Result<ControlResponse> {
         let (session, keys) = self.session().await?;
         let response = rpc::call(
             &session,
@@ -279,7 +279,15 @@ pub fn ps_table(processes: &[PsEntry]) -> String {
             out += &format!("    └ {reason}\n");
         }
         if let Some(standby) = &p.standby {
-            out += &format!("    └ hot standby on {} ({})", standby.node, standby.state);
+            match &standby.node {
+                Some(node) => out += &format!("    └ hot standby on {node} ({})", standby.state),
+                None => {
+                    out += &format!(
+                        "    └ hot standby pending: {}",
+                        standby.reason.as_deref().unwrap_or("no node")
+                    )
+                }
+            }
             if let (Some(mine), Some(theirs)) = (&p.chain_mark, &standby.chain_mark)
                 && mine.tag_ns == theirs.tag_ns
             {
@@ -363,103 +371,6 @@ pub async fn logs(client: ClientArgs, target: String, duration: Option<Duration>
         };
         let Ok(sample) = sample else { break };
         println!("{}", String::from_utf8_lossy(&sample.payload().to_bytes()));
-    }
-    Ok(())
-}
-
-/// What `weft migrate --json` prints.
-#[derive(serde::Serialize)]
-struct MigrationReport {
-    app: String,
-    process: String,
-    from: String,
-    to: String,
-    /// How long the process's outputs paused beyond its normal period: how
-    /// late its first tick on the new node ran after that tick's release.
-    downtime_us: Option<f64>,
-    /// From the request until the new node reported the process running.
-    total_us: f64,
-    /// Size of the state handed over.
-    state_bytes: usize,
-    /// Tags skipped between the last tick on the old node and the first on
-    /// the new one (a restored process catches up, so normally 0).
-    missed_ticks: Option<u64>,
-    dirty_tracking: &'static str,
-}
-
-pub async fn migrate(client: ClientArgs, target: String, to: String) -> Result<()> {
-    let (app, process) = target.split_once('/').context("write APP/PROCESS")?;
-    let started = std::time::Instant::now();
-    let request = ControlRequest::Migrate {
-        app: app.into(),
-        process: process.into(),
-        to: to.clone(),
-    };
-    let (from, to) = match client.call(request).await? {
-        ControlResponse::Migrating { from, to, .. } => (from, to),
-        ControlResponse::NotFound { what } => bail!("no such {what}"),
-        other => bail!("unexpected answer: {other:?}"),
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let entry = loop {
-        let processes = fetch_ps(&client).await?;
-        let entry = processes
-            .into_iter()
-            .find(|p| p.app == app && p.name == process);
-        if let Some(p) = entry.filter(|p| {
-            p.node.as_deref() == Some(to.as_str())
-                && p.state == "running"
-                && p.first_tag_ns.is_some()
-        }) {
-            break p;
-        }
-        if std::time::Instant::now() > deadline {
-            bail!("{app}/{process} is not running on {to} after 30 s; see `weft ps`");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let total_us = started.elapsed().as_secs_f64() * 1e6;
-    let state_bytes = match client
-        .call(ControlRequest::GetCheckpoint {
-            app: app.into(),
-            process: process.into(),
-        })
-        .await?
-    {
-        ControlResponse::Checkpoint { bytes, .. } => bytes.0.len(),
-        _ => 0,
-    };
-    let gap = match (entry.restored_from_tag, entry.first_tag_ns, entry.period_ns) {
-        (Some(last), Some(first), Some(period)) if period > 0 && first > last => {
-            Some((first - last, period))
-        }
-        _ => None,
-    };
-    let report = MigrationReport {
-        app: app.into(),
-        process: process.into(),
-        from,
-        to,
-        downtime_us: entry.resume_lateness_ns.map(|ns| ns as f64 / 1e3),
-        total_us,
-        state_bytes,
-        missed_ticks: gap.map(|(g, period)| (g / period).saturating_sub(1)),
-        dirty_tracking: "none (stop-and-copy)",
-    };
-    if client.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!(
-            "migrated {}/{} from {} to {}: {} bytes of state, {} missed ticks, downtime {} µs, total {:.0} µs",
-            report.app,
-            report.process,
-            report.from,
-            report.to,
-            report.state_bytes,
-            report.missed_ticks.map_or("?".into(), |m| m.to_string()),
-            report.downtime_us.map_or("?".into(), |d| format!("{d:.0}")),
-            report.total_us
-        );
     }
     Ok(())
 }

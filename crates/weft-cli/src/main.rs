@@ -5,6 +5,7 @@
 
 mod cluster;
 mod inspect;
+mod migrate;
 mod replay;
 mod run;
 mod table;
@@ -80,7 +81,7 @@ enum Command {
         #[command(flatten)]
         client: cluster::ClientArgs,
     },
-    /// Move a running process (APP/PROCESS) to another node with its state.
+    /// Move a running process (APP/PROCESS) to another node live, without a missed tick.
     Migrate {
         target: String,
         /// The node to move it to.
@@ -134,7 +135,7 @@ fn main() -> ExitCode {
             client,
         } => block_on(cluster::logs(client, target, duration)),
         Command::Drain { node, client } => block_on(cluster::drain(client, node)),
-        Command::Migrate { target, to, client } => block_on(cluster::migrate(client, target, to)),
+        Command::Migrate { target, to, client } => block_on(migrate::migrate(client, target, to)),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),

@@ -15,7 +15,7 @@ use crate::cluster::{self, ClientArgs};
 #[derive(Args, Debug)]
 pub struct UpArgs {
     /// How many node agents to start (the last one is a "cloud" node).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 4)]
     nodes: usize,
     /// The controller's endpoint; nodes and CLI commands connect here.
     #[arg(long, default_value = DEFAULT_ENDPOINT)]
@@ -169,7 +169,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
     println!();
     print!("{}", cluster::ps_table(&cluster::fetch_ps(&client).await?));
     println!(
-        "\nThe cluster is up at {}. In another terminal:\n  weft ps            # where every process runs, its ticks and output hash\n  weft nodes         # the nodes, their pids and labels\n  weft logs cluster-cell/analytics\n  kill -9 <pid of a node>   # and watch `weft ps` move its processes\nCtrl-C here stops everything.",
+        "\nThe cluster is up at {}. In another terminal:\n  weft ps            # where every process runs, its ticks and output hash\n  weft nodes         # the nodes, their pids and labels\n  weft logs cluster-cell/analytics\n  weft migrate cluster-cell/pid --to edge-3   # a live move: no missed tick\n  kill -9 <pid of pid's node>   # its hot standby takes over\nCtrl-C here stops everything.",
         args.listen
     );
     tokio::signal::ctrl_c().await?;

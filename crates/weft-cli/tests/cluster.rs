@@ -590,7 +590,7 @@ fn weft_up_runs_the_demo_and_heals() {
     let endpoint = format!("tcp/127.0.0.1:{}", free_port());
     let mut up = Interrupt(
         weft()
-            .args(["up", "--listen", &endpoint, "--data-dir"])
+            .args(["up", "--nodes", "3", "--listen", &endpoint, "--data-dir"])
             .arg(dir.path())
             .current_dir(repo())
             .stdout(Stdio::piped())
@@ -650,6 +650,38 @@ fn weft_up_runs_the_demo_and_heals() {
         pid_node.starts_with("edge-"),
         "pid needs the plant: {pid_node}"
     );
+    let standby_of_pid = || -> Option<String> {
+        json(&["ps"])
+            .into_iter()
+            .find(|p| p["name"] == "pid" && p["standby"]["state"] == "standby")?["standby"]["node"]
+            .as_str()
+            .map(String::from)
+    };
+    wait("pid's hot standby in step", &|| standby_of_pid().is_some());
+    let standby_node = standby_of_pid().unwrap();
+    assert!(standby_node.starts_with("edge-") && standby_node != pid_node);
+
+    // Migrate pid onto its standby's node: analytics (on cloud-1) sees no
+    // missed tick.
+    let out = client(&[
+        "migrate",
+        "cluster-cell/pid",
+        "--to",
+        &standby_node,
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["missed_ticks"], 0, "{report}");
+    let (pid_node, standby_node) = (standby_node, pid_node);
+    wait("pid on its new node, its standby on the old one", &|| {
+        node_of("pid").as_deref() == Some(pid_node.as_str())
+            && standby_of_pid().as_deref() == Some(standby_node.as_str())
+    });
 
     // Guest logs reach `weft logs`.
     let logs = client(&["logs", "cluster-cell/analytics", "--for", "3s"]);
@@ -668,8 +700,8 @@ fn weft_up_runs_the_demo_and_heals() {
         .unwrap();
     // SAFETY: signalling a process weft up started for this test.
     unsafe { libc::kill(victim as i32, libc::SIGKILL) };
-    wait("pid to run on the other edge node", &|| {
-        node_of("pid").is_some_and(|n| n != pid_node && n.starts_with("edge-"))
+    wait("pid's standby to take over", &|| {
+        node_of("pid").as_deref() == Some(standby_node.as_str())
     });
 
     // Drain the cloud node: analytics has nowhere else to go and is pending.
@@ -704,7 +736,7 @@ fn weft_up_runs_the_demo_and_heals() {
 /// Draining a node moves its processes with their final state: the old
 /// node hands its snapshot over before the new node starts the process.
 #[test]
-fn drain_hands_the_final_state_over() {
+fn drain_moves_processes_live() {
     let mut c = Cluster::new();
     c.start_node("a", "", &[]);
     c.start_node("b", "", &[]);
@@ -734,8 +766,8 @@ fn drain_hands_the_final_state_over() {
     );
     let log = c.read_log("controller");
     assert!(
-        log.contains("handed over"),
-        "no handover in the controller log:\n{log}"
+        log.contains("moved live"),
+        "not moved live (replica first):\n{log}"
     );
     assert_eq!(c.ps().iter().filter(|p| p["name"] == "counter").count(), 1);
 }
@@ -783,8 +815,10 @@ fn migrate_moves_a_process_and_refuses_unsuitable_targets() {
     let out = c.client(&["migrate", "count/counter", "--to", to, "--json"]);
     assert!(
         out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{}\ncontroller:\n{}\nto:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.read_log("controller"),
+        c.read_log(to)
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     eprintln!("migration: {report}");

@@ -34,7 +34,7 @@ use weft_manifest::{AppManifest, ProcessSpec};
 use zenoh::sample::SampleKind;
 
 use crate::placement::{self, NodeView};
-use crate::standby;
+use crate::replica;
 use crate::store::{Store, StoredApp};
 
 /// How the controller runs.
@@ -239,6 +239,9 @@ struct State {
     /// other nodes are still told the process runs there, so its new node
     /// does not start it from an older checkpoint.
     handovers: BTreeMap<(String, String), String>,
+    /// Live moves in progress: (app, process) -> target node. The target
+    /// runs a replica until it has caught up, then takes over.
+    moves: BTreeMap<(String, String), String>,
 }
 
 struct App {
@@ -442,7 +445,7 @@ impl Shared {
         let entry = state.nodes.entry(node).or_default();
         let first = entry.status.is_none();
         entry.status = Some(status);
-        if first && entry.alive {
+        if (first && entry.alive) || !state.moves.is_empty() {
             drop(state);
             self.kick.notify_one();
         }
@@ -495,8 +498,8 @@ impl Shared {
                 .is_some_and(|new| *new != old);
             let old_alive = state.nodes.get(&old).is_some_and(|n| n.alive);
             // A standby does not hand over: its new node starts it afresh.
-            if moved && old_alive && standby::of(&key.1).is_none() {
-                info!(app = %key.0, process = %key.1, from = %old, "handing over");
+            if moved && old_alive && replica::of(&key.1).is_none() {
+                debug!(app = %key.0, process = %key.1, from = %old, "handing over");
                 state.handovers.entry(key).or_insert(old);
             }
         }
@@ -556,6 +559,7 @@ impl Shared {
 
     async fn reconcile(self: &Arc<Self>) {
         let mut state = self.state.lock().await;
+        finish_moves(&mut state);
         if let Err(e) = self.place_and_persist(&mut state).await {
             error!("cannot persist assignments (will retry): {e:#}");
         }
@@ -569,7 +573,7 @@ impl Shared {
                 .iter()
                 .filter(|(_, app)| app.assignment.values().any(|n| n == name))
                 .map(|(app_name, app)| {
-                    let (primaries, standbys) = standby::split(&app.assignment);
+                    let (primaries, standbys) = replica::split(&app.assignment);
                     AppAssignment {
                         app: app_name.clone(),
                         generation: app.stored.generation,
@@ -856,11 +860,26 @@ impl Shared {
         blocking(move || store.drain(&name)).await?;
         state.drained.insert(node.clone());
         info!(node, processes = before.len(), "draining node");
+        let previous: BTreeMap<String, BTreeMap<String, String>> = state
+            .apps
+            .iter()
+            .map(|(name, a)| (name.clone(), a.assignment.clone()))
+            .collect();
         self.place_and_persist(&mut state)
             .await
             .context("the node is drained but the new placement is not stored")?;
-        let after = hosts(&state);
-        let moved: Vec<String> = before.difference(&after).cloned().collect();
+        let mut moved = Vec::new();
+        for (app, old) in previous {
+            for (process, from) in &old {
+                if *from != node || replica::of(process).is_some() {
+                    continue;
+                }
+                let standby = old.get(&replica::key(process)).cloned();
+                drain_live(&mut state, &app, process, from, standby);
+                moved.push(format!("{app}/{process}"));
+            }
+        }
+        state.dirty = true;
         drop(state);
         self.kick.notify_one();
         Ok(ControlResponse::Drained { node, moved })
@@ -914,24 +933,33 @@ impl Shared {
             free_slots: status.free_slots,
             reported: true,
         };
-        if a.assignment.get(&standby::key(&process)) == Some(&to) {
-            bail!(
-                "{to} runs the hot standby of {app}/{process}; a process and its standby never share a node"
-            );
+        if a.assignment.get(&replica::key(&process)) == Some(&to) {
+            // The standby there is in step already: swap the two.
+            let mut assignment = a.assignment.clone();
+            assignment.insert(process.clone(), to.clone());
+            assignment.insert(replica::key(&process), from.clone());
+            let store = self.store.clone();
+            let write = vec![(app.clone(), assignment.clone())];
+            blocking(move || store.set_many_assignments(&write)).await?;
+            state.apps.get_mut(&app).expect("checked").assignment = assignment;
+            info!(app, process, from, to, "switching to the hot standby");
+            drop(state);
+            self.kick.notify_one();
+            return Ok(ControlResponse::Migrating {
+                app,
+                process,
+                from,
+                to,
+            });
         }
         placement::check_node(&a.processes, &process, &view, &state.drained, &a.assignment)
             .map_err(|why| anyhow::anyhow!("node {to} cannot run {app}/{process}: {why}"))?;
-        let mut assignment = a.assignment.clone();
-        assignment.insert(process.clone(), to.clone());
-        let store = self.store.clone();
-        let write = vec![(app.clone(), assignment.clone())];
-        blocking(move || store.set_many_assignments(&write)).await?;
-        state.apps.get_mut(&app).expect("checked").assignment = assignment;
-        if state.nodes.get(&from).is_some_and(|n| n.alive) {
-            state
-                .handovers
-                .insert((app.clone(), process.clone()), from.clone());
+        if state.moves.contains_key(&(app.clone(), process.clone())) {
+            bail!("{app}/{process} is already moving; wait until it has arrived");
         }
+        state
+            .moves
+            .insert((app.clone(), process.clone()), to.clone());
         info!(app, process, from, to, "migrating");
         drop(state);
         self.kick.notify_one();
@@ -971,6 +999,84 @@ impl Shared {
                 },
             },
         )
+    }
+}
+
+/// Turns the move placement chose for `process` off the drained node
+/// `from` into a live one: its hot standby takes over if it has one on a
+/// live node; otherwise it keeps running on `from` while a replica catches
+/// up on its new node. A WASI process (no snapshots) and a process no node
+/// takes are left to placement: restarted elsewhere, or pending.
+fn drain_live(state: &mut State, app: &str, process: &str, from: &str, standby: Option<String>) {
+    let standby = standby.filter(|s| s != from && state.nodes.get(s).is_some_and(|n| n.alive));
+    let Some(a) = state.apps.get_mut(app) else {
+        return;
+    };
+    let wasi = a
+        .processes
+        .iter()
+        .any(|p| p.name == process && p.grants(&weft_abi::Capability::Wasi));
+    let Some(to) = a.assignment.get(process).cloned() else {
+        return;
+    };
+    if wasi || to == from {
+        return;
+    }
+    let key = (app.to_string(), process.to_string());
+    state.handovers.remove(&key);
+    match standby {
+        Some(standby) => {
+            a.assignment.remove(&replica::key(process));
+            a.assignment.insert(process.to_string(), standby);
+        }
+        None => {
+            info!(app, process, from, to, "moving live off the drained node");
+            a.assignment.insert(process.to_string(), from.to_string());
+            a.assignment
+                .insert(replica::moving_key(process), to.clone());
+            state.moves.insert(key, to);
+        }
+    }
+}
+
+/// How close to the app's current tag a moving replica must report being
+/// before it takes over (statuses come every 250 ms).
+const CAUGHT_UP: Duration = Duration::from_millis(600);
+
+/// Completes every move whose replica has caught up with the present (its
+/// node promotes it in place, the old node stops the process) and drops
+/// moves whose target is gone.
+fn finish_moves(state: &mut State) {
+    let moves = std::mem::take(&mut state.moves);
+    for ((app, process), to) in moves {
+        let Some(a) = state.apps.get(&app) else {
+            continue;
+        };
+        if !state.nodes.get(&to).is_some_and(|n| n.alive) {
+            warn!(app, process, to, "move abandoned: its target is gone");
+            continue;
+        }
+        if a.assignment.get(&process) == Some(&to) {
+            // Its old node died and the replica took over already.
+            continue;
+        }
+        let now = now_unix_ns().saturating_sub(a.stored.epoch_unix_ns);
+        let caught_up = reported(state, &to, &app, &process, a.stored.generation)
+            .filter(|p| p.standby && p.state == "running")
+            .and_then(|p| p.last_tag_ns)
+            .is_some_and(|t| t + CAUGHT_UP.as_nanos() as u64 >= now);
+        if !caught_up {
+            state.moves.insert((app, process), to);
+            continue;
+        }
+        let a = state.apps.get_mut(&app).expect("checked");
+        if let Some((from, to)) = replica::finish_move(&mut a.assignment, &process) {
+            info!(
+                app,
+                process, from, to, "moved live: the replica on the target takes over"
+            );
+            state.dirty = true;
+        }
     }
 }
 
@@ -1021,11 +1127,17 @@ fn place_all(state: &mut State, presume: bool) -> Vec<(String, BTreeMap<String, 
         let alive = |n: &str| presumed.contains(n) || state.nodes.get(n).is_some_and(|n| n.alive);
         let mut assignment = state.apps[&name].assignment.clone();
         let processes = &state.apps[&name].processes;
-        for (process, from, to) in standby::take_over(&mut assignment, processes, alive) {
+        for (process, from, to) in replica::take_over(&mut assignment, processes, alive) {
             warn!(app = %name, process, from, to, "node is gone; its hot standby takes over");
         }
         let app = &state.apps[&name];
-        let specs = standby::with_standbys(&app.processes);
+        let moves: BTreeMap<String, String> = state
+            .moves
+            .iter()
+            .filter(|((a, _), _)| *a == name)
+            .map(|((_, p), to)| (p.clone(), to.clone()))
+            .collect();
+        let specs = replica::with_replicas(&app.processes, &moves);
         let mut mine: BTreeMap<&str, u32> = BTreeMap::new();
         for node in app.assignment.values() {
             *mine.entry(node.as_str()).or_default() += 1;
@@ -1054,7 +1166,15 @@ fn place_all(state: &mut State, presume: bool) -> Vec<(String, BTreeMap<String, 
             })
             .collect();
         views.extend(presumed.iter().map(|n| unreported(n)));
-        let outcome = placement::place(&specs, &views, &state.drained, &assignment);
+        let mut outcome = placement::place(&specs, &views, &state.drained, &assignment);
+        // A process being moved stays where it runs until its replica has
+        // caught up (`finish_moves`), even on a drained node.
+        for process in moves.keys() {
+            if let Some(from) = assignment.get(process).filter(|n| alive(n)) {
+                outcome.assignment.insert(process.clone(), from.clone());
+                outcome.pending.remove(process);
+            }
+        }
 
         for spec in &specs {
             let process = &spec.name;
@@ -1128,7 +1248,7 @@ fn ps_entries(state: &State, name: &str) -> Vec<PsEntry> {
                 resume_lateness_ns: None,
                 chain_mark: None,
                 last_output_hex: None,
-                standby: standby_entry(state, name, &spec.name),
+                standby: standby_entry(state, name, spec),
             };
             match app.assignment.get(&spec.name) {
                 None => entry.reason = app.pending.get(&spec.name).cloned(),
@@ -1178,19 +1298,32 @@ fn reported<'a>(
         .filter(|p| p.generation == generation)
 }
 
-fn standby_entry(state: &State, name: &str, process: &str) -> Option<StandbyEntry> {
+fn standby_entry(state: &State, name: &str, spec: &ProcessSpec) -> Option<StandbyEntry> {
+    if !replica::wants_standby(spec) {
+        return None;
+    }
     let app = state.apps.get(name)?;
-    let node = app.assignment.get(&standby::key(process))?;
+    let key = replica::key(&spec.name);
+    let Some(node) = app.assignment.get(&key) else {
+        return Some(StandbyEntry {
+            node: None,
+            state: "pending".into(),
+            reason: app.pending.get(&key).cloned(),
+            last_tag_ns: None,
+            chain_mark: None,
+        });
+    };
     let reported =
-        reported(state, node, name, process, app.stored.generation).filter(|p| p.standby);
+        reported(state, node, name, &spec.name, app.stored.generation).filter(|p| p.standby);
     Some(StandbyEntry {
-        node: node.clone(),
+        node: Some(node.clone()),
         state: if reported.is_some() {
             "standby"
         } else {
             "starting"
         }
         .into(),
+        reason: None,
         last_tag_ns: reported.and_then(|p| p.last_tag_ns),
         chain_mark: reported.and_then(|p| p.chain_mark.clone()),
     })

@@ -5,12 +5,12 @@
 //!
 //! * `store`: the redb file and its tables.
 //! * `placement`: the pure placement function.
-//! * `standby`: hot standbys as assignment entries, and takeover.
+//! * `replica`: hot standbys and live moves as assignment entries; takeover.
 //! * `controller`: the running service ([`run`]).
 
 pub mod controller;
 pub mod placement;
-pub mod standby;
+pub mod replica;
 pub mod store;
 
 pub use controller::{ControllerConfig, run, run_until};

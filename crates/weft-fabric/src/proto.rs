@@ -1,7 +1,7 @@
 //! The messages of the fabric. All are JSON control messages (see `codec`);
 //! binary blobs (modules, snapshots) are base64 inside them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -73,9 +73,10 @@ pub struct AppAssignment {
     pub manifest: String,
     /// Where every process of the app runs (process -> node).
     pub placement: BTreeMap<String, String>,
-    /// Where the hot standby of a process runs (process -> node).
+    /// Where replicas of a process run, outputs held back (process ->
+    /// nodes): its hot standby, and the node it is moving to.
     #[serde(default)]
-    pub standby: BTreeMap<String, String>,
+    pub standby: BTreeMap<String, BTreeSet<String>>,
     /// Wall-clock time of the app's tag 0, in ns since the Unix epoch, so
     /// every node releases the app's processes on the same logical grid.
     pub epoch_unix_ns: u64,
@@ -227,7 +228,7 @@ pub struct PsEntry {
     pub chain_mark: Option<ChainMark>,
     #[serde(default)]
     pub last_output_hex: Option<String>,
-    /// The hot standby, if the process has one placed.
+    /// The hot standby, if the process has `standby = "hot"`.
     #[serde(default)]
     pub standby: Option<StandbyEntry>,
 }
@@ -235,9 +236,11 @@ pub struct PsEntry {
 /// The hot standby of a process in `weft ps`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StandbyEntry {
-    pub node: String,
-    /// `standby` while held back and reporting, else `starting`.
+    /// `None` while no node can take it (see `reason`).
+    pub node: Option<String>,
+    /// `standby` (in step, outputs held back), `starting` or `pending`.
     pub state: String,
+    pub reason: Option<String>,
     pub last_tag_ns: Option<u64>,
     pub chain_mark: Option<ChainMark>,
 }

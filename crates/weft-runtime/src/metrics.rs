@@ -64,8 +64,8 @@ pub struct ProcessMetrics {
     /// call without allocating; hex-encoded only when a report is taken.
     pub(crate) chain: [u8; 32],
     pub(crate) last_output: Vec<u8>,
-    /// The chain as it was at the last whole-second tag (raw `chain_mark`).
-    pub(crate) mark: Option<(u64, [u8; 32])>,
+    /// The chain at the latest whole-second tags (raw `chain_marks`).
+    pub(crate) marks: std::collections::VecDeque<(u64, [u8; 32])>,
     pub jitter: Histogram<u64>,
     pub exec: Histogram<u64>,
 }
@@ -83,7 +83,24 @@ impl std::ops::DerefMut for ProcessMetrics {
     }
 }
 
+/// How many whole-second chain marks a report keeps.
+pub const MARKS_KEPT: usize = 64;
+
 impl ProcessMetrics {
+    /// Notes the chain at `tag` if it is a whole second.
+    pub(crate) fn mark(&mut self, tag: u64) {
+        if !tag.is_multiple_of(1_000_000_000) {
+            return;
+        }
+        if self.marks.back().is_some_and(|(t, _)| *t == tag) {
+            self.marks.pop_back();
+        }
+        if self.marks.len() == MARKS_KEPT {
+            self.marks.pop_front();
+        }
+        self.marks.push_back((tag, self.chain));
+    }
+
     pub fn new(name: &str, class: Class) -> ProcessMetrics {
         let counters = ProcessReport {
             name: name.to_string(),
@@ -108,7 +125,7 @@ impl ProcessMetrics {
             first_tag_ns: None,
             resume_lateness_ns: None,
             last_output_hex: None,
-            chain_mark: None,
+            chain_marks: Vec::new(),
             standby: false,
             last_fault: None,
             jitter: Percentiles::default(),
@@ -118,7 +135,7 @@ impl ProcessMetrics {
             counters,
             chain: [0; 32],
             last_output: Vec::new(),
-            mark: None,
+            marks: std::collections::VecDeque::new(),
             jitter: histogram(),
             exec: histogram(),
         }
@@ -134,10 +151,14 @@ impl ProcessMetrics {
             exec: Percentiles::of(&self.exec),
             output_hash: hex::encode(self.chain),
             last_output_hex: (!self.last_output.is_empty()).then(|| hex::encode(&self.last_output)),
-            chain_mark: self.mark.map(|(tag_ns, chain)| ChainMark {
-                tag_ns,
-                output_hash: hex::encode(chain),
-            }),
+            chain_marks: self
+                .marks
+                .iter()
+                .map(|(tag_ns, chain)| ChainMark {
+                    tag_ns: *tag_ns,
+                    output_hash: hex::encode(chain),
+                })
+                .collect(),
             ..self.counters.clone()
         }
     }
@@ -179,10 +200,10 @@ pub struct ProcessReport {
     /// (for a restored process: how long its outputs paused).
     pub resume_lateness_ns: Option<u64>,
     pub last_output_hex: Option<String>,
-    /// The output chain at the last tag that was a whole second. Runs of
-    /// the same app compare chains here, at the same tag, wherever and
-    /// however (live, replayed, standby) they ran.
-    pub chain_mark: Option<ChainMark>,
+    /// The output chain at the latest tags that were whole seconds (up to
+    /// [`MARKS_KEPT`], oldest first). Runs of the same app compare chains
+    /// here, at the same tag, wherever and however they ran.
+    pub chain_marks: Vec<ChainMark>,
     /// A hot standby: computing, its outputs held back.
     pub standby: bool,
     pub last_fault: Option<Fault>,

@@ -37,8 +37,6 @@ const MEMORY_SAMPLE_EVERY: u64 = 64;
 /// when it goes live, to cover what its primary computed but never
 /// delivered before it died.
 const HOLD_FOR: Duration = Duration::from_secs(2);
-/// Tags at multiples of this get their chain recorded (`chain_mark`).
-const MARK_EVERY_NS: u64 = 1_000_000_000;
 
 /// The switch of a hot standby and the outputs it holds back. A standby
 /// runs exactly like its primary (same inputs, same state, so the same
@@ -344,9 +342,7 @@ impl Supervisor {
         m.chain = process.chain().0;
         m.last_tag_ns = Some(tag.0);
         m.standby = self.is_held();
-        if tag.0.is_multiple_of(MARK_EVERY_NS) {
-            m.mark = Some((tag.0, m.chain));
-        }
+        m.mark(tag.0);
         m.first_tag_ns.get_or_insert(tag.0);
         if let Some(last) = process.last_outputs.last() {
             m.last_output.clear();
