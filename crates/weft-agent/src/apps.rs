@@ -472,6 +472,7 @@ impl LocalApp {
                 faults: p.faults,
                 restarts: p.restarts,
                 deadline_misses: p.deadline_misses,
+                tardy: p.tardy,
                 output_hash: p.output_hash,
                 last_tag_ns: p.last_tag_ns,
                 first_tag_ns: p.first_tag_ns,

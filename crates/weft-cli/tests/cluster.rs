@@ -960,3 +960,196 @@ fn a_hot_standby_takes_over_without_a_missed_or_doubled_tag() {
         "{n} messages: every tag exactly once"
     );
 }
+
+/// The chain each process of `report` (`weft run --json`) had at `tag_ns`.
+fn run_chain_at(report: &Value, process: &str, tag_ns: u64) -> Option<String> {
+    report["processes"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == process)?["chain_marks"]
+        .as_array()?
+        .iter()
+        .find(|m| m["tag_ns"] == tag_ns)?["output_hash"]
+        .as_str()
+        .map(String::from)
+}
+
+/// The demo app with the PID's deadline at 1 s instead of one period: a
+/// deadline miss is a timing fault that changes outputs by design (it is
+/// recorded, and replays reproduce it), and a 10 ms stall of this shared
+/// VM would make one. What this copy tests is that placement, migration
+/// and takeover change nothing.
+fn demo_without_timing_faults(dir: &Path) -> PathBuf {
+    let wasm = repo().join("examples/wasm");
+    let text = std::fs::read_to_string(repo().join("examples/cluster-cell.toml"))
+        .unwrap()
+        .replace(
+            "module = \"wasm/",
+            &format!("module = \"{}/", wasm.display()),
+        )
+        .replace(
+            "fuel_per_tick = 200_000",
+            "fuel_per_tick = 200_000\ndeadline = \"1s\"",
+        );
+    assert!(text.contains("deadline"));
+    let path = dir.join("cluster-cell.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The demo app computes the same outputs wherever it runs: spread over
+/// four nodes, with its PID migrated three times (onto its standby, live to
+/// a third node, back) and its node then killed (the standby takes over),
+/// every process's output chain equals that of a run on one node, and that
+/// run's replay. Analytics consumes every PID output, so its equal chain
+/// shows it got each tag exactly once.
+#[test]
+fn the_demo_gives_the_same_chains_on_one_node_spread_moved_and_taken_over() {
+    let mut c = Cluster::new();
+    let app = demo_without_timing_faults(c.dir.path());
+    for edge in ["edge-1", "edge-2", "edge-3"] {
+        c.start_node(edge, "tier=edge", &["plant"]);
+    }
+    c.start_node("cloud-1", "tier=cloud", &[]);
+    c.wait_nodes_alive(4);
+    c.deploy(&app);
+    let standby_of_pid = |c: &Cluster| -> Option<String> {
+        let p = c.process("pid")?;
+        (p["standby"]["state"] == "standby")
+            .then(|| p["standby"]["node"].as_str().map(String::from))?
+    };
+    c.wait("pid and its standby", |c| {
+        c.running_on("pid").is_some() && standby_of_pid(c).is_some()
+    });
+
+    let migrate = |c: &Cluster, to: &str| {
+        let out = c.client(&["migrate", "cluster-cell/pid", "--to", to, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        eprintln!("migration: {report}");
+        assert_eq!(report["missed_ticks"], 0, "{report}");
+        c.wait("pid live on its new node", |c| {
+            c.running_on("pid").as_deref() == Some(to)
+        });
+    };
+    let onto_standby = standby_of_pid(&c).unwrap();
+    migrate(&c, &onto_standby);
+    let third = ["edge-1", "edge-2", "edge-3"]
+        .into_iter()
+        .find(|n| {
+            Some(*n) != c.running_on("pid").as_deref() && Some(n.to_string()) != standby_of_pid(&c)
+        })
+        .unwrap();
+    migrate(&c, third);
+    c.wait("the standby in step again", |c| standby_of_pid(c).is_some());
+    migrate(&c, &standby_of_pid(&c).unwrap());
+
+    // Kill a node without the supervisor: its restart from a checkpoint
+    // could deliver a setpoint after the PID needed it (a tardy message,
+    // which changes the outputs by design).
+    c.wait("the standby in step again", |c| standby_of_pid(c).is_some());
+    if c.running_on("supervisor") == c.running_on("pid") {
+        migrate(&c, &standby_of_pid(&c).unwrap());
+        c.wait("the standby in step again", |c| standby_of_pid(c).is_some());
+    }
+    let victim = c.running_on("pid").unwrap();
+    let heir = standby_of_pid(&c).unwrap();
+    let child = c.nodes.get_mut(&victim).unwrap();
+    signal(child, libc::SIGKILL);
+    let _ = child.wait();
+    c.wait("the standby live", |c| {
+        c.running_on("pid").as_deref() == Some(heir.as_str())
+    });
+    let mark_of_pid = |c: &Cluster| {
+        c.process("pid")
+            .and_then(|p| p["chain_mark"]["tag_ns"].as_u64())
+    };
+    c.wait("a chain mark from the new pid", |c| {
+        mark_of_pid(c).is_some()
+    });
+    let killed_at = mark_of_pid(&c).unwrap();
+    c.wait("two more seconds of marks", |c| {
+        mark_of_pid(c).is_some_and(|t| t >= killed_at + 2_000_000_000)
+    });
+
+    // Deadline misses and tardy messages change outputs by design (they
+    // are timing faults, recorded for replay), so chains are compared
+    // between runs that had none.
+    let mut marks = Vec::new();
+    for p in c.ps() {
+        let faults = (p["deadline_misses"].as_u64(), p["tardy"].as_u64());
+        assert_eq!(
+            faults,
+            (Some(0), Some(0)),
+            "timing faults in the cluster: {p}"
+        );
+        let mark = &p["chain_mark"];
+        marks.push((
+            p["name"].as_str().unwrap().to_string(),
+            mark["tag_ns"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no mark: {p}")),
+            mark["output_hash"].as_str().unwrap().to_string(),
+        ));
+    }
+    drop(c);
+
+    // (a) and (d): one node, recorded, then replayed.
+    let dir = tempfile::tempdir().unwrap();
+    let app = demo_without_timing_faults(dir.path());
+    let recording = dir.path().join("cell.rec");
+    let latest = marks.iter().map(|(_, t, _)| *t).max().unwrap();
+    let single =
+        single_node_run_without_timing_faults(&app, latest / 1_000_000_000 + 2, &recording);
+    for (process, tag, hash) in &marks {
+        assert_eq!(
+            run_chain_at(&single, process, *tag).as_deref(),
+            Some(hash.as_str()),
+            "{process} at {tag} ns: the cluster's chain differs from one node's"
+        );
+    }
+    let replayed = weft()
+        .args(["replay", "--json"])
+        .arg(&recording)
+        .output()
+        .unwrap();
+    let replayed: Value = serde_json::from_slice(&replayed.stdout).unwrap();
+    assert_eq!(replayed["matches_live"], true, "{replayed}");
+}
+
+/// `weft run APP` for `secs`, recorded; retried (up to three runs) while a
+/// shared machine makes a run miss a deadline.
+fn single_node_run_without_timing_faults(app: &Path, secs: u64, recording: &Path) -> Value {
+    for attempt in 1..=3 {
+        let out = weft()
+            .arg("run")
+            .arg(app)
+            .args(["--json", "--record"])
+            .arg(recording)
+            .args(["--for", &format!("{secs}s")])
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let faulty: Vec<&Value> = report["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["deadline_misses"] != 0 || p["tardy"] != 0)
+            .collect();
+        if faulty.is_empty() {
+            return report;
+        }
+        eprintln!("run {attempt} had timing faults, again: {faulty:?}");
+    }
+    panic!("three single-node runs in a row missed deadlines");
+}

@@ -1241,6 +1241,8 @@ fn ps_entries(state: &State, name: &str) -> Vec<PsEntry> {
                 ticks: 0,
                 faults: 0,
                 restarts: 0,
+                deadline_misses: 0,
+                tardy: 0,
                 output_hash: String::new(),
                 restored_from_tag: None,
                 first_tag_ns: None,
@@ -1263,6 +1265,8 @@ fn ps_entries(state: &State, name: &str) -> Vec<PsEntry> {
                         entry.ticks = p.ticks;
                         entry.faults = p.faults;
                         entry.restarts = p.restarts;
+                        entry.deadline_misses = p.deadline_misses;
+                        entry.tardy = p.tardy;
                         entry.output_hash = p.output_hash.clone();
                         entry.restored_from_tag = p.restored_from_tag;
                         entry.first_tag_ns = p.first_tag_ns;

@@ -35,6 +35,9 @@ pub struct ProcessStatus {
     pub faults: u64,
     pub restarts: u64,
     pub deadline_misses: u64,
+    /// Messages that arrived after their tag was processed.
+    #[serde(default)]
+    pub tardy: u64,
     pub output_hash: String,
     pub last_tag_ns: Option<u64>,
     /// Tag of the checkpoint this incarnation was restored from, if any.
@@ -214,6 +217,11 @@ pub struct PsEntry {
     pub ticks: u64,
     pub faults: u64,
     pub restarts: u64,
+    /// Timing faults, which change outputs by design (see `docs/design.md`).
+    #[serde(default)]
+    pub deadline_misses: u64,
+    #[serde(default)]
+    pub tardy: u64,
     pub output_hash: String,
     pub restored_from_tag: Option<u64>,
     /// First tag this incarnation ran.

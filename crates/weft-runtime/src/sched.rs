@@ -111,6 +111,8 @@ pub(crate) struct Supervisor {
     /// `CLOCK_MONOTONIC` time of tag 0.
     pub start_ns: u64,
     consecutive_faults: u32,
+    /// Incarnations started so far (restored or fresh).
+    incarnations: u32,
     started_at_ns: u64,
     calls: u64,
     /// State to start from instead of a fresh instance (taken on first start).
@@ -133,8 +135,9 @@ pub(crate) struct Timing {
     pub jitter: Duration,
     pub exec: Duration,
     pub missed_deadline: bool,
-    /// A release from before this incarnation started, run to catch up:
-    /// late by construction, so not a deadline miss and not jitter.
+    /// Run while this incarnation is still catching up (it has not yet
+    /// reached a release in the future): late by construction, so not a
+    /// deadline miss and not jitter.
     pub catching_up: bool,
 }
 
@@ -155,6 +158,7 @@ impl Supervisor {
             stop,
             start_ns,
             consecutive_faults: 0,
+            incarnations: 0,
             started_at_ns: 0,
             calls: 0,
             restore: None,
@@ -260,6 +264,7 @@ impl Supervisor {
         m.chain = process.chain().0;
         m.last_tag_ns = process.last_tag().map(|t| t.0);
         self.started_at_ns = monotonic_ns();
+        self.incarnations += 1;
         Ok(process)
     }
 
@@ -282,26 +287,27 @@ impl Supervisor {
         }
     }
 
-    /// The first release index after (re)starting `process`: not in the
-    /// past, and after the last tag it completed (a restored process).
+    /// The first release index after (re)starting `process`.
     ///
     /// A restored process catches up: it runs every release since its
     /// snapshot, back to back, so no tag is skipped (receivers drop copies
-    /// of outputs they already had). Only a gap longer than
-    /// [`MAX_CATCH_UP`] is skipped instead.
+    /// of outputs they already had). So does the first incarnation, from
+    /// the app's first release: a process that started late (compiling,
+    /// a slow node) still runs every tag, which is what makes a run
+    /// reproducible. Only a gap longer than [`MAX_CATCH_UP`] is skipped. A
+    /// fresh incarnation after a fault starts at the next release.
     fn first_release(&self, process: &Process, period: u64, offset: u64) -> u64 {
         let now = self.next_release(period, offset);
-        match process.last_tag() {
-            Some(t) => {
-                let after_last = t.0.saturating_sub(offset) / period + 1;
-                let behind = now.saturating_sub(after_last).saturating_mul(period);
-                if behind <= MAX_CATCH_UP.as_nanos() as u64 {
-                    after_last
-                } else {
-                    now
-                }
-            }
-            None => now,
+        let from = match process.last_tag() {
+            Some(t) => t.0.saturating_sub(offset) / period + 1,
+            None if self.incarnations == 1 => 0,
+            None => return now,
+        };
+        let behind = now.saturating_sub(from).saturating_mul(period);
+        if behind <= MAX_CATCH_UP.as_nanos() as u64 {
+            from
+        } else {
+            now
         }
     }
 
@@ -478,6 +484,7 @@ pub(crate) fn run_rt(mut sup: Supervisor) {
     rt::make_current_thread_rt(rt::RT_PRIORITY, rt::rt_cpu());
     let mut process: Option<Process> = None;
     let mut k = 0;
+    let mut caught_up = false;
     while !sup.stop.is_set() {
         let Some(p) = process.as_mut() else {
             match run_sync(sup.start()) {
@@ -485,6 +492,7 @@ pub(crate) fn run_rt(mut sup: Supervisor) {
                     k = k.max(sup.first_release(&p, period, offset));
                     sup.record_start(Tag(offset + k * period));
                     process = Some(p);
+                    caught_up = false;
                 }
                 Err(fault) => match sup.on_fault(fault) {
                     Some(at)
@@ -500,6 +508,7 @@ pub(crate) fn run_rt(mut sup: Supervisor) {
         };
         let tag = offset + k * period;
         let release = sup.start_ns + tag;
+        caught_up |= release > monotonic_ns();
         rt::sleep_until_ns(release);
         if sup.stop.is_set() {
             break;
@@ -508,7 +517,7 @@ pub(crate) fn run_rt(mut sup: Supervisor) {
         let result = run_sync(p.tick(Tag(tag)));
         let done = monotonic_ns();
         k += 1;
-        let catching_up = release < sup.started_at_ns;
+        let catching_up = !caught_up;
         let timing = Timing {
             jitter: Duration::from_nanos(woke.saturating_sub(release)),
             exec: Duration::from_nanos(done - woke),
@@ -522,6 +531,10 @@ pub(crate) fn run_rt(mut sup: Supervisor) {
                     if rt::sleep_until_or_stop(at, &sup.stop.flag, Duration::from_millis(20)) => {}
                 _ => break,
             }
+        } else if catching_up {
+            // Catching up runs releases back to back; let the other rt
+            // threads of the same priority on this CPU have their turn.
+            std::thread::yield_now();
         }
     }
     sup.finish(process);
@@ -533,6 +546,7 @@ pub(crate) async fn run_be(mut sup: Supervisor) {
     let mut k = 0;
     // Set when a stop cancelled a call midway: that state is not a boundary.
     let mut cancelled = false;
+    let mut caught_up = false;
     let stop = sup.stop.clone();
     loop {
         if stop.is_set() {
@@ -554,6 +568,7 @@ pub(crate) async fn run_be(mut sup: Supervisor) {
                     };
                     sup.record_start(first);
                     process = Some(p);
+                    caught_up = false;
                 }
                 Err(fault) => match sup.on_fault(fault) {
                     Some(at) => {
@@ -565,12 +580,6 @@ pub(crate) async fn run_be(mut sup: Supervisor) {
                     None => break,
                 },
             }
-            if let Some(period) = sup.program.spec.period {
-                k = k.max(sup.next_release(
-                    period.as_nanos() as u64,
-                    sup.program.spec.offset.as_nanos() as u64,
-                ));
-            }
             continue;
         };
         let outcome = match sup.program.spec.period {
@@ -578,6 +587,7 @@ pub(crate) async fn run_be(mut sup: Supervisor) {
                 let tag = sup.program.spec.offset.as_nanos() as u64 + k * period.as_nanos() as u64;
                 k += 1;
                 let release = sup.start_ns + tag;
+                caught_up |= release > monotonic_ns();
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_nanos(release.saturating_sub(monotonic_ns()))) => {}
                     _ = stop.wait() => break,
@@ -592,7 +602,7 @@ pub(crate) async fn run_be(mut sup: Supervisor) {
                     jitter: Duration::from_nanos(woke.saturating_sub(release)),
                     exec: Duration::from_nanos(monotonic_ns() - woke),
                     missed_deadline: false,
-                    catching_up: release < sup.started_at_ns,
+                    catching_up: !caught_up,
                 };
                 sup.complete(p, Tag(tag), result, timing)
             }
