@@ -36,6 +36,9 @@ pub(crate) struct LocalApp {
     _subscribers: Vec<zenoh::pubsub::Subscriber<()>>,
     /// Checkpoint tag each process was restored from, if any.
     restored_from: HashMap<String, u64>,
+    /// Replicas assigned here that could not start (no checkpoint of their
+    /// process yet): the next sync tries again.
+    missing_replicas: BTreeSet<String>,
 }
 
 /// Everything `sync` needs besides the apps themselves.
@@ -117,13 +120,16 @@ pub(crate) async fn sync(
     for name in names {
         let unchanged = desired
             .get(&name)
-            .is_some_and(|d| *d == apps[&name].assignment);
+            .is_some_and(|d| *d == apps[&name].assignment)
+            && apps[&name].missing_replicas.is_empty();
         if unchanged {
             desired.remove(&name);
             continue;
         }
+        let complete = apps[&name].missing_replicas.is_empty();
         if let Some(promote) = desired
             .get(&name)
+            .filter(|_| complete)
             .and_then(|d| in_place(&apps[&name].assignment, d, &ctx.name))
         {
             let app = apps.get_mut(&name).expect("listed");
@@ -266,6 +272,7 @@ async fn start(
     } = prepared;
     let app_name = assignment.app.clone();
     let mut restored_from = HashMap::new();
+    let mut missing_replicas = BTreeSet::new();
     for process in &local {
         if snapshots.contains_key(process) {
             continue;
@@ -276,11 +283,22 @@ async fn start(
         } else {
             fetch_checkpoint(ctx, &app_name, process).await
         };
-        if let Some(snapshot) = snapshot {
-            restored_from.insert(process.clone(), snapshot.last_tag.map_or(0, |t| t.0));
-            snapshots.insert(process.clone(), snapshot);
+        match snapshot {
+            Some(snapshot) => {
+                restored_from.insert(process.clone(), snapshot.last_tag.map_or(0, |t| t.0));
+                snapshots.insert(process.clone(), snapshot);
+            }
+            // A replica started fresh would compute something else than its
+            // process, and could later take over with the wrong state.
+            None if standbys.contains(process) => {
+                tracing::warn!(app = %app_name, process = %process, "no checkpoint of the process yet; its replica waits for one");
+                missing_replicas.insert(process.clone());
+            }
+            None => {}
         }
     }
+    let local: BTreeSet<String> = local.difference(&missing_replicas).cloned().collect();
+    let standbys: BTreeSet<String> = standbys.difference(&missing_replicas).cloned().collect();
     let options = StartOptions {
         only: Some(local.clone()),
         restore: snapshots,
@@ -302,6 +320,7 @@ async fn start(
         running,
         _subscribers: subscribers,
         restored_from,
+        missing_replicas,
     })
 }
 

@@ -13,11 +13,21 @@ use weft_fabric::Keys;
 use weft_fabric::codec::{self, PortMessage};
 use weft_fabric::proto::{Blob, CheckpointMessage};
 use weft_runtime::ports::RemoteSink;
-use weft_runtime::{CheckpointSink, Checkpointing, RemoteInlet, Tag, process::LogSink};
+use weft_runtime::{CheckpointSink, Checkpointing, RemoteInlet, Snapshot, Tag, process::LogSink};
 
 /// One item for the fabric.
 enum Outgoing {
-    Put { key: String, payload: Vec<u8> },
+    Put {
+        key: String,
+        payload: Vec<u8>,
+    },
+    /// Encoded here, off the process's thread: a large memory takes
+    /// milliseconds to encode, which an rt loop cannot spare.
+    Checkpoint {
+        key: String,
+        tag: Tag,
+        snapshot: Box<Snapshot>,
+    },
 }
 
 /// The sending half every sink of a node shares.
@@ -32,7 +42,17 @@ impl Outbox {
     pub(crate) fn start(session: zenoh::Session, keys: Keys) -> Outbox {
         let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
         tokio::spawn(async move {
-            while let Some(Outgoing::Put { key, payload }) = rx.recv().await {
+            while let Some(item) = rx.recv().await {
+                let (key, payload) = match item {
+                    Outgoing::Put { key, payload } => (key, payload),
+                    Outgoing::Checkpoint { key, tag, snapshot } => {
+                        let message = CheckpointMessage {
+                            tag: tag.0,
+                            snapshot: Blob(snapshot.encode()),
+                        };
+                        (key, codec::encode(&message))
+                    }
+                };
                 if let Err(e) = session.put(&key, payload).await {
                     tracing::warn!(key = %key, "cannot publish: {e}");
                 }
@@ -55,15 +75,12 @@ impl Outbox {
     pub(crate) fn checkpointing(&self, app: &str, every: std::time::Duration) -> Checkpointing {
         let outbox = self.clone();
         let app = app.to_string();
-        let sink: CheckpointSink = Arc::new(move |process: &str, tag: Tag, bytes: Vec<u8>| {
-            let message = CheckpointMessage {
-                tag: tag.0,
-                snapshot: Blob(bytes),
-            };
-            outbox.put(
-                outbox.keys.checkpoint(&app, process),
-                codec::encode(&message),
-            );
+        let sink: CheckpointSink = Arc::new(move |process: &str, tag: Tag, snapshot: Snapshot| {
+            let _ = outbox.tx.send(Outgoing::Checkpoint {
+                key: outbox.keys.checkpoint(&app, process),
+                tag,
+                snapshot: Box::new(snapshot),
+            });
         });
         Checkpointing { every, sink }
     }

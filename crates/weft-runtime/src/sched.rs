@@ -91,8 +91,9 @@ impl Stop {
     }
 }
 
-/// Receives periodic checkpoints: (process, tag, encoded snapshot).
-pub type CheckpointSink = Arc<dyn Fn(&str, Tag, Vec<u8>) + Send + Sync>;
+/// Receives periodic checkpoints: (process, tag, snapshot). Called on the
+/// process's own (possibly rt) thread: encode and send elsewhere.
+pub type CheckpointSink = Arc<dyn Fn(&str, Tag, Snapshot) + Send + Sync>;
 
 /// How often a process is checkpointed, and where the checkpoints go.
 #[derive(Clone)]
@@ -279,7 +280,7 @@ impl Supervisor {
         }
         self.last_checkpoint_ns = now;
         match process.snapshot() {
-            Ok(snapshot) => (checkpointing.sink)(self.name(), tag, snapshot.encode()),
+            Ok(snapshot) => (checkpointing.sink)(self.name(), tag, snapshot),
             Err(e) => {
                 tracing::warn!(process = self.name(), "cannot checkpoint: {e:#}");
                 self.checkpointing = None;
