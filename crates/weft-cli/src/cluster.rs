@@ -205,16 +205,20 @@ pub async fn deploy(client: ClientArgs, path: PathBuf) -> Result<()> {
             app,
             generation,
             pending,
+            warnings,
         } => {
             if client.json {
                 println!(
                     "{}",
-                    serde_json::json!({ "app": app, "generation": generation, "pending": pending })
+                    serde_json::json!({ "app": app, "generation": generation, "pending": pending, "warnings": warnings })
                 );
             } else {
                 println!("deployed {app} (generation {generation})");
                 for p in pending {
                     println!("  pending {}: {}", p.name, p.reason.unwrap_or_default());
+                }
+                for w in warnings {
+                    eprintln!("  warning: {w}");
                 }
             }
             Ok(())

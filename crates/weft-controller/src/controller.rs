@@ -30,7 +30,7 @@ use weft_fabric::proto::{
     NodeRequest, NodeResponse, NodeStatus, ProcessStatus, PsEntry, StandbyEntry,
 };
 use weft_fabric::{FabricConfig, Keys};
-use weft_manifest::{AppManifest, ProcessSpec};
+use weft_manifest::{AppManifest, ConnectionSpec, ProcessSpec};
 use zenoh::sample::SampleKind;
 
 use crate::placement::{self, NodeView};
@@ -247,6 +247,7 @@ struct State {
 struct App {
     stored: StoredApp,
     processes: Vec<ProcessSpec>,
+    connections: Vec<ConnectionSpec>,
     assignment: BTreeMap<String, String>,
     pending: BTreeMap<String, String>,
 }
@@ -301,6 +302,7 @@ fn recover(store: &Arc<Store>, staging: &Path) -> Result<State> {
                     App {
                         stored,
                         processes: manifest.processes,
+                        connections: manifest.connections,
                         assignment,
                         pending: BTreeMap::new(),
                     },
@@ -710,10 +712,12 @@ impl Shared {
                 let generation = app.stored.generation;
                 info!(app = %name, generation, "deploy of an unchanged manifest: nothing to do");
                 let pending = pending_entries(&state, &name);
+                let warnings = delay_warnings(app);
                 return Ok(ControlResponse::Deployed {
                     app: name,
                     generation,
                     pending,
+                    warnings,
                 });
             }
             Some(app) => StoredApp {
@@ -739,6 +743,7 @@ impl Shared {
                 info!(app = %name, generation, "rolling update");
                 app.stored = stored;
                 app.processes = parsed.processes;
+                app.connections = parsed.connections;
             }
             None => {
                 info!(app = %name, processes = parsed.processes.len(), "new app");
@@ -747,6 +752,7 @@ impl Shared {
                     App {
                         stored,
                         processes: parsed.processes,
+                        connections: parsed.connections,
                         assignment: BTreeMap::new(),
                         pending: BTreeMap::new(),
                     },
@@ -757,12 +763,14 @@ impl Shared {
             .await
             .context("the app is stored but its placement is not")?;
         let pending = pending_entries(&state, &name);
+        let warnings = delay_warnings(&state.apps[&name]);
         drop(state);
         self.kick.notify_one();
         Ok(ControlResponse::Deployed {
             app: name,
             generation,
             pending,
+            warnings,
         })
     }
 
@@ -1080,6 +1088,31 @@ fn finish_moves(state: &mut State) {
     }
 }
 
+/// The smallest logical delay a connection between two nodes should have:
+/// below it, ordinary network latency makes its messages tardy.
+const MIN_REMOTE_DELAY: Duration = Duration::from_millis(1);
+
+/// Connections whose ends the current placement puts on different nodes
+/// but whose Δ is too small for a network to deliver within.
+fn delay_warnings(app: &App) -> Vec<String> {
+    app.connections
+        .iter()
+        .filter(|c| c.delay < MIN_REMOTE_DELAY)
+        .filter_map(|c| {
+            let from = app.assignment.get(&c.from.process)?;
+            let to = app.assignment.get(&c.to.process)?;
+            (from != to).then(|| {
+                format!(
+                    "connection {}.{} -> {}.{} has delay {:?} but runs from {from} to {to}: \
+                     messages will be tardy; give it a delay of at least {MIN_REMOTE_DELAY:?} \
+                     (more than the link's latency) or place both ends on one node",
+                    c.from.process, c.from.port, c.to.process, c.to.port, c.delay
+                )
+            })
+        })
+        .collect()
+}
+
 /// The placement `node` is told: the app's assignment, except that a
 /// process being handed over still shows its old node to everyone but that
 /// node.
@@ -1203,11 +1236,17 @@ fn place_all(state: &mut State, presume: bool) -> Vec<(String, BTreeMap<String, 
             *used.entry(node.clone()).or_default() += 1;
         }
         let app = state.apps.get_mut(&name).expect("app exists");
-        if app.assignment != outcome.assignment {
+        let moved = app.assignment != outcome.assignment;
+        if moved {
             changed.push((name.clone(), outcome.assignment.clone()));
         }
         app.assignment = outcome.assignment;
         app.pending = outcome.pending;
+        if moved {
+            for warning in delay_warnings(app) {
+                warn!(app = %name, "{warning}");
+            }
+        }
     }
     changed
 }
@@ -1348,6 +1387,36 @@ mod tests {
 
     const WAT: &str = r#"(module (memory 1) (func (export "weft_tick") (param i64)))"#;
 
+    #[test]
+    fn a_zero_delay_between_nodes_is_warned_about() {
+        let text = "name = \"w\"\n\
+            [[process]]\nname = \"a\"\nmodule = \"m.wasm\"\noutputs = [\"o\"]\n\
+            [[process]]\nname = \"b\"\nmodule = \"m.wasm\"\ninputs = [\"i\"]\n\
+            [[connection]]\nfrom = \"a.o\"\nto = \"b.i\"\n";
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.wasm"), WAT).unwrap();
+        let manifest = AppManifest::parse(text, Path::new("w.toml"), dir.path()).unwrap();
+        let mut app = App {
+            stored: StoredApp {
+                manifest: text.into(),
+                generation: 1,
+                epoch_unix_ns: 0,
+            },
+            processes: manifest.processes,
+            connections: manifest.connections,
+            assignment: BTreeMap::from([("a".into(), "n1".into()), ("b".into(), "n1".into())]),
+            pending: BTreeMap::new(),
+        };
+        assert!(delay_warnings(&app).is_empty(), "same node: no network");
+        app.assignment.insert("b".into(), "n2".into());
+        let warnings = delay_warnings(&app);
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("a.o -> b.i") && warnings[0].contains("n1 to n2"),
+            "{warnings:?}"
+        );
+    }
+
     fn free_port() -> u16 {
         std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -1482,6 +1551,7 @@ mod tests {
                 app,
                 generation,
                 pending,
+                ..
             } => {
                 assert_eq!((app.as_str(), generation), ("tiny", 1));
                 assert_eq!(pending.len(), 1);

@@ -159,6 +159,10 @@ pub enum ControlResponse {
         app: String,
         generation: u64,
         pending: Vec<PsEntry>,
+        /// Problems with the placement that do not stop it, such as a
+        /// connection between nodes with a delay too small for a network.
+        #[serde(default)]
+        warnings: Vec<String>,
     },
     Removed {
         app: String,
