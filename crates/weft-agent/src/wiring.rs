@@ -3,66 +3,87 @@
 //! guest log lines.
 //!
 //! Processes publish from rt threads that must never block on the network,
-//! so every outgoing item goes through an unbounded channel to one async
-//! task that owns the Zenoh calls.
+//! so every outgoing item goes to an async task that owns the Zenoh calls:
+//! port messages and log lines through a channel, at high priority;
+//! checkpoints through a newest-wins slot, encoded and sent at background
+//! priority by a task of their own.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use weft_fabric::Keys;
 use weft_fabric::codec::{self, PortMessage};
 use weft_fabric::proto::{Blob, CheckpointMessage};
 use weft_runtime::ports::RemoteSink;
 use weft_runtime::{CheckpointSink, Checkpointing, RemoteInlet, Snapshot, Tag, process::LogSink};
+use zenoh::qos::{CongestionControl, Priority};
 
-/// One item for the fabric.
-enum Outgoing {
-    Put {
-        key: String,
-        payload: Vec<u8>,
-    },
-    /// Encoded here, off the process's thread: a large memory takes
-    /// milliseconds to encode, which an rt loop cannot spare.
-    Checkpoint {
-        key: String,
-        tag: Tag,
-        snapshot: Box<Snapshot>,
-    },
+/// One small item for the fabric (a port message or a log line).
+struct Put {
+    key: String,
+    payload: Vec<u8>,
+    priority: Priority,
+    congestion: CongestionControl,
 }
 
-/// The sending half every sink of a node shares.
+/// Checkpoints waiting to be sent, newest per key: if the link is slower
+/// than the checkpoints come, older ones are replaced rather than queued.
+#[derive(Default)]
+struct PendingCheckpoints {
+    latest: Mutex<BTreeMap<String, (Tag, Box<Snapshot>)>>,
+    ready: Notify,
+}
+
+/// The sending half every sink of a node shares. Two lanes, each its own
+/// task and its own Zenoh priority, so a port message never waits behind a
+/// checkpoint of many megabytes being encoded or sent.
 #[derive(Clone)]
 pub(crate) struct Outbox {
-    tx: mpsc::UnboundedSender<Outgoing>,
+    tx: mpsc::UnboundedSender<Put>,
+    checkpoints: Arc<PendingCheckpoints>,
     keys: Keys,
 }
 
 impl Outbox {
-    /// Starts the task that performs the puts.
+    /// Starts the tasks that perform the puts.
     pub(crate) fn start(session: zenoh::Session, keys: Keys) -> Outbox {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Put>();
+        let small = session.clone();
         tokio::spawn(async move {
-            while let Some(item) = rx.recv().await {
-                let (key, payload) = match item {
-                    Outgoing::Put { key, payload } => (key, payload),
-                    Outgoing::Checkpoint { key, tag, snapshot } => {
-                        let message = CheckpointMessage {
-                            tag: tag.0,
-                            snapshot: Blob(snapshot.encode()),
-                        };
-                        (key, codec::encode(&message))
-                    }
-                };
-                if let Err(e) = session.put(&key, payload).await {
-                    tracing::warn!(key = %key, "cannot publish: {e}");
+            while let Some(put) = rx.recv().await {
+                let sent = small
+                    .put(&put.key, put.payload)
+                    .priority(put.priority)
+                    .congestion_control(put.congestion)
+                    .await;
+                if let Err(e) = sent {
+                    tracing::warn!(key = %put.key, "cannot publish: {e}");
                 }
             }
         });
-        Outbox { tx, keys }
+        let checkpoints = Arc::new(PendingCheckpoints::default());
+        tokio::spawn(send_checkpoints(session, checkpoints.clone()));
+        Outbox {
+            tx,
+            checkpoints,
+            keys,
+        }
     }
 
-    fn put(&self, key: String, payload: Vec<u8>) {
-        let _ = self.tx.send(Outgoing::Put { key, payload });
+    fn put(
+        &self,
+        key: String,
+        payload: Vec<u8>,
+        priority: Priority,
+        congestion: CongestionControl,
+    ) {
+        let _ = self.tx.send(Put {
+            key,
+            payload,
+            priority,
+            congestion,
+        });
     }
 
     pub(crate) fn remote_sink(&self, app: &str) -> Arc<dyn RemoteSink> {
@@ -76,11 +97,14 @@ impl Outbox {
         let outbox = self.clone();
         let app = app.to_string();
         let sink: CheckpointSink = Arc::new(move |process: &str, tag: Tag, snapshot: Snapshot| {
-            let _ = outbox.tx.send(Outgoing::Checkpoint {
-                key: outbox.keys.checkpoint(&app, process),
-                tag,
-                snapshot: Box::new(snapshot),
-            });
+            let key = outbox.keys.checkpoint(&app, process);
+            let pending = &outbox.checkpoints;
+            pending
+                .latest
+                .lock()
+                .unwrap()
+                .insert(key, (tag, Box::new(snapshot)));
+            pending.ready.notify_one();
         });
         Checkpointing { every, sink }
     }
@@ -93,7 +117,14 @@ impl Outbox {
                 .get(level as usize)
                 .unwrap_or(&"TRACE");
             let line = format!("{tag} {level} {text}");
-            outbox.put(outbox.keys.log(&app, process), line.into_bytes());
+            let key = outbox.keys.log(&app, process);
+            // Log lines may be dropped on a congested link; messages may not.
+            outbox.put(
+                key,
+                line.into_bytes(),
+                Priority::Data,
+                CongestionControl::Drop,
+            );
         })
     }
 }
@@ -114,6 +145,8 @@ impl RemoteSink for PortSink {
         self.outbox.put(
             self.outbox.keys.port(&self.app, sender, port),
             message.encode(),
+            Priority::DataHigh,
+            CongestionControl::Block,
         );
     }
 }
@@ -162,6 +195,29 @@ impl PortInlet {
             InletState::Connected(inlet) => {
                 let (sender, port, tag, seq, payload) = arrival;
                 inlet.deliver(&sender, &port, tag, seq, payload)
+            }
+        }
+    }
+}
+
+/// Encodes and sends the newest checkpoint of each process, one at a time,
+/// at background priority.
+async fn send_checkpoints(session: zenoh::Session, pending: Arc<PendingCheckpoints>) {
+    loop {
+        pending.ready.notified().await;
+        let batch = std::mem::take(&mut *pending.latest.lock().unwrap());
+        for (key, (tag, snapshot)) in batch {
+            let message = CheckpointMessage {
+                tag: tag.0,
+                snapshot: Blob(snapshot.encode()),
+            };
+            let sent = session
+                .put(&key, codec::encode(&message))
+                .priority(Priority::Background)
+                .congestion_control(CongestionControl::Block)
+                .await;
+            if let Err(e) = sent {
+                tracing::warn!(key = %key, "cannot send checkpoint: {e}");
             }
         }
     }
