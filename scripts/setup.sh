@@ -5,6 +5,8 @@
 #   - clang + lld (wasm-ld) + wasi-libc sysroot + compiler-rt builtins for wasm32 (C guests)
 #   - wabt (wat2wasm, wasm-objdump) for the hand-written WAT example and import checks
 #   - rt-tests (cyclictest) for jitter baselines in benchmarks
+#   - criu for the checkpoint/restore baseline of the migration benchmarks
+#     (it also needs a kernel it understands; `weft bench` reports it when not)
 #
 # Debian 12 (bookworm) package names. Packages are installed only when a tool
 # is missing and we are root; otherwise the missing pieces are listed.
@@ -49,9 +51,10 @@ have_sysroot || missing+=(wasi-libc)
 have_builtins || missing+=(libclang-rt-14-dev-wasm32)
 command -v wat2wasm >/dev/null 2>&1 || missing+=(wabt)
 command -v cyclictest >/dev/null 2>&1 || missing+=(rt-tests)
+command -v criu >/dev/null 2>&1 || missing+=(criu)
 
 if [ ${#missing[@]} -eq 0 ]; then
-    log "clang, wasm-ld, wasi-libc, compiler-rt wasm32, wabt, cyclictest: present"
+    log "clang, wasm-ld, wasi-libc, compiler-rt wasm32, wabt, cyclictest, criu: present"
 elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -57,7 +57,7 @@ pub fn cluster(ctx: &Ctx) -> Result<Vec<Figure>> {
     Ok(figures)
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -304,7 +304,7 @@ async fn port_latency(ctx: &Ctx) -> Result<Figure> {
 
 /// The controller and nodes of a cluster, as child processes; every one is
 /// killed and reaped on drop, whatever happened.
-struct Cluster {
+pub(crate) struct Cluster {
     bin: PathBuf,
     dir: PathBuf,
     name: String,
@@ -315,7 +315,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn start(bin: PathBuf, dir: PathBuf, max_processes: u32) -> Result<Cluster> {
+    pub(crate) fn start(bin: PathBuf, dir: PathBuf, max_processes: u32) -> Result<Cluster> {
         std::fs::create_dir_all(&dir)?;
         let mut cluster = Cluster {
             bin,
@@ -350,7 +350,7 @@ impl Cluster {
             .with_context(|| format!("cannot open {}", path.display()))
     }
 
-    fn start_node(&mut self, name: &str) -> Result<()> {
+    pub(crate) fn start_node(&mut self, name: &str) -> Result<()> {
         let log = self.log(name)?;
         let child = Command::new(&self.bin)
             .args(["node", "--cluster", &self.name, "--name", name])
@@ -392,7 +392,7 @@ impl Cluster {
     }
 
     /// The end of a component's log, for error messages.
-    fn tail(&self, name: &str) -> String {
+    pub(crate) fn tail(&self, name: &str) -> String {
         let text =
             std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -410,19 +410,19 @@ impl Drop for Cluster {
 }
 
 /// What the watching session saw.
-enum Event {
+pub(crate) enum Event {
     Alive(String, bool),
     Status(Box<NodeStatus>),
 }
 
 /// A client session's view of the cluster: liveliness and statuses, each
 /// event timestamped in the Zenoh callback that received it.
-struct Watch {
-    session: zenoh::Session,
-    keys: Keys,
+pub(crate) struct Watch {
+    pub(crate) session: zenoh::Session,
+    pub(crate) keys: Keys,
     rx: mpsc::UnboundedReceiver<(Instant, Event)>,
-    alive: BTreeSet<String>,
-    status: HashMap<String, NodeStatus>,
+    pub(crate) alive: BTreeSet<String>,
+    pub(crate) status: HashMap<String, NodeStatus>,
     _subscribers: Vec<zenoh::pubsub::Subscriber<()>>,
 }
 
@@ -482,7 +482,7 @@ impl Watch {
     }
 
     /// Takes events until `done` holds after one of them; returns its time.
-    async fn until(
+    pub(crate) async fn until(
         &mut self,
         what: &str,
         timeout: Duration,
@@ -523,7 +523,7 @@ impl Watch {
     }
 
     /// How many processes of `app` any node still lists, in any state.
-    fn listed(&self, app: &str) -> usize {
+    pub(crate) fn listed(&self, app: &str) -> usize {
         self.status
             .values()
             .flat_map(|s| &s.processes)
@@ -531,7 +531,7 @@ impl Watch {
             .count()
     }
 
-    async fn control(&self, request: &ControlRequest) -> Result<ControlResponse> {
+    pub(crate) async fn control(&self, request: &ControlRequest) -> Result<ControlResponse> {
         let response: ControlResponse = weft_fabric::rpc::call(
             &self.session,
             &self.keys.controller_rpc(),
@@ -546,23 +546,32 @@ impl Watch {
     }
 }
 
-fn runs(s: &NodeStatus, app: &str, process: &str) -> bool {
+pub(crate) fn runs(s: &NodeStatus, app: &str, process: &str) -> bool {
     s.processes
         .iter()
         .any(|p| p.app == app && p.name == process && p.state == "running")
 }
 
 /// A deploy request as `weft deploy` builds it: module paths replaced by
-/// their SHA-256 digests, the bytes uploaded alongside.
-fn deploy_request(app: &str, module: &[u8], processes: &[String]) -> ControlRequest {
-    let digest = hex::encode(sha2::Sha256::digest(module));
-    let mut manifest = format!("name = \"{app}\"\n");
-    for p in processes {
-        manifest.push_str(&p.replace("MODULE", &format!("{digest}.wasm")));
+/// their SHA-256 digests, the bytes uploaded alongside. `MODULE` in the
+/// processes' text names `module`.
+pub(crate) fn deploy_request(app: &str, module: &[u8], processes: &[String]) -> ControlRequest {
+    deploy_modules(app, &[("MODULE", module)], &processes.concat())
+}
+
+/// The same for several modules: each `(placeholder, bytes)` of `modules`
+/// is named by its placeholder in `text` (the manifest after its name).
+pub(crate) fn deploy_modules(app: &str, modules: &[(&str, &[u8])], text: &str) -> ControlRequest {
+    let mut manifest = format!("name = \"{app}\"\n{text}");
+    let mut blobs = BTreeMap::new();
+    for (placeholder, bytes) in modules {
+        let digest = hex::encode(sha2::Sha256::digest(bytes));
+        manifest = manifest.replace(placeholder, &format!("{digest}.wasm"));
+        blobs.insert(digest, Blob(bytes.to_vec()));
     }
     ControlRequest::Deploy {
         manifest,
-        modules: BTreeMap::from([(digest, Blob(module.to_vec()))]),
+        modules: blobs,
     }
 }
 
@@ -631,26 +640,37 @@ fn weft_binary() -> Result<PathBuf> {
     Ok(exe)
 }
 
-async fn try_real_cluster(ctx: &Ctx) -> Result<Vec<Figure>> {
+/// A controller and `nodes` (each taking up to `max_processes`), started
+/// under `dir` in the scratch directory, all alive and reporting.
+pub(crate) async fn start_cluster(
+    ctx: &Ctx,
+    dir: &str,
+    max_processes: u32,
+    nodes: &[&str],
+) -> Result<(Cluster, Watch)> {
     let bin = weft_binary()?;
-    let mut cluster = Cluster::start(bin, ctx.scratch.path().join("cluster"), 1024)?;
+    let mut cluster = Cluster::start(bin, ctx.scratch.path().join(dir), max_processes)?;
     let mut watch = Watch::open(&cluster).await?;
-    for node in ["a", "b"] {
+    for node in nodes {
         cluster.start_node(node)?;
     }
     watch
         .until(
-            "nodes a and b alive and reporting",
+            &format!("nodes {} alive and reporting", nodes.join(", ")),
             Duration::from_secs(30),
             |w, _, _| {
-                ["a", "b"]
+                nodes
                     .iter()
                     .all(|n| w.alive.contains(*n) && w.status.contains_key(*n))
             },
         )
         .await
-        .with_context(|| format!("node a's log ends:\n{}", cluster.tail("a")))?;
+        .with_context(|| format!("node {}'s log ends:\n{}", nodes[0], cluster.tail(nodes[0])))?;
+    Ok((cluster, watch))
+}
 
+async fn try_real_cluster(ctx: &Ctx) -> Result<Vec<Figure>> {
+    let (mut cluster, mut watch) = start_cluster(ctx, "cluster", 1024, &["a", "b"]).await?;
     let mut figures = deploy_times(ctx, &mut watch).await?;
     figures.extend(failures(ctx, &mut cluster, &mut watch).await?);
     let _ = watch.session.close().await;

@@ -2,7 +2,7 @@
 //!
 //! Every figure is weft against a baseline measured in the same run
 //! (raw wasmtime, a native process spawn, a native Rust loop, `cyclictest`,
-//! a tokio channel, an unmetered engine), reported as median and p99 with
+//! a tokio channel, an unmetered engine, CRIU), reported as median and p99 with
 //! the ratios, and judged against its goal. Results go to `BENCHMARKS.md`
 //! and `benchmarks.json`.
 //!
@@ -13,13 +13,23 @@
 //! * `metering`: fuel and epoch overhead.
 //! * `cluster`: cross-node port latency against raw Zenoh, node failure
 //!   detection and recovery, and deploy time, on a real local cluster.
+//! * `migration`: live `weft migrate` of 64 KiB to 64 MiB of state on a
+//!   real local cluster: output downtime and missed ticks as a consumer on
+//!   a third node sees them (10 ms and 1 ms loops), against the same watch
+//!   with no move, and total time against the in-process snapshot →
+//!   restore of the same state (`checkpoint`); and weft's checkpoint +
+//!   restore against CRIU dumping and restoring a native process with the
+//!   same memory (`criu`).
 //! * `stats` and `report`: figures, verdicts and the two output files.
 
+mod checkpoint;
 mod cluster;
+mod criu;
 mod jitter;
 mod latency;
 mod memory;
 mod metering;
+mod migration;
 mod modules;
 mod report;
 mod startup;
@@ -41,7 +51,7 @@ pub struct BenchArgs {
     /// Directory to write BENCHMARKS.md and benchmarks.json to (default: the repository root).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Run only these benchmark groups: startup, memory, latency, metering, cluster, jitter (repeatable).
+    /// Run only these benchmark groups: startup, memory, latency, metering, cluster, migration, jitter (repeatable).
     #[arg(long, value_name = "NAME")]
     pub only: Vec<String>,
 }
@@ -65,7 +75,8 @@ type Group = fn(&Ctx) -> Result<Vec<Figure>>;
 /// memory (as a node with rt processes does), which would distort the RSS
 /// figures and slow the others. Cluster runs before it for the same reason
 /// (its controller and nodes are separate processes, but the bench's own
-/// sessions and threads should not be locked in).
+/// sessions and threads should not be locked in), and migration too (it
+/// also holds up to 64 MiB of state in this process).
 const GROUPS: &[(&str, Group)] = &[
     ("startup", |c| {
         let mut v = startup::instantiate(c)?;
@@ -76,6 +87,7 @@ const GROUPS: &[(&str, Group)] = &[
     ("latency", latency::port_latency),
     ("metering", metering::metering),
     ("cluster", cluster::cluster),
+    ("migration", migration::migration),
     ("jitter", jitter::jitter),
 ];
 

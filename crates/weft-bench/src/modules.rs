@@ -82,6 +82,60 @@ pub const SPIN: &str = r#"(module
       (br_if $l (i64.lt_u (local.get $i) (i64.const 30000000))))))
 "#;
 
+/// A process holding `bytes` of state (a multiple of 64 KiB): its memory
+/// is fixed at that size, `weft_init` writes a 64-bit LCG stream over all
+/// of it (every page touched, no two alike), and each tick rewrites one
+/// word in each of four pages spread over the memory, then sends its tick
+/// count (8 bytes, kept at address 0) on its first output port.
+pub fn stateful(bytes: u64) -> String {
+    let pages = (bytes / 65536).max(1);
+    STATEFUL
+        .replace("PAGES", &pages.to_string())
+        .replace("QUARTER", &(pages / 4).max(1).to_string())
+        .replace("BYTES", &(pages * 65536).to_string())
+}
+
+/// The WAT of [`stateful`]; `PAGES`, `QUARTER` and `BYTES` are filled in.
+const STATEFUL: &str = r#"(module
+  (import "weft" "send" (func $send (param i32 i32 i32) (result i32)))
+  (memory (export "memory") PAGES PAGES)
+  (global $x (mut i64) (i64.const 12345))
+  (global $ticks (mut i32) (i32.const 0))
+  (func $next (result i64)
+    (global.set $x (i64.add (i64.mul (global.get $x) (i64.const 6364136223846793005))
+                            (i64.const 1442695040888963407)))
+    (global.get $x))
+  (func (export "weft_init") (local $i i32)
+    (loop $fill
+      (i64.store (local.get $i) (call $next))
+      (local.set $i (i32.add (local.get $i) (i32.const 8)))
+      (br_if $fill (i32.lt_u (local.get $i) (i32.const BYTES)))))
+  (func (export "weft_tick") (param i64) (local $k i32) (local $page i32)
+    (global.set $ticks (i32.add (global.get $ticks) (i32.const 1)))
+    (loop $pages
+      (local.set $page (i32.rem_u
+        (i32.add (i32.mul (global.get $ticks) (i32.const 7)) (i32.mul (local.get $k) (i32.const QUARTER)))
+        (i32.const PAGES)))
+      (i64.store
+        (i32.add (i32.shl (local.get $page) (i32.const 16))
+                 (i32.and (i32.wrap_i64 (global.get $x)) (i32.const 0xfff8)))
+        (call $next))
+      (local.set $k (i32.add (local.get $k) (i32.const 1)))
+      (br_if $pages (i32.lt_u (local.get $k) (i32.const 4))))
+    (i64.store (i32.const 0) (i64.extend_i32_u (global.get $ticks)))
+    (drop (call $send (i32.const 0) (i32.const 0) (i32.const 8)))))
+"#;
+
+/// A message-driven process that counts the messages it receives (the
+/// consumer whose node makes a producer publish on the fabric).
+pub const COUNT_MESSAGES: &str = r#"(module
+  (memory 1)
+  (global $n (mut i64) (i64.const 0))
+  (func (export "weft_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "weft_message") (param i32 i32 i32 i64)
+    (global.set $n (i64.add (global.get $n) (i64.const 1)))))
+"#;
+
 /// A scratch directory removed when dropped.
 pub struct Scratch {
     pub dir: PathBuf,

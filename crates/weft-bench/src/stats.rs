@@ -26,6 +26,8 @@ pub enum Unit {
     Nanoseconds,
     Bytes,
     Processes,
+    /// Ticks of a periodic process (counts that may well be zero).
+    Ticks,
 }
 
 impl Unit {
@@ -42,6 +44,7 @@ impl Unit {
             Unit::Bytes if value.abs() >= 1024.0 => format!("{:.1} KiB", value / 1024.0),
             Unit::Bytes => format!("{value:.0} B"),
             Unit::Processes => format!("{value:.0}"),
+            Unit::Ticks => format!("{value:.0} ticks"),
         }
     }
 }
@@ -66,6 +69,21 @@ impl Summary {
             max: h.max() as f64,
             samples: h.len(),
         }
+    }
+
+    /// A summary of exact values, with nearest-rank quantiles. For counts
+    /// where zero matters: the histogram clamps samples to at least 1.
+    pub fn of_values(label: impl Into<String>, values: &[u64]) -> Summary {
+        let mut sorted = values.to_vec();
+        sorted.sort_unstable();
+        let rank = |q: f64| {
+            let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+            sorted[i - 1] as f64
+        };
+        if sorted.is_empty() {
+            return Summary::from_values(label, f64::NAN, f64::NAN, f64::NAN, 0);
+        }
+        Summary::from_values(label, rank(0.5), rank(0.99), rank(1.0), sorted.len() as u64)
     }
 
     /// A summary from values computed elsewhere (e.g. an extrapolation).
@@ -311,5 +329,26 @@ mod tests {
         assert_eq!(value.verdict, Verdict::NotMet);
         let none = Figure::new("e", "e", Unit::Bytes, s(1.0, 1.0), s(1.0, 1.0), None, "");
         assert_eq!(none.verdict, Verdict::NoGoal);
+        let zero = Figure::new(
+            "f",
+            "f",
+            Unit::Ticks,
+            Summary::of_values("x", &[0, 0, 0]),
+            s(3.0, 5.0),
+            Some(Goal::ValueAtMost {
+                stat: Stat::P99,
+                max: 0.0,
+            }),
+            "",
+        );
+        assert_eq!(zero.verdict, Verdict::Met);
+    }
+
+    #[test]
+    fn exact_summaries_keep_zeros_and_rank_quantiles() {
+        let v = Summary::of_values("x", &[5, 0, 1, 3]);
+        assert_eq!((v.median, v.p99, v.max, v.samples), (1.0, 5.0, 5.0, 4));
+        assert_eq!(Summary::of_values("x", &[0]).p99, 0.0);
+        assert!(Summary::of_values("x", &[]).median.is_nan());
     }
 }

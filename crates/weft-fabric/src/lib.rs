@@ -7,11 +7,14 @@
 //! * `codec`: versioned, size-bounded payloads; a bad one is an error, never a panic.
 //! * `proto`: the messages themselves.
 //! * `rpc`: request/response over queryables, with timeouts.
+//! * `migration`: moving a process live and measuring what its consumers
+//!   saw (`weft migrate`, `weft bench`).
 //!
 //! `docs/fabric.md` documents all of it for people writing their own clients.
 
 pub mod codec;
 pub mod keys;
+pub mod migration;
 pub mod proto;
 pub mod rpc;
 pub mod session;

@@ -1,0 +1,272 @@
+//! Moving a running process live, and measuring what its consumers saw.
+//!
+//! `weft migrate` prints this report and `weft bench` measures with it, so
+//! downtime, total time and missed ticks are defined in one place.
+//!
+//! The controller starts a replica on the target from a checkpoint, lets it
+//! catch up and run in step (outputs held), then promotes it and stops the
+//! process on its old node (see `docs/design.md`). This measures the move
+//! from the outside, the way a consumer would: it subscribes to the
+//! process's output ports before asking for the move and, from the messages
+//! it sees, reports the longest pause between new tags beyond the process's
+//! period (`downtime_us`) and every tag that never arrived
+//! (`missed_ticks`). Outputs with no receivers on other nodes never reach
+//! the fabric; then those two figures are unknown (`None`).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::Keys;
+use crate::codec::PortMessage;
+use crate::proto::{ControlRequest, ControlResponse, PsEntry};
+use crate::rpc;
+
+/// How long to keep watching the outputs after the switch.
+pub const WATCH_AFTER: Duration = Duration::from_millis(300);
+/// How often to ask the controller whether the process runs on its target.
+const POLL_EVERY: Duration = Duration::from_millis(20);
+/// How memory written during the move reaches the target.
+pub const DIRTY_TRACKING: &str = "none needed: state sent once, then kept in step by re-execution";
+
+/// What `weft migrate --json` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct MigrationReport {
+    pub app: String,
+    pub process: String,
+    pub from: String,
+    pub to: String,
+    /// The longest pause between new output tags, beyond the process's
+    /// period, seen on its output ports during the move.
+    pub downtime_us: Option<f64>,
+    /// From the request until the target reported the process live.
+    pub total_us: f64,
+    /// Size of the state the replica started from.
+    pub state_bytes: usize,
+    /// Output tags, between the first and the last seen, that never arrived.
+    pub missed_ticks: Option<u64>,
+    /// How memory written during the move reaches the target.
+    pub dirty_tracking: &'static str,
+}
+
+/// A finished move: the report, and the process's `ps` entry as first
+/// seen running on its target.
+#[derive(Debug, Clone)]
+pub struct Moved {
+    pub report: MigrationReport,
+    pub entry: PsEntry,
+}
+
+/// One output message seen on the fabric: (arrival, tag, seq).
+pub type Seen = (Instant, u64, u64);
+
+/// A move the controller accepted, with the process's outputs watched.
+pub struct Migration<'a> {
+    session: &'a zenoh::Session,
+    keys: &'a Keys,
+    app: String,
+    process: String,
+    pub from: String,
+    pub to: String,
+    started: Instant,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    watcher: zenoh::pubsub::Subscriber<()>,
+}
+
+/// Moves `app/process` to node `to`, waits (up to `timeout`) until it runs
+/// live there, and reports what its outputs showed.
+pub async fn migrate(
+    session: &zenoh::Session,
+    keys: &Keys,
+    app: &str,
+    process: &str,
+    to: &str,
+    timeout: Duration,
+) -> Result<Moved> {
+    Migration::begin(session, keys, app, process, to)
+        .await?
+        .finish(timeout)
+        .await
+}
+
+impl<'a> Migration<'a> {
+    /// Subscribes to the process's output ports, then asks the controller
+    /// to move it; returns once the controller has accepted the move.
+    pub async fn begin(
+        session: &'a zenoh::Session,
+        keys: &'a Keys,
+        app: &str,
+        process: &str,
+        to: &str,
+    ) -> Result<Migration<'a>> {
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let sink = seen.clone();
+        let watcher = session
+            .declare_subscriber(keys.port(app, process, "*"))
+            .callback(move |sample| {
+                if let Ok(m) = PortMessage::decode(&sample.payload().to_bytes()) {
+                    sink.lock().unwrap().push((Instant::now(), m.tag, m.seq));
+                }
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot watch the outputs: {e}"))?;
+
+        let started = Instant::now();
+        let request = ControlRequest::Migrate {
+            app: app.into(),
+            process: process.into(),
+            to: to.into(),
+        };
+        let (from, to) = match control(session, keys, request).await? {
+            ControlResponse::Migrating { from, to, .. } => (from, to),
+            ControlResponse::NotFound { what } => bail!("no such {what}"),
+            other => bail!("unexpected answer: {other:?}"),
+        };
+        Ok(Migration {
+            session,
+            keys,
+            app: app.into(),
+            process: process.into(),
+            from,
+            to,
+            started,
+            seen,
+            watcher,
+        })
+    }
+
+    /// Waits (up to `timeout`) until the process runs live on its target,
+    /// keeps watching its outputs for [`WATCH_AFTER`], and reports.
+    pub async fn finish(self, timeout: Duration) -> Result<Moved> {
+        let (session, keys) = (self.session, self.keys);
+        let (app, process) = (self.app.as_str(), self.process.as_str());
+        let entry = wait_live(session, keys, app, process, &self.to, timeout).await?;
+        let total_us = self.started.elapsed().as_secs_f64() * 1e6;
+        tokio::time::sleep(WATCH_AFTER).await;
+        drop(self.watcher);
+
+        let request = ControlRequest::GetCheckpoint {
+            app: app.into(),
+            process: process.into(),
+        };
+        let state_bytes = match control(session, keys, request).await? {
+            ControlResponse::Checkpoint { bytes, .. } => bytes.0.len(),
+            _ => 0,
+        };
+        let seen = std::mem::take(&mut *self.seen.lock().unwrap());
+        let (downtime_us, missed_ticks) = match entry.period_ns.filter(|p| *p > 0) {
+            Some(period) => pause_and_gaps(&seen, period).unzip(),
+            None => (None, None),
+        };
+        let report = MigrationReport {
+            app: self.app,
+            process: self.process,
+            from: self.from,
+            to: self.to,
+            downtime_us,
+            total_us,
+            state_bytes,
+            missed_ticks,
+            dirty_tracking: DIRTY_TRACKING,
+        };
+        Ok(Moved { report, entry })
+    }
+}
+
+/// One request to the controller; its `Error` answers become errors.
+async fn control(
+    session: &zenoh::Session,
+    keys: &Keys,
+    request: ControlRequest,
+) -> Result<ControlResponse> {
+    let response = rpc::call(
+        session,
+        &keys.controller_rpc(),
+        &request,
+        rpc::DEFAULT_TIMEOUT,
+    )
+    .await
+    .context("is the controller running? (`weft up` or `weft controller`)")?;
+    match response {
+        ControlResponse::Error { message } => bail!("{message}"),
+        other => Ok(other),
+    }
+}
+
+/// Polls `ps` until `process` runs live (not as a replica) on `to`.
+async fn wait_live(
+    session: &zenoh::Session,
+    keys: &Keys,
+    app: &str,
+    process: &str,
+    to: &str,
+    timeout: Duration,
+) -> Result<PsEntry> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let processes = match control(session, keys, ControlRequest::Ps).await? {
+            ControlResponse::Ps { processes } => processes,
+            other => bail!("unexpected answer: {other:?}"),
+        };
+        let entry = processes
+            .into_iter()
+            .find(|p| p.app == app && p.name == process);
+        if let Some(p) = entry.filter(|p| p.node.as_deref() == Some(to) && p.state == "running") {
+            return Ok(p);
+        }
+        if Instant::now() > deadline {
+            bail!("{app}/{process} is not running on {to} after {timeout:?}; see `weft ps`");
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// From the output messages seen: the longest pause between the first
+/// arrivals of successive tags, beyond one period (µs), and how many tags
+/// between the first and the last seen never arrived.
+pub fn pause_and_gaps(seen: &[Seen], period: u64) -> Option<(f64, u64)> {
+    let mut first_arrival: BTreeMap<u64, Instant> = BTreeMap::new();
+    for (at, tag, _) in seen {
+        first_arrival.entry(*tag).or_insert(*at);
+    }
+    let (&first, &last) = (first_arrival.keys().next()?, first_arrival.keys().last()?);
+    let expected = (last - first) / period + 1;
+    let missed = expected.saturating_sub(first_arrival.len() as u64);
+    let mut arrivals: Vec<Instant> = first_arrival.values().copied().collect();
+    arrivals.sort();
+    let pause = arrivals
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default()
+        .saturating_sub(Duration::from_nanos(period));
+    Some((pause.as_secs_f64() * 1e6, missed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_and_gaps_come_from_first_arrivals() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let period = 10_000_000;
+        // Tags 0..=5 every 10 ms, tag 3 never arrives, tag 4 late, tag 2 twice.
+        let seen = [
+            (ms(0), 0, 1),
+            (ms(10), 10_000_000, 2),
+            (ms(20), 20_000_000, 3),
+            (ms(25), 20_000_000, 3),
+            (ms(70), 40_000_000, 5),
+            (ms(71), 50_000_000, 6),
+        ];
+        let (pause_us, missed) = pause_and_gaps(&seen, period).unwrap();
+        assert_eq!(missed, 1);
+        assert!((pause_us - 40_000.0).abs() < 1.0, "{pause_us}");
+        assert!(pause_and_gaps(&[], period).is_none());
+    }
+}
