@@ -371,7 +371,7 @@ impl Cluster {
         Ok(())
     }
 
-    fn signal(&self, node: &str, signal: i32) -> Result<()> {
+    pub(crate) fn signal(&self, node: &str, signal: i32) -> Result<()> {
         let child = self.nodes.get(node).context("no such node")?;
         // SAFETY: signalling our own child, which has not been reaped.
         if unsafe { libc::kill(child.id() as i32, signal) } != 0 {
@@ -384,7 +384,7 @@ impl Cluster {
     }
 
     /// Kills (if still running) and reaps a node.
-    fn reap(&mut self, node: &str) {
+    pub(crate) fn reap(&mut self, node: &str) {
         if let Some(mut child) = self.nodes.remove(node) {
             let _ = child.kill();
             let _ = child.wait();

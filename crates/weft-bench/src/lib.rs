@@ -19,7 +19,8 @@
 //!   with no move, and total time against the in-process snapshot →
 //!   restore of the same state (`checkpoint`); and weft's checkpoint +
 //!   restore against CRIU dumping and restoring a native process with the
-//!   same memory (`criu`).
+//!   same memory (`criu`); and missed tags and the output pause when a hot
+//!   standby takes over after `kill -9` of its process's node (`takeover`).
 //! * `stats` and `report`: figures, verdicts and the two output files.
 
 mod checkpoint;
@@ -34,6 +35,7 @@ mod modules;
 mod report;
 mod startup;
 mod stats;
+mod takeover;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

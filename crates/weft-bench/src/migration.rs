@@ -99,6 +99,7 @@ pub fn migration(ctx: &Ctx) -> Result<Vec<Figure>> {
             skipped_moves(&format!("failed: {e:#}"))
         }
     };
+    figures.extend(crate::takeover::takeover(ctx, &runtime));
     figures.extend(criu);
     for f in &figures {
         progress(f);
