@@ -21,13 +21,11 @@
 //! floor under moving the state at all), and CRIU (see `criu`) for the
 //! checkpoint figures.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use weft_fabric::Keys;
-use weft_fabric::codec::PortMessage;
-use weft_fabric::migration::{self, Seen};
+use weft_fabric::migration::{self, OutputWatch};
 use weft_fabric::proto::{ControlRequest, ControlResponse, NodeStatus};
 
 use crate::checkpoint::{self, FUEL_PER_CALL, LocalCosts};
@@ -277,6 +275,14 @@ async fn back_and_forth(
             migration::migrate(&watch.session, &watch.keys, &app, PROCESS, to, MOVE_TIMEOUT)
                 .await
                 .with_context(|| format!("move {} of {n}, {host} → {to}", k + 1))?;
+        if moved.entry.restored_from_tag.is_none() {
+            // A replica only starts from a checkpoint; anything else would
+            // not be a move of the state, and its figures would mean nothing.
+            anyhow::bail!(
+                "move {} of {n}, {host} → {to}: the process on {to} was not restored from a checkpoint",
+                k + 1
+            );
+        }
         window = Duration::from_secs_f64(moved.report.total_us / 1e6) + migration::WATCH_AFTER;
         samples.push(Sample { moved, idle });
         settle(watch, &app, &host, to).await?;
@@ -326,21 +332,9 @@ async fn watch_outputs(
     case: Case,
     window: Duration,
 ) -> Result<Option<(f64, u64)>> {
-    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let sink = seen.clone();
-    let watcher = session
-        .declare_subscriber(keys.port(app, PROCESS, "*"))
-        .callback(move |sample| {
-            if let Ok(m) = PortMessage::decode(&sample.payload().to_bytes()) {
-                sink.lock().unwrap().push((Instant::now(), m.tag, m.seq));
-            }
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot watch the outputs: {e}"))?;
+    let outputs = OutputWatch::start(session, keys, app, PROCESS).await?;
     tokio::time::sleep(window).await;
-    drop(watcher);
-    let seen = std::mem::take(&mut *seen.lock().unwrap());
-    Ok(migration::pause_and_gaps(&seen, case.period_ns()))
+    Ok(outputs.finish(case.period_ns()))
 }
 
 /// For a failed move's reason: whether the controller holds a checkpoint
@@ -431,57 +425,6 @@ fn moves_note(m: &Moved) -> String {
     )
 }
 
-/// Whether a move's replica started from a checkpoint of the process. One
-/// that did not started fresh, without the process's state: that is no
-/// move of the state, so its figures are left out (and said so).
-fn restored(s: &Sample) -> bool {
-    s.moved.entry.restored_from_tag.is_some()
-}
-
-/// The moves that count: those whose replica was restored.
-fn counted(m: &Moved) -> impl Iterator<Item = &Sample> {
-    m.samples.iter().filter(|s| restored(s))
-}
-
-/// Says so when moves are left out because their replica started fresh.
-fn fresh_starts(fig: Figure, m: &Moved) -> Figure {
-    let fresh = m.samples.iter().filter(|s| !restored(s)).count();
-    if fresh == 0 {
-        return fig;
-    }
-    fig.note(format!(
-        "{fresh} of {} moves are not counted: the process on the target reported no restored_from_tag, i.e. its \
-         replica started fresh, without the state the process had, because the controller held no checkpoint of it \
-         when the replica started (its report's state_bytes was {}).",
-        m.samples.len(),
-        m.samples
-            .iter()
-            .filter(|s| !restored(s))
-            .map(|s| s.moved.report.state_bytes.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    ))
-}
-
-/// The skipped figure when no move of a case counts, or `None`.
-fn all_fresh(m: &Moved, id: &str, title: &str, unit: Unit, goal_text: &str) -> Option<Figure> {
-    if counted(m).next().is_some() {
-        return None;
-    }
-    let fig = Figure::skipped(
-        id,
-        title,
-        unit,
-        goal_text,
-        format!(
-            "not measured: in none of the {} moves was the replica restored from a checkpoint (it started fresh, \
-             without the process's state), so no state was moved",
-            m.samples.len()
-        ),
-    );
-    Some(fig.note(moves_note(m)).note(per_move(m)))
-}
-
 /// Every move's downtime, missed ticks and total time, for figures of few
 /// samples.
 fn per_move(m: &Moved) -> String {
@@ -492,17 +435,12 @@ fn per_move(m: &Moved) -> String {
         .map(|s| {
             let r = &s.moved.report;
             format!(
-                "{}→{} {} ms / {} / {:.0} ms{}",
+                "{}→{} {} ms / {} / {:.0} ms",
                 r.from,
                 r.to,
                 show(r.downtime_us.map(|d| format!("{:.2}", d / 1e3))),
                 show(r.missed_ticks.map(|t| t.to_string())),
                 r.total_us / 1e3,
-                if restored(s) {
-                    ""
-                } else {
-                    " (fresh start, not counted)"
-                }
             )
         })
         .collect();
@@ -541,16 +479,18 @@ fn downtime_figure(m: &Moved, local: &LocalCosts, id: &str) -> Figure {
     };
     let id = format!("migration-downtime-{id}");
     let title = format!("Migration downtime, {} of state (live)", m.case.name);
-    if let Some(fig) = failed(m, &id, &title, Unit::Nanoseconds, goal_text)
-        .or_else(|| all_fresh(m, &id, &title, Unit::Nanoseconds, goal_text))
-    {
+    if let Some(fig) = failed(m, &id, &title, Unit::Nanoseconds, goal_text) {
         return fig;
     }
     let ns = |us: f64| (us * 1e3).round() as u64;
-    let downtime: Vec<u64> = counted(m)
+    let downtime: Vec<u64> = m
+        .samples
+        .iter()
         .filter_map(|s| s.moved.report.downtime_us.map(ns))
         .collect();
-    let idle: Vec<u64> = counted(m)
+    let idle: Vec<u64> = m
+        .samples
+        .iter()
         .filter_map(|s| s.idle.map(|(us, _)| ns(us)))
         .collect();
     if downtime.is_empty() {
@@ -564,7 +504,7 @@ fn downtime_figure(m: &Moved, local: &LocalCosts, id: &str) -> Figure {
         )
         .note(moves_note(m));
     }
-    let fig = Figure::new(
+    Figure::new(
         &id,
         &title,
         Unit::Nanoseconds,
@@ -589,27 +529,26 @@ fn downtime_figure(m: &Moved, local: &LocalCosts, id: &str) -> Figure {
          baseline shows the pauses without a move. Those grow with the state with or without a move: every 500 ms \
          the node snapshots the process on its own thread (weft-runtime's maybe_checkpoint), then the agent's one \
          outbox task encodes the checkpoint and publishes it, and the process's port messages queue behind it in that \
-         task. {} of {} counted moves saw outputs.",
+         task. {} of {} moves saw outputs.",
         Unit::Nanoseconds.show(local.in_memory.value_at_quantile(0.5) as f64),
         downtime.len(),
-        counted(m).count()
+        m.samples.len()
     ))
-    .note(per_move(m));
-    fresh_starts(fig, m)
+    .note(per_move(m))
 }
 
 fn total_figure(m: &Moved, local: &LocalCosts, id: &str) -> Figure {
     let id = format!("migration-total-{id}");
     let title = format!("Migration total time, {} of state", m.case.name);
-    if let Some(fig) = failed(m, &id, &title, Unit::Nanoseconds, "none (context)")
-        .or_else(|| all_fresh(m, &id, &title, Unit::Nanoseconds, "none (context)"))
-    {
+    if let Some(fig) = failed(m, &id, &title, Unit::Nanoseconds, "none (context)") {
         return fig;
     }
-    let total: Vec<u64> = counted(m)
+    let total: Vec<u64> = m
+        .samples
+        .iter()
         .map(|s| (s.moved.report.total_us * 1e3).round() as u64)
         .collect();
-    let fig = Figure::new(
+    Figure::new(
         &id,
         &title,
         Unit::Nanoseconds,
@@ -631,8 +570,7 @@ fn total_figure(m: &Moved, local: &LocalCosts, id: &str) -> Figure {
          250 ms, the controller promotes it once it is within 600 ms of the present, and the client asks the controller \
          every 20 ms. The process keeps running on its old node all that time, so this is not downtime.",
     )
-    .note(per_move(m));
-    fresh_starts(fig, m)
+    .note(per_move(m))
 }
 
 fn missed_figure(m: &Moved, id: &str) -> Figure {
@@ -643,12 +581,12 @@ fn missed_figure(m: &Moved, id: &str) -> Figure {
         m.case.name
     );
     let goal_text = "zero in every move (p99 = 0)";
-    if let Some(fig) = failed(m, &id, &title, Unit::Ticks, goal_text)
-        .or_else(|| all_fresh(m, &id, &title, Unit::Ticks, goal_text))
-    {
+    if let Some(fig) = failed(m, &id, &title, Unit::Ticks, goal_text) {
         return fig;
     }
-    let missed: Vec<u64> = counted(m)
+    let missed: Vec<u64> = m
+        .samples
+        .iter()
         .filter_map(|s| s.moved.report.missed_ticks)
         .collect();
     if missed.is_empty() {
@@ -661,12 +599,18 @@ fn missed_figure(m: &Moved, id: &str) -> Figure {
         )
         .note(moves_note(m));
     }
-    let idle_missed: Vec<u64> = counted(m).filter_map(|s| s.idle.map(|(_, t)| t)).collect();
+    let idle_missed: Vec<u64> = m
+        .samples
+        .iter()
+        .filter_map(|s| s.idle.map(|(_, t)| t))
+        .collect();
     let period = m.case.period_ns();
-    let passed: Vec<u64> = counted(m)
+    let passed: Vec<u64> = m
+        .samples
+        .iter()
         .map(|s| (s.moved.report.total_us * 1e3) as u64 / period)
         .collect();
-    let fig = Figure::new(
+    Figure::new(
         &id,
         &title,
         Unit::Ticks,
@@ -688,19 +632,18 @@ fn missed_figure(m: &Moved, id: &str) -> Figure {
     .note(format!(
         "{} moves between nodes a and b, as for the downtime figures, watched by a client session on the process's \
          output ports. Tags are counted once however often they arrive (the old process and the promoted replica may \
-         both send one around the switch). {} of {} counted moves saw outputs. In the watches of the same length \
+         both send one around the switch). {} of {} moves saw outputs. In the watches of the same length \
          just before each move, with no move, {} tags were missed in all ({} of {} watches missed any): tags the \
          watching client did not get with no move at all. Whether the consumer on node c got the tags the client \
          missed is not checked here.",
         m.samples.len(),
         missed.len(),
-        counted(m).count(),
+        m.samples.len(),
         idle_missed.iter().sum::<u64>(),
         idle_missed.iter().filter(|&&t| t > 0).count(),
         idle_missed.len()
     ))
-    .note(per_move(m));
-    fresh_starts(fig, m)
+    .note(per_move(m))
 }
 
 /// What the move figures become when the cluster could not be run.

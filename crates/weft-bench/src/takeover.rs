@@ -11,12 +11,10 @@
 //! same watch of the same outputs for as long, just before, with no kill.
 //! The killed node is started again for the next round.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use weft_fabric::codec::PortMessage;
-use weft_fabric::migration::{self, Seen};
+use weft_fabric::migration::OutputWatch;
 use weft_fabric::proto::{ControlRequest, NodeStatus};
 
 use crate::Ctx;
@@ -30,6 +28,7 @@ const SINK: &str = "sink";
 const SINK_NODE: &str = "c";
 const HOSTS: [&str; 3] = ["a", "b", "d"];
 const PERIOD: Duration = Duration::from_millis(10);
+const PERIOD_NS: u64 = PERIOD.as_nanos() as u64;
 const STATE_BYTES: u64 = 64 << 10;
 /// How long to keep watching after the standby is live.
 const WATCH_AFTER: Duration = Duration::from_millis(500);
@@ -106,7 +105,7 @@ async fn one_round(
         )
         .await?;
     tokio::time::sleep(WATCH_AFTER).await;
-    let takeover = seen.finish();
+    let takeover = seen.finish(PERIOD_NS);
 
     cluster.start_node(&primary)?;
     watch
@@ -176,43 +175,14 @@ fn live_on(s: &NodeStatus, app: &str) -> bool {
         .any(|p| p.app == app && p.name == PROCESS && p.state == "running" && !p.standby)
 }
 
-/// A subscription to the process's output ports, recording arrivals.
-struct OutputWatch {
-    seen: Arc<Mutex<Vec<Seen>>>,
-    _subscriber: zenoh::pubsub::Subscriber<()>,
-}
-
-impl OutputWatch {
-    /// (longest pause beyond one period in µs, missed tags) so far.
-    fn finish(self) -> Option<(f64, u64)> {
-        let seen = std::mem::take(&mut *self.seen.lock().unwrap());
-        migration::pause_and_gaps(&seen, PERIOD.as_nanos() as u64)
-    }
+async fn watch_for(watch: &Watch, app: &str, window: Duration) -> Result<Option<(f64, u64)>> {
+    let outputs = watch_outputs(watch, app).await?;
+    tokio::time::sleep(window).await;
+    Ok(outputs.finish(PERIOD_NS))
 }
 
 async fn watch_outputs(watch: &Watch, app: &str) -> Result<OutputWatch> {
-    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let sink = seen.clone();
-    let subscriber = watch
-        .session
-        .declare_subscriber(watch.keys.port(app, PROCESS, "*"))
-        .callback(move |sample| {
-            if let Ok(m) = PortMessage::decode(&sample.payload().to_bytes()) {
-                sink.lock().unwrap().push((Instant::now(), m.tag, m.seq));
-            }
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot watch the outputs: {e}"))?;
-    Ok(OutputWatch {
-        seen,
-        _subscriber: subscriber,
-    })
-}
-
-async fn watch_for(watch: &Watch, app: &str, window: Duration) -> Result<Option<(f64, u64)>> {
-    let seen = watch_outputs(watch, app).await?;
-    tokio::time::sleep(window).await;
-    Ok(seen.finish())
+    OutputWatch::start(&watch.session, &watch.keys, app, PROCESS).await
 }
 
 const MISSED_ID: &str = "takeover-missed-tags";

@@ -63,6 +63,43 @@ pub struct Moved {
 /// One output message seen on the fabric: (arrival, tag, seq).
 pub type Seen = (Instant, u64, u64);
 
+/// A subscription to a process's output ports that notes every arrival.
+pub struct OutputWatch {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    _subscriber: zenoh::pubsub::Subscriber<()>,
+}
+
+impl OutputWatch {
+    pub async fn start(
+        session: &zenoh::Session,
+        keys: &Keys,
+        app: &str,
+        process: &str,
+    ) -> Result<OutputWatch> {
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let sink = seen.clone();
+        let subscriber = session
+            .declare_subscriber(keys.port(app, process, "*"))
+            .callback(move |sample| {
+                if let Ok(m) = PortMessage::decode(&sample.payload().to_bytes()) {
+                    sink.lock().unwrap().push((Instant::now(), m.tag, m.seq));
+                }
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot watch the outputs: {e}"))?;
+        Ok(OutputWatch {
+            seen,
+            _subscriber: subscriber,
+        })
+    }
+
+    /// Stops watching; see [`pause_and_gaps`] for what it returns.
+    pub fn finish(self, period_ns: u64) -> Option<(f64, u64)> {
+        let seen = std::mem::take(&mut *self.seen.lock().unwrap());
+        pause_and_gaps(&seen, period_ns)
+    }
+}
+
 /// A move the controller accepted, with the process's outputs watched.
 pub struct Migration<'a> {
     session: &'a zenoh::Session,
@@ -72,8 +109,7 @@ pub struct Migration<'a> {
     pub from: String,
     pub to: String,
     started: Instant,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    watcher: zenoh::pubsub::Subscriber<()>,
+    outputs: OutputWatch,
 }
 
 /// Moves `app/process` to node `to`, waits (up to `timeout`) until it runs
@@ -102,17 +138,7 @@ impl<'a> Migration<'a> {
         process: &str,
         to: &str,
     ) -> Result<Migration<'a>> {
-        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let sink = seen.clone();
-        let watcher = session
-            .declare_subscriber(keys.port(app, process, "*"))
-            .callback(move |sample| {
-                if let Ok(m) = PortMessage::decode(&sample.payload().to_bytes()) {
-                    sink.lock().unwrap().push((Instant::now(), m.tag, m.seq));
-                }
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot watch the outputs: {e}"))?;
+        let outputs = OutputWatch::start(session, keys, app, process).await?;
 
         let started = Instant::now();
         let request = ControlRequest::Migrate {
@@ -133,8 +159,7 @@ impl<'a> Migration<'a> {
             from,
             to,
             started,
-            seen,
-            watcher,
+            outputs,
         })
     }
 
@@ -146,7 +171,8 @@ impl<'a> Migration<'a> {
         let entry = wait_live(session, keys, app, process, &self.to, timeout).await?;
         let total_us = self.started.elapsed().as_secs_f64() * 1e6;
         tokio::time::sleep(WATCH_AFTER).await;
-        drop(self.watcher);
+        let period = entry.period_ns.filter(|p| *p > 0);
+        let observed = period.and_then(|p| self.outputs.finish(p));
 
         let request = ControlRequest::GetCheckpoint {
             app: app.into(),
@@ -156,11 +182,7 @@ impl<'a> Migration<'a> {
             ControlResponse::Checkpoint { bytes, .. } => bytes.0.len(),
             _ => 0,
         };
-        let seen = std::mem::take(&mut *self.seen.lock().unwrap());
-        let (downtime_us, missed_ticks) = match entry.period_ns.filter(|p| *p > 0) {
-            Some(period) => pause_and_gaps(&seen, period).unzip(),
-            None => (None, None),
-        };
+        let (downtime_us, missed_ticks) = observed.unzip();
         let report = MigrationReport {
             app: self.app,
             process: self.process,
@@ -218,7 +240,11 @@ async fn wait_live(
             return Ok(p);
         }
         if Instant::now() > deadline {
-            bail!("{app}/{process} is not running on {to} after {timeout:?}; see `weft ps`");
+            bail!(
+                "{app}/{process} is not running on {to} after {timeout:?}; it keeps running where it was. \
+                 Its replica on {to} starts from a checkpoint of the process: see that node's log \
+                 (\"waits for one\" means none has reached the controller yet) and `weft ps`"
+            );
         }
         tokio::time::sleep(POLL_EVERY).await;
     }
