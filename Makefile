@@ -1,5 +1,5 @@
 # The two commands of the README's Quick start, and their building blocks.
-#   make demo   - build everything and start a 3-node cluster running the demo cell (`weft up`)
+#   make demo   - build everything and start a 4-node cluster running the demo cell (`weft up`)
 #   make test   - build everything and run every check CI runs
 
 CARGO ?= cargo

@@ -37,6 +37,7 @@ def main():
     config.insert_json5("connect/endpoints", json.dumps([args.connect]))
     config.insert_json5("scouting/multicast/enabled", "false")
     done = threading.Event()
+    lock = threading.Lock()
     seen = 0
 
     def on_sample(sample):
@@ -46,10 +47,14 @@ def main():
         except ValueError as error:
             print(f"skipping {sample.key_expr}: {error}", file=sys.stderr)
             return
-        print(json.dumps({"key": str(sample.key_expr), **message}), flush=True)
-        seen += 1
-        if args.count and seen >= args.count:
-            done.set()
+        # Samples keep arriving until the session closes: print N, no more.
+        with lock:
+            if done.is_set():
+                return
+            print(json.dumps({"key": str(sample.key_expr), **message}), flush=True)
+            seen += 1
+            if args.count and seen >= args.count:
+                done.set()
 
     with zenoh.open(config) as session:
         session.declare_subscriber(args.key, on_sample)

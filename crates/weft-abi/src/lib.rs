@@ -100,21 +100,37 @@ impl Capability {
         })
     }
 
-    /// The capability a `weft` host function needs, or `None` if the name is
-    /// not a weft host function at all. Device functions report
-    /// `Device("*")`: any device grant admits the import, and `device_open`
-    /// then checks the particular device by name.
-    pub fn for_import(function: &str) -> Option<Capability> {
+    /// What a `weft` host function needs granted, or `None` if the name is
+    /// not a weft host function at all.
+    pub fn for_import(function: &str) -> Option<Needs> {
         use imports::*;
-        Some(match function {
+        Some(Needs::Capability(match function {
             LOG => Capability::Log,
             NOW => Capability::Time,
             RANDOM => Capability::Random,
             PORT | SEND | RECV => Capability::Ports,
             KV_GET | KV_SET | KV_DELETE => Capability::Kv,
-            DEVICE_OPEN | DEVICE_READ | DEVICE_WRITE => Capability::Device("*".to_string()),
+            DEVICE_OPEN | DEVICE_READ | DEVICE_WRITE => return Some(Needs::AnyDevice),
             _ => return None,
-        })
+        }))
+    }
+}
+
+/// What importing a host function needs granted.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Needs {
+    Capability(Capability),
+    /// Any `device:<name>` grant: the device functions are shared by all
+    /// devices, and `device_open` checks the particular device by name.
+    AnyDevice,
+}
+
+impl fmt::Display for Needs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Needs::Capability(c) => c.fmt(f),
+            Needs::AnyDevice => f.write_str("device:*"),
+        }
     }
 }
 

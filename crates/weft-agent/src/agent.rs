@@ -5,15 +5,18 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow};
-use tokio::sync::Mutex;
+use tokio::sync::Mutex as AsyncMutex;
 use weft_fabric::proto::{NodeRequest, NodeResponse, NodeStatus};
 use weft_fabric::{FabricConfig, Keys, codec, rpc};
+use weft_manifest::module::DigestDir;
 use weft_runtime::device::{Devices, ThermalPlant};
 use weft_runtime::{Node, RuntimeConfig};
+use weft_types::{AppName, NodeName, RtClass};
 
 use crate::apps::{self, Context, LocalApp};
 use crate::wiring::Outbox;
@@ -21,21 +24,21 @@ use crate::wiring::Outbox;
 /// How a node agent runs, builder style.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
+    name: NodeName,
+    labels: BTreeMap<String, String>,
     /// Simulated devices this node offers (e.g. `plant`).
-    pub devices: Vec<String>,
-    pub fabric: FabricConfig,
-    pub data_dir: PathBuf,
-    pub max_processes: u32,
-    pub checkpoint_every: Duration,
-    pub status_every: Duration,
+    devices: Vec<String>,
+    fabric: FabricConfig,
+    data_dir: PathBuf,
+    max_processes: u32,
+    checkpoint_every: Duration,
+    status_every: Duration,
 }
 
 impl AgentConfig {
-    pub fn new(name: impl Into<String>, data_dir: impl Into<PathBuf>) -> AgentConfig {
+    pub fn new(name: NodeName, data_dir: impl Into<PathBuf>) -> AgentConfig {
         AgentConfig {
-            name: name.into(),
+            name,
             labels: BTreeMap::new(),
             devices: Vec::new(),
             fabric: FabricConfig::default(),
@@ -44,6 +47,31 @@ impl AgentConfig {
             checkpoint_every: Duration::from_millis(500),
             status_every: Duration::from_millis(250),
         }
+    }
+    pub fn labels(mut self, labels: BTreeMap<String, String>) -> Self {
+        self.labels = labels;
+        self
+    }
+    pub fn devices(mut self, devices: Vec<String>) -> Self {
+        self.devices = devices;
+        self
+    }
+    pub fn fabric(mut self, fabric: FabricConfig) -> Self {
+        self.fabric = fabric;
+        self
+    }
+    /// Most processes (and replicas) this node runs.
+    pub fn max_processes(mut self, n: u32) -> Self {
+        self.max_processes = n;
+        self
+    }
+    pub fn checkpoint_every(mut self, every: Duration) -> Self {
+        self.checkpoint_every = every;
+        self
+    }
+    pub fn status_every(mut self, every: Duration) -> Self {
+        self.status_every = every;
+        self
     }
 }
 
@@ -60,18 +88,9 @@ fn devices(names: &[String]) -> Result<Devices> {
 
 /// Runs the agent until the process is killed or Ctrl-C.
 pub async fn run(config: AgentConfig) -> Result<()> {
-    if !weft_fabric::keys::valid_segment(&config.name) {
-        anyhow::bail!(
-            "node name {:?} must be letters, digits, '-', '_' or '.'",
-            config.name
-        );
-    }
     let runtime = RuntimeConfig::default().max_processes(config.max_processes);
     let node = Arc::new(Node::with_devices(&runtime, devices(&config.devices)?)?);
-    let rt_class = serde_json::to_value(weft_runtime::rt::node_rt_class())?
-        .as_str()
-        .unwrap_or("soft")
-        .to_string();
+    let rt_class = weft_runtime::rt::node_rt_class();
     let session = config.fabric.open().await?;
     let keys = Keys::new(&config.fabric.cluster);
     let _token = session
@@ -85,10 +104,12 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         session: session.clone(),
         keys: keys.clone(),
         outbox: Outbox::start(session.clone(), keys.clone()),
-        module_dir: config.data_dir.join("modules"),
+        modules: DigestDir::new(config.data_dir.join("modules")),
         checkpoint_every: config.checkpoint_every,
+        handed_over: Mutex::default(),
+        status_seq: AtomicU64::new(0),
     });
-    let apps: Arc<Mutex<BTreeMap<String, LocalApp>>> = Arc::default();
+    let apps: Arc<AsyncMutex<BTreeMap<AppName, LocalApp>>> = Arc::default();
     tracing::info!(node = %config.name, rt_class = %rt_class, "node agent up");
 
     let server = {
@@ -99,11 +120,14 @@ pub async fn run(config: AgentConfig) -> Result<()> {
             move |request: NodeRequest| {
                 let (ctx, apps) = (ctx.clone(), apps.clone());
                 async move {
-                    let NodeRequest::Sync { apps: desired } = request;
+                    let NodeRequest::Sync {
+                        apps: desired,
+                        seen,
+                    } = request;
                     let mut apps = apps.lock().await;
-                    let (errors, handover) = apps::sync(&ctx, &mut apps, desired).await;
+                    let errors = apps::sync(&ctx, &mut apps, desired, seen).await;
                     if errors.is_empty() {
-                        NodeResponse::Ok { handover }
+                        NodeResponse::Ok {}
                     } else {
                         NodeResponse::Error {
                             message: errors.join("; "),
@@ -113,41 +137,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
             },
         ))
     };
-
-    let status = {
-        let (apps, session, keys, config) =
-            (apps.clone(), session.clone(), keys.clone(), config.clone());
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(config.status_every);
-            loop {
-                every.tick().await;
-                let processes: Vec<_> = apps
-                    .lock()
-                    .await
-                    .values()
-                    .flat_map(|a| a.status())
-                    .collect();
-                let status = NodeStatus {
-                    name: config.name.clone(),
-                    pid: std::process::id(),
-                    labels: config.labels.clone(),
-                    devices: config.devices.clone(),
-                    rt_class: rt_class.clone(),
-                    cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
-                    memory_bytes: total_memory(),
-                    free_slots: config.max_processes.saturating_sub(processes.len() as u32),
-                    processes,
-                };
-                if let Err(e) = session
-                    .put(keys.node_status(&config.name), codec::encode(&status))
-                    .await
-                {
-                    tracing::warn!("cannot publish status: {e}");
-                }
-            }
-        })
-    };
-
+    let status = tokio::spawn(publish_status(ctx.clone(), apps.clone(), config, rt_class));
     tokio::select! {
         r = server => r.context("rpc server")??,
         r = status => r.context("status task")?,
@@ -158,6 +148,42 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         app.stop().await;
     }
     Ok(())
+}
+
+/// Publishes this node's status every `status_every`.
+async fn publish_status(
+    ctx: Arc<Context>,
+    apps: Arc<AsyncMutex<BTreeMap<AppName, LocalApp>>>,
+    config: AgentConfig,
+    rt_class: RtClass,
+) {
+    let mut every = tokio::time::interval(config.status_every);
+    let key = ctx.keys.node_status(&config.name);
+    loop {
+        every.tick().await;
+        let processes: Vec<_> = apps
+            .lock()
+            .await
+            .values()
+            .flat_map(|a| a.status())
+            .collect();
+        let status = NodeStatus {
+            name: config.name.clone(),
+            pid: std::process::id(),
+            labels: config.labels.clone(),
+            devices: config.devices.clone(),
+            rt_class,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            memory_bytes: total_memory(),
+            free_slots: config.max_processes.saturating_sub(processes.len() as u32),
+            processes,
+            handed_over: ctx.handed_over(),
+            seq: ctx.status_seq.fetch_add(1, Ordering::SeqCst) + 1,
+        };
+        if let Err(e) = ctx.session.put(&key, codec::encode(&status)).await {
+            tracing::warn!("cannot publish status: {e}");
+        }
+    }
 }
 
 fn total_memory() -> u64 {

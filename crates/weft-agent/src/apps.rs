@@ -1,33 +1,49 @@
 //! This node's share of each app, and how it follows the controller's
 //! desired state.
 //!
-//! A change that leaves this node's share as it is (a peer moved between
-//! other nodes, a hot standby here promoted) is applied in place: port keys
-//! name the sending process, not its node, so no wiring changes.
-//!
-//! Every other change (a process moved here or away, a rolling update) goes
-//! through one mechanism: stop this node's share at a call boundary,
-//! keeping each process's final snapshot, and start the new share, resuming
-//! every process that stays from its snapshot and every process that
-//! arrives from its latest checkpoint at the controller. A hot standby
-//! starts from a checkpoint its primary took after this node subscribed to
-//! the standby's inputs, so it sees every input its primary sees.
+//! A change applied in place (see `share`) promotes replicas. Every other
+//! change goes through one mechanism: subscribe the new share's remote
+//! inputs, stop the old share at a call boundary, keeping each process's
+//! final snapshot, and start the new share, resuming every process that
+//! stays from its snapshot and every process that arrives from its latest
+//! checkpoint at the controller. A process that leaves for another node
+//! hands its final snapshot over: it is published as the process's
+//! checkpoint, and the node's status says so, so the controller lets the
+//! new node start it only once that checkpoint is in. A replica starts from
+//! a checkpoint its primary took after this node subscribed to the
+//! replica's inputs, so it sees every input its primary sees; until there
+//! is one, it waits. The wait must not move its own goal: a share missing
+//! a replica subscribes again at once, and the next attempt, made only
+//! when that subscription is old enough, starts from it; so the checkpoint
+//! it needs was already on its way (a large one takes seconds to reach the
+//! controller). The age wanted doubles with each failed attempt.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use weft_fabric::Keys;
-use weft_fabric::proto::{
-    AppAssignment, Blob, ChainMark, ControlRequest, ControlResponse, Handover, ProcessStatus,
-};
-use weft_fabric::rpc;
+use weft_fabric::proto::{AppAssignment, ChainMark, HandedOver, ProcessStatus, StatusMark};
 use weft_manifest::AppManifest;
+use weft_manifest::module::DigestDir;
 use weft_runtime::{Node, RunningApp, Snapshot, StartOptions};
+use weft_types::{AppName, NodeName, ProcessName, ProcessRef, Tag};
 
+use crate::fetch;
+use crate::share::{self, Change};
 use crate::wiring::{Outbox, PortInlet, subscribe_port};
+
+/// How far past the subscription a replica's starting checkpoint must be,
+/// so that messages in flight when the node subscribed are in it.
+const REPLICA_SYNC_MARGIN: Duration = Duration::from_millis(200);
+/// How old the subscription of the first retry of a missing replica is;
+/// each further retry waits twice as long, up to the last.
+const REPLICA_RETRY_FIRST: Duration = Duration::from_secs(2);
+const REPLICA_RETRY_LAST: Duration = Duration::from_secs(32);
+/// How long a handover stays in this node's status.
+const HANDED_OVER_KEPT: Duration = Duration::from_secs(60);
 
 /// This node's share of one app.
 pub(crate) struct LocalApp {
@@ -35,154 +51,159 @@ pub(crate) struct LocalApp {
     running: RunningApp,
     _subscribers: Vec<zenoh::pubsub::Subscriber<()>>,
     /// Checkpoint tag each process was restored from, if any.
-    restored_from: HashMap<String, u64>,
-    /// Replicas assigned here that could not start (no checkpoint of their
-    /// process yet): the next sync tries again.
-    missing_replicas: BTreeSet<String>,
+    restored_from: HashMap<ProcessName, u64>,
+    /// Replicas assigned here that could not start (no fresh enough
+    /// checkpoint of their process yet): the next sync tries again.
+    missing_replicas: BTreeSet<ProcessName>,
+    /// While replicas are missing: the next attempt at them.
+    next_attempt: Option<NextAttempt>,
+    /// Processes holding their outputs after a stall, with the status the
+    /// controller must have seen before its word confirms them.
+    stalled: BTreeMap<ProcessName, u64>,
+}
+
+/// The next attempt at starting a share's missing replicas: the share
+/// subscribed (and buffering) since the last attempt, and when it is old
+/// enough to try.
+struct NextAttempt {
+    prepared: Prepared,
+    due: Instant,
+    /// How long after this attempt, if it fails, the one after it is due.
+    backoff: Duration,
+}
+
+impl LocalApp {
+    /// Whether the share runs all it can for now: every replica, or a
+    /// retry at the missing ones is not due yet.
+    fn complete(&self) -> bool {
+        self.missing_replicas.is_empty()
+            || self
+                .next_attempt
+                .as_ref()
+                .is_some_and(|next| Instant::now() < next.due)
+    }
+
+    /// Notes the processes newly held after a stall: only a `Sync` written
+    /// after the node's next status speaks for the node as it is now.
+    fn note_stalled(&mut self, next_status: u64) {
+        let now = self.running.stalled();
+        self.stalled.retain(|p, _| now.contains(p));
+        for p in now {
+            self.stalled.entry(p).or_insert(next_status);
+        }
+    }
+
+    /// Puts the stalled processes the controller still places here live
+    /// again, if it wrote `seen` after hearing from the node since.
+    fn confirm_stalled(&mut self, ctx: &Context, seen: Option<StatusMark>) {
+        let live = share::live(&self.assignment, &ctx.name);
+        self.stalled.retain(|process, needs| {
+            let confirmed = live.contains(process) && seen_since(seen, *needs);
+            if confirmed {
+                self.running.promote(process.as_str());
+                tracing::warn!(app = %self.assignment.app, process = %process, "still placed here after the stall: its outputs are live again");
+            }
+            !confirmed
+        });
+    }
+}
+
+/// Whether a `Sync` carrying `seen` was written after the controller had
+/// this agent's status `needs` (or a later one).
+fn seen_since(seen: Option<StatusMark>, needs: u64) -> bool {
+    seen.is_some_and(|m| m.covers(std::process::id(), needs))
 }
 
 /// Everything `sync` needs besides the apps themselves.
 pub(crate) struct Context {
     pub node: Arc<Node>,
-    pub name: String,
+    pub name: NodeName,
     pub session: zenoh::Session,
     pub keys: Keys,
     pub outbox: Outbox,
-    pub module_dir: PathBuf,
+    pub modules: DigestDir,
     pub checkpoint_every: Duration,
+    /// Processes this node handed over lately, for its status.
+    pub handed_over: Mutex<Vec<(HandedOver, Instant)>>,
+    /// The `seq` of this node's newest status.
+    pub status_seq: AtomicU64,
 }
 
-/// How long a starting standby waits for a fresh checkpoint of its primary.
-const STANDBY_CHECKPOINT_WAIT: Duration = Duration::from_millis(1500);
-/// How far past the subscription a standby's starting checkpoint must be,
-/// so that messages in flight when the node subscribed are in it.
-const STANDBY_SYNC_MARGIN: Duration = Duration::from_millis(200);
-
-/// The processes `assignment` runs live on `node`.
-fn local_processes(assignment: &AppAssignment, node: &str) -> BTreeSet<String> {
-    assignment
-        .placement
-        .iter()
-        .filter(|(_, n)| *n == node)
-        .map(|(p, _)| p.clone())
-        .collect()
-}
-
-/// The processes `assignment` runs a replica of on `node` (a hot standby,
-/// or the target of a move): in step, outputs held back.
-fn local_standbys(assignment: &AppAssignment, node: &str) -> BTreeSet<String> {
-    assignment
-        .standby
-        .iter()
-        .filter(|(_, nodes)| nodes.contains(node))
-        .map(|(p, _)| p.clone())
-        .collect()
-}
-
-/// The standbys to promote if `new` can be applied to the running `old`
-/// share in place: same app version and the same processes here, none
-/// demoted. `None` when the share must restart.
-fn in_place(old: &AppAssignment, new: &AppAssignment, node: &str) -> Option<BTreeSet<String>> {
-    let same_version = old.generation == new.generation
-        && old.manifest == new.manifest
-        && old.epoch_unix_ns == new.epoch_unix_ns;
-    let (old_live, new_live) = (local_processes(old, node), local_processes(new, node));
-    let old_all: BTreeSet<String> = old_live
-        .union(&local_standbys(old, node))
-        .cloned()
-        .collect();
-    let new_all: BTreeSet<String> = new_live
-        .union(&local_standbys(new, node))
-        .cloned()
-        .collect();
-    (same_version && old_all == new_all && old_live.is_subset(&new_live))
-        .then(|| new_live.difference(&old_live).cloned().collect())
+impl Context {
+    /// The handovers to report, forgetting those kept long enough.
+    pub(crate) fn handed_over(&self) -> Vec<HandedOver> {
+        let mut kept = self.handed_over.lock().unwrap();
+        kept.retain(|(_, at)| at.elapsed() < HANDED_OVER_KEPT);
+        kept.iter().map(|(h, _)| h.clone()).collect()
+    }
 }
 
 /// Brings `apps` to the desired state. Returns the errors of apps that
-/// could not be started (the others are applied regardless) and the final
-/// snapshots of the processes that left this node.
+/// could not be started (the others are applied regardless).
 pub(crate) async fn sync(
     ctx: &Context,
-    apps: &mut BTreeMap<String, LocalApp>,
+    apps: &mut BTreeMap<AppName, LocalApp>,
     desired: Vec<AppAssignment>,
-) -> (Vec<String>, Vec<Handover>) {
+    seen: Option<StatusMark>,
+) -> Vec<String> {
     let mut errors = Vec::new();
-    let mut handover = Vec::new();
-    let mut desired: BTreeMap<String, AppAssignment> = desired
+    let next_status = ctx.status_seq.load(Ordering::SeqCst) + 1;
+    let mut desired: BTreeMap<AppName, AppAssignment> = desired
         .into_iter()
-        .filter(|a| {
-            !local_processes(a, &ctx.name).is_empty() || !local_standbys(a, &ctx.name).is_empty()
-        })
+        .filter(|a| !share::all(a, &ctx.name).is_empty())
         .map(|a| (a.app.clone(), a))
         .collect();
-    let names: Vec<String> = apps.keys().cloned().collect();
+    let names: Vec<AppName> = apps.keys().cloned().collect();
     for name in names {
-        let unchanged = desired
-            .get(&name)
-            .is_some_and(|d| *d == apps[&name].assignment)
-            && apps[&name].missing_replicas.is_empty();
-        if unchanged {
-            desired.remove(&name);
-            continue;
-        }
-        let complete = apps[&name].missing_replicas.is_empty();
-        if let Some(promote) = desired
-            .get(&name)
-            .filter(|_| complete)
-            .and_then(|d| in_place(&apps[&name].assignment, d, &ctx.name))
-        {
-            let app = apps.get_mut(&name).expect("listed");
-            for process in &promote {
-                app.running.promote(process);
-                tracing::warn!(app = %name, process = %process, "standby promoted: its outputs are live");
+        let app = apps.get_mut(&name).expect("listed");
+        app.note_stalled(next_status);
+        match share::change(
+            &app.assignment,
+            desired.get(&name),
+            &ctx.name,
+            app.complete(),
+        ) {
+            Change::None => {
+                app.confirm_stalled(ctx, seen);
+                desired.remove(&name);
             }
-            app.assignment = desired.remove(&name).expect("checked");
-            continue;
-        }
-        // The new share subscribes before the old one stops, so no message
-        // falls between them (copies of what the old share took are dropped).
-        let next = match desired.remove(&name) {
-            Some(assignment) => Some(prepare(ctx, assignment).await),
-            None => None,
-        };
-        let old = apps.remove(&name).expect("listed");
-        let was_live = local_processes(&old.assignment, &ctx.name);
-        let (_, mut snapshots) = old.running.stop_with_snapshots().await;
-        tracing::info!(app = %name, "stopped this node's share ({} processes)", snapshots.len());
-        let staying: BTreeSet<String> = match &next {
-            Some(Ok(next)) => next.local(),
-            _ => BTreeSet::new(),
-        };
-        // Live processes leaving hand their state over; a standby leaving
-        // just stops.
-        snapshots.retain(|p, _| staying.contains(p) || was_live.contains(p));
-        let leaving: Vec<String> = snapshots
-            .keys()
-            .filter(|p| !staying.contains(*p))
-            .cloned()
-            .collect();
-        for process in leaving {
-            let snapshot = snapshots.remove(&process).expect("listed");
-            tracing::info!(app = %name, process = %process, "handing over");
-            handover.push(Handover {
-                app: name.clone(),
-                tag: snapshot.last_tag.map_or(0, |t| t.0),
-                process,
-                snapshot: Blob(snapshot.encode()),
-            });
-        }
-        if let Some(prepared) = next {
-            match async { start(ctx, prepared?, snapshots).await }.await {
-                Ok(app) => {
-                    apps.insert(name, app);
+            Change::Promote(promote) => {
+                for process in &promote {
+                    app.running.promote(process.as_str());
+                    tracing::warn!(app = %name, process = %process, "standby promoted: its outputs are live");
                 }
-                Err(e) => errors.push(format!("{e:#}")),
+                app.assignment = desired.remove(&name).expect("promoted to it");
+                app.confirm_stalled(ctx, seen);
+            }
+            Change::PromoteFirst(promote) => {
+                for process in &promote {
+                    app.running.promote(process.as_str());
+                    tracing::warn!(app = %name, process = %process, "standby promoted: its outputs are live (the rest of the change follows)");
+                }
+                app.assignment = share::promoted(&app.assignment, &promote, &ctx.name);
+                app.confirm_stalled(ctx, seen);
+                desired.remove(&name);
+            }
+            Change::Restart | Change::Stop => {
+                if let Err(e) = restart(ctx, apps, &name, desired.remove(&name), seen).await {
+                    errors.push(format!("{e:#}"));
+                }
             }
         }
     }
     for (name, assignment) in desired {
-        match async { start(ctx, prepare(ctx, assignment).await?, HashMap::new()).await }.await {
+        let fresh = async {
+            let prepared = prepare(ctx, assignment).await?;
+            start(
+                ctx,
+                prepared,
+                HashMap::new(),
+                BTreeMap::new(),
+                REPLICA_RETRY_FIRST,
+            )
+            .await
+        };
+        match fresh.await {
             Ok(app) => {
                 apps.insert(name, app);
             }
@@ -192,7 +213,92 @@ pub(crate) async fn sync(
     for e in &errors {
         tracing::error!("{e}");
     }
-    (errors, handover)
+    errors
+}
+
+/// Stops the share of `name` and starts `next` in its place (if any). The
+/// new share subscribes before the old one stops, so no message falls
+/// between them (copies of what the old share took are dropped). A
+/// process held after a stall stays held in the new share unless `seen`
+/// confirms it: a `Sync` written before the controller heard from the node
+/// again must not put it live.
+async fn restart(
+    ctx: &Context,
+    apps: &mut BTreeMap<AppName, LocalApp>,
+    name: &AppName,
+    next: Option<AppAssignment>,
+    seen: Option<StatusMark>,
+) -> Result<()> {
+    let attempt = apps.get_mut(name).and_then(|a| a.next_attempt.take());
+    let backoff = attempt.as_ref().map_or(REPLICA_RETRY_FIRST, |a| a.backoff);
+    let next = match next {
+        Some(assignment) => Some(match attempt {
+            Some(attempt) if attempt.prepared.assignment == assignment => Ok(attempt.prepared),
+            _ => prepare(ctx, assignment).await,
+        }),
+        None => None,
+    };
+    let mut old = apps.remove(name).expect("listed");
+    let was_live = share::live(&old.assignment, &ctx.name);
+    let stopped = old.running.stop_with_snapshots().await;
+    let mut snapshots = stopped.snapshots;
+    // A stall noticed only now (the node resumed and this `Sync` was
+    // already queued) is one the controller cannot have seen yet.
+    let next_status = ctx.status_seq.load(Ordering::SeqCst) + 1;
+    for process in stopped.held {
+        old.stalled.entry(process).or_insert(next_status);
+    }
+    old.stalled.retain(|_, needs| !seen_since(seen, *needs));
+    tracing::info!(app = %name, "stopped this node's share ({} processes)", snapshots.len());
+    let staying = match &next {
+        Some(Ok(next)) => next.local(),
+        _ => BTreeSet::new(),
+    };
+    // Live processes leaving hand their state over; a replica leaving
+    // just stops, and so does a process still held after a stall: it
+    // computed on from a skip, so its state is no longer the process's
+    // (the copy the controller placed elsewhere has that).
+    for process in old.stalled.keys().filter(|p| !staying.contains(*p)) {
+        tracing::warn!(app = %name, process = %process, "held since a stall and placed elsewhere: stopped, its state not handed over");
+    }
+    snapshots.retain(|p, _| {
+        staying.contains(p) || (was_live.contains(p) && !old.stalled.contains_key(p))
+    });
+    let leaving: Vec<ProcessName> = snapshots
+        .keys()
+        .filter(|p| !staying.contains(*p))
+        .cloned()
+        .collect();
+    for process in leaving {
+        let snapshot = snapshots.remove(&process).expect("listed");
+        hand_over(ctx, &old.assignment, process, snapshot);
+    }
+    match next {
+        Some(prepared) => {
+            let app = start(ctx, prepared?, snapshots, old.stalled, backoff).await?;
+            apps.insert(name.clone(), app);
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+/// Publishes the final snapshot of a process that leaves this node as its
+/// checkpoint, and notes the handover for the node's status.
+fn hand_over(ctx: &Context, assignment: &AppAssignment, process: ProcessName, snapshot: Snapshot) {
+    let tag = snapshot.last_tag.unwrap_or(Tag::ZERO);
+    let who = ProcessRef::new(assignment.app.clone(), process.clone());
+    tracing::info!(process = %who, tag = %tag, "handing over");
+    ctx.outbox.checkpoint(&who, tag, snapshot);
+    let handed = HandedOver {
+        app: assignment.app.clone(),
+        process,
+        generation: assignment.generation,
+        tag,
+    };
+    let mut kept = ctx.handed_over.lock().unwrap();
+    kept.retain(|(h, _)| (&h.app, &h.process) != (&handed.app, &handed.process));
+    kept.push((handed, Instant::now()));
 }
 
 /// A share about to start: its modules fetched, its manifest parsed and
@@ -200,47 +306,38 @@ pub(crate) async fn sync(
 struct Prepared {
     assignment: AppAssignment,
     manifest: AppManifest,
-    live: BTreeSet<String>,
-    standbys: BTreeSet<String>,
+    live: BTreeSet<ProcessName>,
+    replicas: BTreeSet<ProcessName>,
     inlet: PortInlet,
     subscribers: Vec<zenoh::pubsub::Subscriber<()>>,
     /// The app's tag when the subscriptions were in place.
-    subscribed_at: u64,
+    subscribed_at: Tag,
 }
 
 impl Prepared {
-    fn local(&self) -> BTreeSet<String> {
-        self.live.union(&self.standbys).cloned().collect()
+    fn local(&self) -> BTreeSet<ProcessName> {
+        self.live.union(&self.replicas).cloned().collect()
     }
 }
 
 async fn prepare(ctx: &Context, assignment: AppAssignment) -> Result<Prepared> {
-    let app_name = assignment.app.clone();
-    fetch_modules(ctx, &assignment.manifest)
-        .await
-        .with_context(|| format!("app {app_name:?}"))?;
+    let app = assignment.app.clone();
     let manifest = AppManifest::parse(
         &assignment.manifest,
-        Path::new(&format!("{app_name}.toml")),
-        &ctx.module_dir,
-    )
-    .with_context(|| format!("app {app_name:?}: invalid manifest from the controller"))?;
-    let live = local_processes(&assignment, &ctx.name);
-    let standbys = local_standbys(&assignment, &ctx.name);
-    let local: BTreeSet<String> = live.union(&standbys).cloned().collect();
+        format!("app {app:?} from the controller"),
+    )?;
+    fetch::modules(&ctx.session, &ctx.keys, &ctx.modules, &manifest)
+        .await
+        .with_context(|| format!("app {:?}", app.as_str()))?;
+    let live = share::live(&assignment, &ctx.name);
+    let replicas = share::replicas(&assignment, &ctx.name);
+    let local: BTreeSet<ProcessName> = live.union(&replicas).cloned().collect();
     let inlet = PortInlet::default();
     let mut subscribers = Vec::new();
     for c in &manifest.connections {
         if local.contains(&c.to.process) && !live.contains(&c.from.process) {
-            let s = subscribe_port(
-                &ctx.session,
-                &ctx.keys,
-                &app_name,
-                &c.from.process,
-                &c.from.port,
-                inlet.clone(),
-            )
-            .await?;
+            let s =
+                subscribe_port(&ctx.session, &ctx.keys, &manifest, &c.from, inlet.clone()).await?;
             subscribers.push(s);
         }
     }
@@ -249,223 +346,165 @@ async fn prepare(ctx: &Context, assignment: AppAssignment) -> Result<Prepared> {
         assignment,
         manifest,
         live,
-        standbys,
+        replicas,
         inlet,
         subscribers,
     })
 }
 
+/// `held`: live processes that start with their outputs held (after a
+/// stall, not confirmed yet), with the status that must be seen first.
+/// `retry_in`: when replicas are missing, how long until the next attempt.
 async fn start(
     ctx: &Context,
     prepared: Prepared,
-    mut snapshots: HashMap<String, Snapshot>,
+    mut snapshots: HashMap<ProcessName, Snapshot>,
+    mut held: BTreeMap<ProcessName, u64>,
+    retry_in: Duration,
 ) -> Result<LocalApp> {
     let local = prepared.local();
+    let (restored_from, missing_replicas) =
+        fetch_checkpoints(ctx, &prepared, &local, &mut snapshots).await;
     let Prepared {
         assignment,
         manifest,
-        standbys,
+        replicas,
         inlet,
         subscribers,
-        subscribed_at,
         ..
     } = prepared;
-    let app_name = assignment.app.clone();
-    let mut restored_from = HashMap::new();
-    let mut missing_replicas = BTreeSet::new();
-    for process in &local {
-        if snapshots.contains_key(process) {
-            continue;
-        }
-        let snapshot = if standbys.contains(process) {
-            let fresh = subscribed_at + STANDBY_SYNC_MARGIN.as_nanos() as u64;
-            fetch_fresh_checkpoint(ctx, &app_name, process, fresh).await
-        } else {
-            fetch_checkpoint(ctx, &app_name, process).await
-        };
-        match snapshot {
-            Some(snapshot) => {
-                restored_from.insert(process.clone(), snapshot.last_tag.map_or(0, |t| t.0));
-                snapshots.insert(process.clone(), snapshot);
-            }
-            // A replica started fresh would compute something else than its
-            // process, and could later take over with the wrong state.
-            None if standbys.contains(process) => {
-                tracing::warn!(app = %app_name, process = %process, "no checkpoint of the process yet; its replica waits for one");
-                missing_replicas.insert(process.clone());
-            }
-            None => {}
-        }
-    }
-    let local: BTreeSet<String> = local.difference(&missing_replicas).cloned().collect();
-    let standbys: BTreeSet<String> = standbys.difference(&missing_replicas).cloned().collect();
+    let app = assignment.app.clone();
+    let running_here: BTreeSet<ProcessName> =
+        local.difference(&missing_replicas).cloned().collect();
+    held.retain(|p, _| running_here.contains(p) && !replicas.contains(p));
     let options = StartOptions {
-        only: Some(local.clone()),
+        only: Some(running_here.clone()),
         restore: snapshots,
-        remote: Some(ctx.outbox.remote_sink(&app_name)),
+        remote: Some(ctx.outbox.remote_sink(&app)),
         start_ns: Some(start_ns(assignment.epoch_unix_ns)),
-        checkpointing: Some(ctx.outbox.checkpointing(&app_name, ctx.checkpoint_every)),
-        log_sink: Some(ctx.outbox.log_sink(&app_name)),
+        checkpointing: Some(ctx.outbox.checkpointing(&app, ctx.checkpoint_every)),
+        log_sink: Some(ctx.outbox.log_sink(&app)),
         record: None,
-        standby: standbys,
+        standby: replicas.difference(&missing_replicas).cloned().collect(),
+        held: held.keys().cloned().collect(),
+        supervised: true,
     };
     let running = ctx
         .node
-        .start_with(&manifest, &tokio::runtime::Handle::current(), options)
-        .with_context(|| format!("app {app_name:?}"))?;
+        .start_with(
+            &manifest,
+            &ctx.modules,
+            &tokio::runtime::Handle::current(),
+            options,
+        )
+        .with_context(|| format!("app {:?}", app.as_str()))?;
     inlet.connect(running.inlet());
-    tracing::info!(app = %app_name, generation = assignment.generation, processes = ?local, "started this node's share");
+    // A process running here again is no longer handed over from here.
+    ctx.handed_over
+        .lock()
+        .unwrap()
+        .retain(|(h, _)| h.app != app || !running_here.contains(&h.process));
+    tracing::info!(app = %app, generation = assignment.generation, processes = ?running_here, "started this node's share");
+    let next_attempt = match missing_replicas.is_empty() {
+        true => None,
+        false => next_attempt(ctx, &assignment, &missing_replicas, retry_in).await,
+    };
     Ok(LocalApp {
         assignment,
         running,
         _subscribers: subscribers,
         restored_from,
         missing_replicas,
+        next_attempt,
+        stalled: held,
     })
 }
 
-/// The app's current tag, from its wall-clock epoch (0 before it).
-fn tag_now(epoch_unix_ns: u64) -> u64 {
-    let unix_now = std::time::SystemTime::now()
+/// Subscribes the next attempt at a share's `missing` replicas, due in
+/// `retry_in`. If it cannot subscribe, the share runs on as it is and the
+/// next sync prepares an attempt afresh.
+async fn next_attempt(
+    ctx: &Context,
+    assignment: &AppAssignment,
+    missing: &BTreeSet<ProcessName>,
+    retry_in: Duration,
+) -> Option<NextAttempt> {
+    let app = &assignment.app;
+    match prepare(ctx, assignment.clone()).await {
+        Ok(prepared) => {
+            tracing::info!(app = %app, replicas = ?missing, "next attempt at the missing replicas in {retry_in:?}");
+            Some(NextAttempt {
+                prepared,
+                due: Instant::now() + retry_in,
+                backoff: (retry_in * 2).min(REPLICA_RETRY_LAST),
+            })
+        }
+        Err(e) => {
+            tracing::warn!(app = %app, replicas = ?missing, "cannot subscribe the next attempt at the missing replicas: {e:#}");
+            None
+        }
+    }
+}
+
+/// Adds the latest checkpoint at the controller of each process in `local`
+/// that `snapshots` lacks. Returns the checkpoint tag each was restored
+/// from, and the replicas that have no fresh enough checkpoint yet.
+async fn fetch_checkpoints(
+    ctx: &Context,
+    prepared: &Prepared,
+    local: &BTreeSet<ProcessName>,
+    snapshots: &mut HashMap<ProcessName, Snapshot>,
+) -> (HashMap<ProcessName, u64>, BTreeSet<ProcessName>) {
+    let mut restored_from = HashMap::new();
+    let mut missing_replicas = BTreeSet::new();
+    for process in local {
+        if snapshots.contains_key(process) {
+            continue;
+        }
+        let who = ProcessRef::new(prepared.assignment.app.clone(), process.clone());
+        let replica = prepared.replicas.contains(process);
+        let fresh = replica.then(|| prepared.subscribed_at.after(REPLICA_SYNC_MARGIN));
+        let snapshot = fetch::checkpoint(&ctx.session, &ctx.keys, &who, fresh)
+            .await
+            .filter(|s| fresh.is_none_or(|min| s.last_tag.is_some_and(|t| t >= min)));
+        match snapshot {
+            Some(snapshot) => {
+                restored_from.insert(process.clone(), snapshot.last_tag.map_or(0, |t| t.0));
+                snapshots.insert(process.clone(), snapshot);
+            }
+            // A replica started fresh, or from a checkpoint older than its
+            // subscription, would compute something else than its process,
+            // and could later take over with the wrong state.
+            None if replica => {
+                tracing::warn!(process = %who, "no checkpoint of the process since this node subscribed to its inputs yet; its replica waits for one");
+                missing_replicas.insert(process.clone());
+            }
+            None => {}
+        }
+    }
+    (restored_from, missing_replicas)
+}
+
+fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
-        .as_nanos() as u64;
-    unix_now.saturating_sub(epoch_unix_ns)
+        .as_nanos() as u64
+}
+
+/// The app's current tag, from its wall-clock epoch (0 before it).
+fn tag_now(epoch_unix_ns: u64) -> Tag {
+    Tag(unix_now_ns().saturating_sub(epoch_unix_ns))
 }
 
 /// `CLOCK_MONOTONIC` time of the app's tag 0, from its wall-clock epoch.
 fn start_ns(epoch_unix_ns: u64) -> u64 {
-    let unix_now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as u64;
+    let unix_now = unix_now_ns();
     let mono_now = weft_runtime::rt::monotonic_ns();
     if epoch_unix_ns >= unix_now {
         mono_now + (epoch_unix_ns - unix_now)
     } else {
         mono_now.saturating_sub(unix_now - epoch_unix_ns)
-    }
-}
-
-/// Module files named in a manifest (`module` and `link` values).
-fn module_files(manifest: &str) -> Result<Vec<String>> {
-    let table: toml::Table = toml::from_str(manifest).context("manifest is not TOML")?;
-    let mut files = Vec::new();
-    for process in table
-        .get("process")
-        .and_then(|p| p.as_array())
-        .into_iter()
-        .flatten()
-    {
-        if let Some(m) = process.get("module").and_then(|m| m.as_str()) {
-            files.push(m.to_string());
-        }
-        for link in process
-            .get("link")
-            .and_then(|l| l.as_table())
-            .into_iter()
-            .flat_map(|t| t.values())
-        {
-            if let Some(m) = link.as_str() {
-                files.push(m.to_string());
-            }
-        }
-    }
-    Ok(files)
-}
-
-async fn fetch_modules(ctx: &Context, manifest: &str) -> Result<()> {
-    std::fs::create_dir_all(&ctx.module_dir)
-        .with_context(|| format!("cannot create {}", ctx.module_dir.display()))?;
-    for file in module_files(manifest)? {
-        let path = ctx.module_dir.join(&file);
-        if path.is_file() {
-            continue;
-        }
-        let digest = file.trim_end_matches(".wasm").to_string();
-        if !weft_fabric::keys::valid_segment(&digest) {
-            anyhow::bail!("module name {file:?} from the controller is not a digest");
-        }
-        let response: ControlResponse = rpc::call(
-            &ctx.session,
-            &ctx.keys.controller_rpc(),
-            &ControlRequest::GetModule {
-                digest: digest.clone(),
-            },
-            rpc::DEFAULT_TIMEOUT,
-        )
-        .await?;
-        let ControlResponse::Module { bytes } = response else {
-            anyhow::bail!("controller has no module {digest}: {response:?}");
-        };
-        let tmp = ctx
-            .module_dir
-            .join(format!(".{file}.{}", std::process::id()));
-        std::fs::write(&tmp, &bytes.0)?;
-        std::fs::rename(&tmp, &path)?;
-    }
-    Ok(())
-}
-
-/// A checkpoint of a process at `min_tag` or later, waiting for its node
-/// to send one; after [`STANDBY_CHECKPOINT_WAIT`], the latest there is.
-async fn fetch_fresh_checkpoint(
-    ctx: &Context,
-    app: &str,
-    process: &str,
-    min_tag: u64,
-) -> Option<Snapshot> {
-    let deadline = tokio::time::Instant::now() + STANDBY_CHECKPOINT_WAIT;
-    let mut poll = tokio::time::interval(Duration::from_millis(100));
-    loop {
-        poll.tick().await;
-        let snapshot = fetch_checkpoint(ctx, app, process).await;
-        let fresh = snapshot
-            .as_ref()
-            .is_some_and(|s| s.last_tag.is_some_and(|t| t.0 >= min_tag));
-        if fresh {
-            return snapshot;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            tracing::warn!(
-                app,
-                process,
-                "no checkpoint after the subscription yet; the standby starts from an older one and may miss inputs"
-            );
-            return snapshot;
-        }
-    }
-}
-
-/// The latest checkpoint of a process at the controller, if any (and valid).
-async fn fetch_checkpoint(ctx: &Context, app: &str, process: &str) -> Option<Snapshot> {
-    let request = ControlRequest::GetCheckpoint {
-        app: app.into(),
-        process: process.into(),
-    };
-    match rpc::call(
-        &ctx.session,
-        &ctx.keys.controller_rpc(),
-        &request,
-        rpc::DEFAULT_TIMEOUT,
-    )
-    .await
-    {
-        Ok(ControlResponse::Checkpoint {
-            tag: Some(_),
-            bytes,
-        }) => match Snapshot::decode(&bytes.0) {
-            Ok(snapshot) => Some(snapshot),
-            Err(e) => {
-                tracing::warn!(app, process, "refusing checkpoint: {e}");
-                None
-            }
-        },
-        Ok(_) => None,
-        Err(e) => {
-            tracing::warn!(app, process, "cannot fetch checkpoint: {e:#}");
-            None
-        }
     }
 }
 
@@ -478,12 +517,8 @@ impl LocalApp {
             .map(|p| ProcessStatus {
                 app: self.assignment.app.clone(),
                 restored_from_tag: self.restored_from.get(&p.name).copied(),
-                name: p.name,
                 generation: self.assignment.generation,
-                state: serde_json::to_value(&p.state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default(),
+                state: p.state,
                 reason: p.reason,
                 ticks: p.ticks,
                 messages_in: p.messages_in,
@@ -496,12 +531,13 @@ impl LocalApp {
                 last_tag_ns: p.last_tag_ns,
                 first_tag_ns: p.first_tag_ns,
                 resume_lateness_ns: p.resume_lateness_ns,
-                standby: p.standby,
+                replica: p.standby,
                 chain_mark: p.chain_marks.last().map(|m| ChainMark {
                     tag_ns: m.tag_ns,
                     output_hash: m.output_hash.clone(),
                 }),
                 last_output_hex: p.last_output_hex,
+                name: p.name,
             })
             .collect()
     }

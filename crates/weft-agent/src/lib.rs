@@ -2,11 +2,15 @@
 //! announces itself, and runs exactly what the controller assigns to it.
 //!
 //! * `agent`: the main loop: liveliness, status, the sync RPC.
+//! * `share`: what a change to this node's share of an app takes (pure).
 //! * `apps`: starting, reconfiguring and stopping this node's share of an app.
+//! * `fetch`: modules and checkpoints from the controller.
 //! * `wiring`: cross-node ports, checkpoints and logs over Zenoh.
 
 mod agent;
 mod apps;
+mod fetch;
+mod share;
 mod wiring;
 
 pub use agent::{AgentConfig, run};

@@ -2,29 +2,154 @@
 //! receivers are elsewhere, messages from remote senders, checkpoints and
 //! guest log lines.
 //!
-//! Processes publish from rt threads that must never block on the network,
-//! so every outgoing item goes to an async task that owns the Zenoh calls:
-//! port messages and log lines through a channel, at high priority;
-//! checkpoints through a newest-wins slot, encoded and sent at background
-//! priority by a task of their own.
+//! Processes publish from rt threads that must never wait on the network
+//! itself, so every outgoing item goes through a queue to a thread that
+//! owns the Zenoh calls, and each kind of item has its own lane and its own
+//! Zenoh priority, so a port message never waits behind a checkpoint:
+//!
+//! * port messages: a bounded queue ([`PORT_QUEUE_BYTES`]). When a link is
+//!   slower than its senders, the queue fills and a sender waits for room:
+//!   a slow link slows the processes that use it (their deadline misses
+//!   show it) instead of memory growing without end, and nothing is
+//!   dropped, so receivers still see every message once.
+//! * log lines: a bounded queue ([`LOG_QUEUE_BYTES`]); when it is full a
+//!   line is dropped and counted, never waited for.
+//! * checkpoints: a newest-wins slot per process, encoded and sent at
+//!   background priority by a task of their own.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
-use tokio::sync::{Notify, mpsc};
+use bytes::Bytes;
+use tokio::sync::Notify;
 use weft_fabric::Keys;
-use weft_fabric::codec::{self, PortMessage};
-use weft_fabric::proto::{Blob, CheckpointMessage};
-use weft_runtime::ports::RemoteSink;
-use weft_runtime::{CheckpointSink, Checkpointing, RemoteInlet, Snapshot, Tag, process::LogSink};
+use weft_fabric::codec::{CheckpointFrame, PortMessage};
+use weft_manifest::{AppManifest, PortRef};
+use weft_runtime::router::{RemotePort, RemoteSink};
+use weft_runtime::{CheckpointSink, Checkpointing, InletPort, LogSink, RemoteInlet, Snapshot, Tag};
+use weft_types::{AppName, PortName, ProcessName, ProcessRef};
+use zenoh::Wait;
 use zenoh::qos::{CongestionControl, Priority};
+
+/// Bytes of port messages queued for the fabric at most; then senders wait.
+pub(crate) const PORT_QUEUE_BYTES: usize = 32 << 20;
+/// Bytes of log lines queued at most; then lines are dropped.
+pub(crate) const LOG_QUEUE_BYTES: usize = 1 << 20;
 
 /// One small item for the fabric (a port message or a log line).
 struct Put {
-    key: String,
+    key: Arc<str>,
     payload: Vec<u8>,
-    priority: Priority,
-    congestion: CongestionControl,
+}
+
+/// A bounded queue of puts, with one thread performing them at its
+/// priority. The bound is in bytes; one item is always admitted, however
+/// large, so a message over the budget still goes (alone).
+struct Lane {
+    state: Mutex<LaneState>,
+    changed: Condvar,
+    budget: usize,
+    /// Items refused by `try_push`.
+    dropped: AtomicU64,
+}
+
+#[derive(Default)]
+struct LaneState {
+    items: VecDeque<Put>,
+    bytes: usize,
+    closed: bool,
+}
+
+impl Lane {
+    fn start(
+        name: &str,
+        session: zenoh::Session,
+        budget: usize,
+        priority: Priority,
+        congestion: CongestionControl,
+    ) -> Arc<Lane> {
+        let lane = Arc::new(Lane {
+            state: Mutex::default(),
+            changed: Condvar::new(),
+            budget,
+            dropped: AtomicU64::new(0),
+        });
+        let worker = lane.clone();
+        std::thread::Builder::new()
+            .name(format!("weft-out-{name}"))
+            .spawn(move || {
+                while let Some(put) = worker.pop() {
+                    let sent = session
+                        .put(&*put.key, put.payload)
+                        .priority(priority)
+                        .congestion_control(congestion)
+                        .wait();
+                    if let Err(e) = sent {
+                        tracing::warn!(key = %put.key, "cannot publish: {e}");
+                    }
+                }
+            })
+            .expect("spawn an outbox thread");
+        lane
+    }
+
+    fn fits(&self, state: &LaneState, len: usize) -> bool {
+        state.items.is_empty() || state.bytes + len <= self.budget
+    }
+
+    /// Queues `put`, waiting for room.
+    fn push(&self, put: Put) {
+        let mut state = self.state.lock().unwrap();
+        while !state.closed && !self.fits(&state, put.payload.len()) {
+            state = self.changed.wait(state).unwrap();
+        }
+        self.admit(&mut state, put);
+    }
+
+    /// Queues `put` if there is room; drops (and counts) it if not.
+    fn try_push(&self, put: Put) -> bool {
+        let mut state = self.state.lock().unwrap();
+        if !self.fits(&state, put.payload.len()) {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(dropped, key = %put.key, "the link is congested: items dropped so far");
+            }
+            return false;
+        }
+        self.admit(&mut state, put);
+        true
+    }
+
+    fn admit(&self, state: &mut LaneState, put: Put) {
+        if state.closed {
+            return;
+        }
+        state.bytes += put.payload.len();
+        state.items.push_back(put);
+        self.changed.notify_all();
+    }
+
+    /// The next item, waiting for one; `None` once closed.
+    fn pop(&self) -> Option<Put> {
+        let mut state = self.state.lock().unwrap();
+        loop {
+            if let Some(put) = state.items.pop_front() {
+                state.bytes -= put.payload.len();
+                self.changed.notify_all();
+                return Some(put);
+            }
+            if state.closed {
+                return None;
+            }
+            state = self.changed.wait(state).unwrap();
+        }
+    }
+
+    fn close(&self) {
+        self.state.lock().unwrap().closed = true;
+        self.changed.notify_all();
+    }
 }
 
 /// Checkpoints waiting to be sent, newest per key: if the link is slower
@@ -35,119 +160,137 @@ struct PendingCheckpoints {
     ready: Notify,
 }
 
-/// The sending half every sink of a node shares. Two lanes, each its own
-/// task and its own Zenoh priority, so a port message never waits behind a
-/// checkpoint of many megabytes being encoded or sent.
+/// The lanes of one node; closing them (when the last [`Outbox`] goes)
+/// ends their threads.
+struct Lanes {
+    ports: Arc<Lane>,
+    logs: Arc<Lane>,
+}
+
+impl Drop for Lanes {
+    fn drop(&mut self) {
+        self.ports.close();
+        self.logs.close();
+    }
+}
+
+/// The sending half every sink of a node shares.
 #[derive(Clone)]
 pub(crate) struct Outbox {
-    tx: mpsc::UnboundedSender<Put>,
+    lanes: Arc<Lanes>,
     checkpoints: Arc<PendingCheckpoints>,
     keys: Keys,
 }
 
 impl Outbox {
-    /// Starts the tasks that perform the puts.
+    /// Starts the threads and the task that perform the puts.
     pub(crate) fn start(session: zenoh::Session, keys: Keys) -> Outbox {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Put>();
-        let small = session.clone();
-        tokio::spawn(async move {
-            while let Some(put) = rx.recv().await {
-                let sent = small
-                    .put(&put.key, put.payload)
-                    .priority(put.priority)
-                    .congestion_control(put.congestion)
-                    .await;
-                if let Err(e) = sent {
-                    tracing::warn!(key = %put.key, "cannot publish: {e}");
-                }
-            }
-        });
+        let lanes = Lanes {
+            ports: Lane::start(
+                "ports",
+                session.clone(),
+                PORT_QUEUE_BYTES,
+                Priority::DataHigh,
+                CongestionControl::Block,
+            ),
+            // Log lines may be dropped on a congested link; messages may not.
+            logs: Lane::start(
+                "logs",
+                session.clone(),
+                LOG_QUEUE_BYTES,
+                Priority::Data,
+                CongestionControl::Drop,
+            ),
+        };
         let checkpoints = Arc::new(PendingCheckpoints::default());
         tokio::spawn(send_checkpoints(session, checkpoints.clone()));
         Outbox {
-            tx,
+            lanes: Arc::new(lanes),
             checkpoints,
             keys,
         }
     }
 
-    fn put(
-        &self,
-        key: String,
-        payload: Vec<u8>,
-        priority: Priority,
-        congestion: CongestionControl,
-    ) {
-        let _ = self.tx.send(Put {
-            key,
-            payload,
-            priority,
-            congestion,
-        });
-    }
-
-    pub(crate) fn remote_sink(&self, app: &str) -> Arc<dyn RemoteSink> {
+    pub(crate) fn remote_sink(&self, app: &AppName) -> Arc<dyn RemoteSink> {
         Arc::new(PortSink {
             outbox: self.clone(),
-            app: app.to_string(),
+            app: app.clone(),
         })
     }
 
-    pub(crate) fn checkpointing(&self, app: &str, every: std::time::Duration) -> Checkpointing {
+    /// Queues a checkpoint of `who` (replacing an older one not yet sent).
+    pub(crate) fn checkpoint(&self, who: &ProcessRef, tag: Tag, snapshot: Snapshot) {
+        let key = self.keys.checkpoint(&who.app, &who.process);
+        let pending = &self.checkpoints;
+        pending
+            .latest
+            .lock()
+            .unwrap()
+            .insert(key, (tag, Box::new(snapshot)));
+        pending.ready.notify_one();
+    }
+
+    pub(crate) fn checkpointing(&self, app: &AppName, every: std::time::Duration) -> Checkpointing {
         let outbox = self.clone();
-        let app = app.to_string();
-        let sink: CheckpointSink = Arc::new(move |process: &str, tag: Tag, snapshot: Snapshot| {
-            let key = outbox.keys.checkpoint(&app, process);
-            let pending = &outbox.checkpoints;
-            pending
-                .latest
-                .lock()
-                .unwrap()
-                .insert(key, (tag, Box::new(snapshot)));
-            pending.ready.notify_one();
-        });
+        let app = app.clone();
+        let sink: CheckpointSink =
+            Arc::new(move |process: &ProcessName, tag: Tag, snapshot: Snapshot| {
+                outbox.checkpoint(
+                    &ProcessRef::new(app.clone(), process.clone()),
+                    tag,
+                    snapshot,
+                );
+            });
         Checkpointing { every, sink }
     }
 
-    pub(crate) fn log_sink(&self, app: &str) -> LogSink {
+    pub(crate) fn log_sink(&self, app: &AppName) -> LogSink {
         let outbox = self.clone();
-        let app = app.to_string();
-        Arc::new(move |process: &str, level: i32, tag: Tag, text: &str| {
-            let level = ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"]
-                .get(level as usize)
-                .unwrap_or(&"TRACE");
-            let line = format!("{tag} {level} {text}");
-            let key = outbox.keys.log(&app, process);
-            // Log lines may be dropped on a congested link; messages may not.
-            outbox.put(
-                key,
-                line.into_bytes(),
-                Priority::Data,
-                CongestionControl::Drop,
-            );
+        let app = app.clone();
+        Arc::new(
+            move |process: &ProcessName, level: i32, tag: Tag, text: &str| {
+                let level = ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"]
+                    .get(level as usize)
+                    .unwrap_or(&"TRACE");
+                let line = format!("{tag} {level} {text}");
+                outbox.lanes.logs.try_push(Put {
+                    key: outbox.keys.log(&app, process).into(),
+                    payload: line.into_bytes(),
+                });
+            },
+        )
+    }
+}
+
+/// Hands an app's outputs with receivers elsewhere to the port lane.
+struct PortSink {
+    outbox: Outbox,
+    app: AppName,
+}
+
+impl RemoteSink for PortSink {
+    fn port(&self, sender: &ProcessName, port: &PortName) -> Arc<dyn RemotePort> {
+        Arc::new(PortPublisher {
+            lane: self.outbox.lanes.ports.clone(),
+            key: self.outbox.keys.port(&self.app, sender, port).into(),
+            source: sender.to_string(),
         })
     }
 }
 
-struct PortSink {
-    outbox: Outbox,
-    app: String,
+/// One output port's way onto the fabric: its key, made once.
+struct PortPublisher {
+    lane: Arc<Lane>,
+    key: Arc<str>,
+    source: String,
 }
 
-impl RemoteSink for PortSink {
-    fn publish(&self, sender: &str, port: &str, tag: Tag, seq: u64, payload: &[u8]) {
-        let message = PortMessage {
-            tag: tag.0,
-            seq,
-            source: sender.to_string(),
-            payload: payload.to_vec(),
-        };
-        self.outbox.put(
-            self.outbox.keys.port(&self.app, sender, port),
-            message.encode(),
-            Priority::DataHigh,
-            CongestionControl::Block,
-        );
+impl RemotePort for PortPublisher {
+    fn publish(&self, tag: Tag, seq: u64, payload: &[u8]) {
+        self.lane.push(Put {
+            key: self.key.clone(),
+            payload: PortMessage::encode_parts(tag.0, seq, &self.source, payload),
+        });
     }
 }
 
@@ -158,7 +301,8 @@ impl RemoteSink for PortSink {
 #[derive(Clone, Default)]
 pub(crate) struct PortInlet(Arc<Mutex<InletState>>);
 
-type Arrival = (String, String, Tag, u64, Vec<u8>);
+/// A message from a remote sender: its port, tag, sequence and payload.
+type Arrival = (InletPort, Tag, u64, Bytes);
 
 enum InletState {
     Buffering(Vec<Arrival>),
@@ -176,25 +320,20 @@ impl PortInlet {
     pub(crate) fn connect(&self, inlet: RemoteInlet) {
         let mut state = self.0.lock().unwrap();
         if let InletState::Buffering(buffered) = &mut *state {
-            for (sender, port, tag, seq, payload) in buffered.drain(..) {
-                if let Err(e) = inlet.deliver(&sender, &port, tag, seq, payload) {
-                    tracing::warn!("dropping message: {e:#}");
-                }
+            for (from, tag, seq, payload) in buffered.drain(..) {
+                inlet.deliver_to(from, tag, seq, payload);
             }
         }
         *state = InletState::Connected(inlet);
     }
 
-    fn deliver(&self, arrival: Arrival) -> anyhow::Result<()> {
+    fn deliver(&self, arrival: Arrival) {
         let mut state = self.0.lock().unwrap();
         match &mut *state {
-            InletState::Buffering(buffered) => {
-                buffered.push(arrival);
-                Ok(())
-            }
+            InletState::Buffering(buffered) => buffered.push(arrival),
             InletState::Connected(inlet) => {
-                let (sender, port, tag, seq, payload) = arrival;
-                inlet.deliver(&sender, &port, tag, seq, payload)
+                let (from, tag, seq, payload) = arrival;
+                inlet.deliver_to(from, tag, seq, payload);
             }
         }
     }
@@ -207,12 +346,13 @@ async fn send_checkpoints(session: zenoh::Session, pending: Arc<PendingCheckpoin
         pending.ready.notified().await;
         let batch = std::mem::take(&mut *pending.latest.lock().unwrap());
         for (key, (tag, snapshot)) in batch {
-            let message = CheckpointMessage {
-                tag: tag.0,
-                snapshot: Blob(snapshot.encode()),
-            };
+            let frame = CheckpointFrame::encode_parts(tag, &snapshot.encode());
+            if frame.len() as u64 > weft_types::limits::MAX_CHECKPOINT {
+                tracing::warn!(key = %key, bytes = frame.len(), "checkpoint too large for the fabric; not sent");
+                continue;
+            }
             let sent = session
-                .put(&key, codec::encode(&message))
+                .put(&key, frame)
                 .priority(Priority::Background)
                 .congestion_control(CongestionControl::Block)
                 .await;
@@ -223,29 +363,27 @@ async fn send_checkpoints(session: zenoh::Session, pending: Arc<PendingCheckpoin
     }
 }
 
-/// Subscribes to a remote sender's output port and feeds it to `inlet`.
-/// Malformed messages are logged and dropped.
+/// Subscribes to a remote sender's output port of `app` and feeds it to
+/// `inlet`. Malformed messages, and messages naming another source than
+/// their key, are logged and dropped.
 pub(crate) async fn subscribe_port(
     session: &zenoh::Session,
     keys: &Keys,
-    app: &str,
-    sender: &str,
-    port: &str,
+    app: &AppManifest,
+    from: &PortRef,
     inlet: PortInlet,
 ) -> anyhow::Result<zenoh::pubsub::Subscriber<()>> {
-    let key = keys.port(app, sender, port);
-    let (sender, port) = (sender.to_string(), port.to_string());
+    let resolved = InletPort::resolve(app, from.process.as_str(), from.port.as_str())?;
+    let key = keys.port(&app.name, &from.process, &from.port);
+    let sender = from.process.clone();
     let log_key = key.clone();
     session
         .declare_subscriber(&key)
         .callback(move |sample| {
             let bytes = sample.payload().to_bytes();
             match PortMessage::decode(&bytes) {
-                Ok(m) if m.source == sender => {
-                    let arrival = (sender.clone(), port.clone(), Tag(m.tag), m.seq, m.payload);
-                    if let Err(e) = inlet.deliver(arrival) {
-                        tracing::warn!(key = %log_key, "dropping message: {e:#}");
-                    }
+                Ok(m) if m.source == sender.as_str() => {
+                    inlet.deliver((resolved, Tag(m.tag), m.seq, Bytes::from(m.payload)));
                 }
                 Ok(m) => tracing::warn!(key = %log_key, source = %m.source, "dropping message with a foreign source"),
                 Err(e) => tracing::warn!(key = %log_key, "dropping malformed port message: {e}"),
@@ -253,4 +391,81 @@ pub(crate) async fn subscribe_port(
         })
         .await
         .map_err(|e| anyhow::anyhow!("cannot subscribe to {key}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use weft_fabric::{FabricConfig, Mode};
+
+    use super::*;
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// Port messages to a node that stopped reading wait in a bounded
+    /// queue, then hold their senders back: memory does not grow without
+    /// end, and nothing is dropped. The receiving node here is a session
+    /// whose subscriber blocks, so it stops reading its link.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_link_holds_senders_back() {
+        const MESSAGES: u64 = 20_000;
+        let endpoint = format!("tcp/127.0.0.1:{}", free_port());
+        let receiver = FabricConfig::default()
+            .listen([endpoint.clone()])
+            .open()
+            .await
+            .unwrap();
+        let sender = FabricConfig::default()
+            .mode(Mode::Peer)
+            .connect([endpoint])
+            .open()
+            .await
+            .unwrap();
+        let keys = Keys::new("stall");
+        let (app, p, o): (AppName, ProcessName, PortName) = (
+            "app".parse().unwrap(),
+            "p".parse().unwrap(),
+            "o".parse().unwrap(),
+        );
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        let blocked = Mutex::new(blocked);
+        let _subscriber = receiver
+            .declare_subscriber(keys.port(&app, &p, &o))
+            .callback(move |_| {
+                let _ = blocked.lock().unwrap().recv();
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let outbox = Outbox::start(sender.clone(), keys);
+        let sink = outbox.remote_sink(&app).port(&p, &o);
+        let published = Arc::new(AtomicU64::new(0));
+        let counter = published.clone();
+        let producer = std::thread::spawn(move || {
+            let payload = vec![0u8; 8 << 10];
+            for seq in 1..=MESSAGES {
+                sink.publish(Tag(seq), seq, &payload);
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let held_at = published.load(Ordering::Relaxed);
+        drop(release);
+        tokio::task::spawn_blocking(move || producer.join().unwrap())
+            .await
+            .unwrap();
+        eprintln!("{held_at} of {MESSAGES} published before the link stalled");
+        assert!(
+            held_at < MESSAGES,
+            "{held_at} of {MESSAGES} messages of 8 KiB queued for a node that read none"
+        );
+    }
 }

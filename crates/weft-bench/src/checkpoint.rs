@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use weft_abi::Capability;
+use weft_manifest::module::Files;
 use weft_manifest::{Class, ProcessSpec};
-use weft_runtime::process::{Program, run_sync};
+use weft_runtime::Program;
+use weft_runtime::process::run_sync;
 use weft_runtime::{Node, Process, RuntimeConfig, Snapshot, Tag};
 
 use crate::Ctx;
@@ -47,7 +49,7 @@ pub fn spec(ctx: &Ctx, bytes: u64, period: Duration) -> Result<ProcessSpec> {
     spec.fuel_per_tick = Some(FUEL_PER_CALL);
     spec.memory = bytes;
     spec.capabilities.insert(Capability::Ports);
-    spec.outputs = vec!["out".into()];
+    spec.outputs = vec!["out".parse().unwrap()];
     Ok(spec)
 }
 
@@ -63,7 +65,7 @@ impl Running {
     fn start(ctx: &Ctx, bytes: u64) -> Result<Running> {
         let node = Node::new(&RuntimeConfig::default().max_processes(4).cache_dir(None))?;
         let spec = Arc::new(spec(ctx, bytes, Duration::from_millis(10))?);
-        let program = Arc::new(node.prepare(spec.clone())?);
+        let program = Arc::new(node.prepare(spec.clone(), &Files)?);
         let mut process = run_sync(Process::instantiate(program.clone(), node.env(&spec, 1)))?;
         run_sync(process.init())?;
         for k in 1..=3 {

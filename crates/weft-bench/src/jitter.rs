@@ -8,7 +8,6 @@
 //! the thread runs. On a shared VM the kernel and hypervisor dominate it,
 //! which is why it is only ever reported as a ratio.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +16,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use weft_manifest::AppManifest;
-use weft_runtime::rt::{self, RtClass};
+use weft_runtime::RtClass;
+use weft_runtime::rt;
 use weft_runtime::{Node, ProcessState, RuntimeConfig};
 
 use crate::modules::{SPIN, TINY};
@@ -77,7 +77,8 @@ fn weft_run(
     if loaded {
         toml.push_str("[[process]]\nname = \"burner\"\nmodule = \"spin.wat\"\nperiod = \"5ms\"\ndeadline = \"10s\"\nmemory = \"64KiB\"\n");
     }
-    let app = AppManifest::parse(&toml, Path::new("bench-jitter.toml"), ctx.scratch.path())?;
+    let mut app = AppManifest::parse(&toml, "bench-jitter.toml")?;
+    app.resolve_paths(ctx.scratch.path());
     let running = node.start(&app, runtime.handle())?;
     std::thread::sleep(dur + Duration::from_millis(50));
     let report = runtime.block_on(running.stop());
@@ -274,80 +275,115 @@ fn combine(runs: Vec<Run>) -> Run {
     Run { summary, notes }
 }
 
-pub fn jitter(ctx: &Ctx) -> Result<Vec<Figure>> {
-    // Interleaved rounds so that load from others on a shared machine
-    // spreads over all kinds instead of landing on one.
-    let (rounds, dur) = if ctx.quick {
-        (1, Duration::from_secs(2))
-    } else {
-        (5, Duration::from_secs(3))
-    };
-    ctx.scratch.write("tick.wat", TINY)?;
-    ctx.scratch.write("spin.wat", SPIN)?;
-    // Node::start locks memory for rt processes; the baselines get the same.
-    rt::lock_memory();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let node = Node::new(&RuntimeConfig::default().max_processes(8).cache_dir(None))?;
-    let missing = cyclictest_missing();
+/// One kind of load's runs (alone, or with a burner), one per round.
+#[derive(Default)]
+struct Series {
+    weft: Vec<Run>,
+    native: Vec<Run>,
+    cyclictest: Vec<Run>,
+}
 
-    let (mut wa, mut na, mut ca, mut wl, mut nl, mut cl) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
-    let (mut class, mut native_class) = (RtClass::Soft, RtClass::Soft);
-    let mut cyc_error: Option<String> = None;
-    let mut weft_notes: Vec<String> = Vec::new();
+/// Every run of every round, and what the runs obtained.
+struct Rounds {
+    alone: Series,
+    loaded: Series,
+    /// The rt class of the last weft run and of the last native loop.
+    class: RtClass,
+    native_class: RtClass,
+    /// cyclictest's first failure: it is not run again after one.
+    cyc_error: Option<String>,
+    /// Every weft run's notes, in running order.
+    weft_notes: Vec<String>,
+}
+
+/// A series' runs combined, per kind; `cyclictest` is `None` when it is
+/// missing from this machine.
+struct Combined {
+    weft: Run,
+    native: Run,
+    cyclictest: Option<Result<Run>>,
+}
+
+impl Series {
+    fn combine(self, missing: &Option<String>, cyc_error: &Option<String>) -> Combined {
+        let cyclictest = match (missing, cyc_error) {
+            (None, None) => Some(Ok(combine(self.cyclictest))),
+            (None, Some(e)) => Some(Err(anyhow::anyhow!("{e}"))),
+            (Some(_), _) => None,
+        };
+        Combined {
+            weft: combine(self.weft),
+            native: combine(self.native),
+            cyclictest,
+        }
+    }
+}
+
+/// Interleaved rounds so that load from others on a shared machine
+/// spreads over all kinds instead of landing on one.
+fn run_rounds(
+    ctx: &Ctx,
+    node: &Node,
+    runtime: &tokio::runtime::Runtime,
+    (rounds, dur): (u32, Duration),
+    cyclictest: bool,
+) -> Result<Rounds> {
+    let mut r = Rounds {
+        alone: Series::default(),
+        loaded: Series::default(),
+        class: RtClass::Soft,
+        native_class: RtClass::Soft,
+        cyc_error: None,
+        weft_notes: Vec::new(),
+    };
     for round in 1..=rounds {
         eprintln!(
             "[bench]   jitter round {round}/{rounds}: weft, native, cyclictest; alone then with a burner ({} s each)",
             dur.as_secs()
         );
         for loaded in [false, true] {
-            let (w, c) = weft_run(ctx, &node, &runtime, loaded, dur)?;
-            class = c;
-            weft_notes.extend(w.notes.iter().cloned());
+            let (w, c) = weft_run(ctx, node, runtime, loaded, dur)?;
+            r.class = c;
+            r.weft_notes.extend(w.notes.iter().cloned());
             let (n, c) = native_run(loaded, dur)?;
-            native_class = c;
-            let (weft_runs, native_runs, cyc_runs) = if loaded {
-                (&mut wl, &mut nl, &mut cl)
-            } else {
-                (&mut wa, &mut na, &mut ca)
-            };
-            weft_runs.push(w);
-            native_runs.push(n);
-            if missing.is_none() && cyc_error.is_none() {
+            r.native_class = c;
+            let series = if loaded { &mut r.loaded } else { &mut r.alone };
+            series.weft.push(w);
+            series.native.push(n);
+            if cyclictest && r.cyc_error.is_none() {
                 match cyclictest_run(loaded, dur) {
-                    Ok(r) => cyc_runs.push(r),
-                    Err(e) => cyc_error = Some(format!("{e:#}")),
+                    Ok(run) => series.cyclictest.push(run),
+                    Err(e) => r.cyc_error = Some(format!("{e:#}")),
                 }
             }
         }
     }
-    let cyc = |runs: Vec<Run>| match (&missing, &cyc_error) {
-        (None, None) => Some(Ok(combine(runs))),
-        (None, Some(e)) => Some(Err(anyhow::anyhow!("{e}"))),
-        (Some(_), _) => None,
-    };
-    let (weft_alone, native_alone, cyc_alone) = (combine(wa), combine(na), cyc(ca));
-    let (mut weft_loaded, native_loaded, cyc_loaded) = (combine(wl), combine(nl), cyc(cl));
-    // What the rt process and the burner did in each run, for the reader to check.
+    Ok(r)
+}
+
+/// What the rt process did in each run, for the reader to check, and the
+/// burner's note of the first round.
+fn run_notes(weft_notes: &[String]) -> (String, Option<String>) {
     let misses: Vec<&str> = weft_notes
         .iter()
         .filter(|n| n.starts_with("weft: "))
         .map(|n| &n[6..])
         .collect();
-    let burner: Vec<&str> = weft_notes
+    let burner = weft_notes
         .iter()
-        .filter(|n| n.starts_with("burner"))
-        .map(String::as_str)
-        .collect();
-    weft_loaded
-        .notes
-        .extend(burner.first().map(|b| format!("{b} (first round)")));
-    let weft_runs_note = format!("weft rt process per run: {}", misses.join("; "));
+        .find(|n| n.starts_with("burner"))
+        .map(|b| format!("{b} (first round)"));
+    (
+        format!("weft rt process per run: {}", misses.join("; ")),
+        burner,
+    )
+}
 
-    let sched = format!(
+/// The note every figure carries: the scheduling obtained and how the
+/// rounds were run and combined.
+fn sched_note(r: &Rounds, (rounds, dur): (u32, Duration)) -> String {
+    let (class, native_class) = (r.class, r.native_class);
+    format!(
         "scheduling obtained: weft rt class {class:?}, native loop {native_class:?} ({}); {} s per run, 1 kHz",
         if class == RtClass::Hard {
             "SCHED_FIFO"
@@ -357,13 +393,33 @@ pub fn jitter(ctx: &Ctx) -> Result<Vec<Figure>> {
         dur.as_secs()
     ) + &format!(
         ", {rounds} interleaved round(s); figures are the median over rounds of each round's median and p99, max is the largest seen"
-    );
-    let sched = format!("{sched}. {weft_runs_note}");
-    let goal = Some(Goal::RatioAtMost {
+    )
+}
+
+fn ratio_goal() -> Option<Goal> {
+    Some(Goal::RatioAtMost {
         stat: Stat::P99,
         max: 1.2,
-    });
-    let fig = |id: &str, title: &str, weft: &Run, base: &Run, goal: Option<Goal>, text: &str| {
+    })
+}
+
+/// What all the jitter figures share: the scheduling note, and why
+/// cyclictest is missing if it is.
+struct JitterFigures {
+    sched: String,
+    missing: Option<String>,
+}
+
+impl JitterFigures {
+    fn vs(
+        &self,
+        id: &str,
+        title: &str,
+        weft: &Run,
+        base: &Run,
+        goal: Option<Goal>,
+        text: &str,
+    ) -> Figure {
         let mut f = Figure::new(
             id,
             title,
@@ -373,17 +429,24 @@ pub fn jitter(ctx: &Ctx) -> Result<Vec<Figure>> {
             goal,
             text,
         )
-        .note(sched.clone());
+        .note(self.sched.clone());
         for n in weft.notes.iter().chain(&base.notes) {
             if !f.notes.contains(n) {
                 f = f.note(n.clone());
             }
         }
         f
-    };
-    let vs_cyclictest =
-        |id: &str, title: &str, weft: &Run, cyc: &Option<Result<Run>>| match (cyc, &missing) {
-            (Some(Ok(c)), _) => fig(id, title, weft, c, goal.clone(), "p99 ≤ 1.2× cyclictest"),
+    }
+
+    fn vs_cyclictest(
+        &self,
+        id: &str,
+        title: &str,
+        weft: &Run,
+        cyc: &Option<Result<Run>>,
+    ) -> Figure {
+        match (cyc, &self.missing) {
+            (Some(Ok(c)), _) => self.vs(id, title, weft, c, ratio_goal(), "p99 ≤ 1.2× cyclictest"),
             (Some(Err(e)), _) => Figure::skipped(
                 id,
                 title,
@@ -398,53 +461,82 @@ pub fn jitter(ctx: &Ctx) -> Result<Vec<Figure>> {
                 "p99 ≤ 1.2× cyclictest",
                 reason.clone().unwrap_or_default(),
             ),
-        };
-    let figures = vec![
-        fig(
-            "rt-jitter-vs-native",
-            "rt 1 kHz wake-up jitter vs a native loop, alone",
-            &weft_alone,
-            &native_alone,
-            goal.clone(),
-            "p99 ≤ 1.2× native",
-        ),
-        vs_cyclictest(
-            "rt-jitter-vs-cyclictest",
-            "rt 1 kHz wake-up jitter vs cyclictest, alone",
-            &weft_alone,
-            &cyc_alone,
-        ),
-        fig(
-            "rt-jitter-loaded-vs-native",
-            "rt 1 kHz wake-up jitter vs a native loop, with a CPU burner beside it",
-            &weft_loaded,
-            &native_loaded,
-            goal.clone(),
-            "p99 ≤ 1.2× native",
-        ),
-        vs_cyclictest(
-            "rt-jitter-loaded-vs-cyclictest",
-            "rt 1 kHz wake-up jitter vs cyclictest, with a CPU burner beside it",
-            &weft_loaded,
-            &cyc_loaded,
-        ),
-        fig(
-            "rt-jitter-growth-under-load",
-            "Growth of weft rt jitter when a CPU-burning be process runs beside it",
-            &weft_loaded,
-            &weft_alone,
-            goal.clone(),
-            "p99 grows ≤ 1.2× (loaded / alone)",
-        ),
-        fig(
-            "native-jitter-growth-under-load",
-            "Growth of native-loop jitter with a spinning thread beside it (context for the line above)",
-            &native_loaded,
-            &native_alone,
-            None,
-            "none (context)",
-        ),
-    ];
+        }
+    }
+
+    fn all(&self, alone: &Combined, loaded: &Combined) -> Vec<Figure> {
+        vec![
+            self.vs(
+                "rt-jitter-vs-native",
+                "rt 1 kHz wake-up jitter vs a native loop, alone",
+                &alone.weft,
+                &alone.native,
+                ratio_goal(),
+                "p99 ≤ 1.2× native",
+            ),
+            self.vs_cyclictest(
+                "rt-jitter-vs-cyclictest",
+                "rt 1 kHz wake-up jitter vs cyclictest, alone",
+                &alone.weft,
+                &alone.cyclictest,
+            ),
+            self.vs(
+                "rt-jitter-loaded-vs-native",
+                "rt 1 kHz wake-up jitter vs a native loop, with a CPU burner beside it",
+                &loaded.weft,
+                &loaded.native,
+                ratio_goal(),
+                "p99 ≤ 1.2× native",
+            ),
+            self.vs_cyclictest(
+                "rt-jitter-loaded-vs-cyclictest",
+                "rt 1 kHz wake-up jitter vs cyclictest, with a CPU burner beside it",
+                &loaded.weft,
+                &loaded.cyclictest,
+            ),
+            self.vs(
+                "rt-jitter-growth-under-load",
+                "Growth of weft rt jitter when a CPU-burning be process runs beside it",
+                &loaded.weft,
+                &alone.weft,
+                ratio_goal(),
+                "p99 grows ≤ 1.2× (loaded / alone)",
+            ),
+            self.vs(
+                "native-jitter-growth-under-load",
+                "Growth of native-loop jitter with a spinning thread beside it (context for the line above)",
+                &loaded.native,
+                &alone.native,
+                None,
+                "none (context)",
+            ),
+        ]
+    }
+}
+
+pub fn jitter(ctx: &Ctx) -> Result<Vec<Figure>> {
+    let plan = if ctx.quick {
+        (1, Duration::from_secs(2))
+    } else {
+        (5, Duration::from_secs(3))
+    };
+    ctx.scratch.write("tick.wat", TINY)?;
+    ctx.scratch.write("spin.wat", SPIN)?;
+    // Node::start locks memory for rt processes; the baselines get the same.
+    rt::lock_memory();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let node = Node::new(&RuntimeConfig::default().max_processes(8).cache_dir(None))?;
+    let missing = cyclictest_missing();
+    let r = run_rounds(ctx, &node, &runtime, plan, missing.is_none())?;
+    let (weft_runs_note, burner) = run_notes(&r.weft_notes);
+    let sched = format!("{}. {weft_runs_note}", sched_note(&r, plan));
+    let alone = r.alone.combine(&missing, &r.cyc_error);
+    let mut loaded = r.loaded.combine(&missing, &r.cyc_error);
+    loaded.weft.notes.extend(burner);
+    let figures = JitterFigures { sched, missing }.all(&alone, &loaded);
     for f in &figures {
         progress(f);
     }

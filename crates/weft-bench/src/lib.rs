@@ -43,7 +43,7 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 
 use crate::modules::Scratch;
-use crate::stats::{Figure, Unit, Verdict};
+use crate::stats::{Figure, Unit, Verdict, count};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -161,15 +161,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         eprintln!("[bench] {name} done in {:.1} s", t.elapsed().as_secs_f64());
     }
     report::write(&out, &figures, &host, mode)?;
-    let met = figures.iter().filter(|f| f.verdict == Verdict::Met).count();
-    let not_met = figures
-        .iter()
-        .filter(|f| f.verdict == Verdict::NotMet)
-        .count();
-    let skipped = figures
-        .iter()
-        .filter(|f| f.verdict == Verdict::Skipped)
-        .count();
+    let met = count(&figures, Verdict::Met);
+    let not_met = count(&figures, Verdict::NotMet);
+    let skipped = count(&figures, Verdict::Skipped);
     eprintln!(
         "[bench] {met} goals met, {not_met} not met, {skipped} skipped, in {:.0} s",
         started.elapsed().as_secs_f64()

@@ -7,11 +7,13 @@
 //! module touches exactly one OS page of its linear memory, which is the
 //! "touched memory" the goal excludes.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use wasmtime::{Engine, Linker, Module, Store};
 use weft_manifest::ProcessSpec;
+use weft_manifest::module::Files;
 use weft_runtime::engine::{Metering, engine_config};
 use weft_runtime::{Node, Process, RuntimeConfig};
 
@@ -100,70 +102,120 @@ fn largest_node(target: u32) -> (u32, Option<String>) {
     (lo * 100, Some(error))
 }
 
-pub fn density(ctx: &Ctx) -> Result<Vec<Figure>> {
-    let target: usize = if ctx.quick { 1_000 } else { 10_000 };
-    let batch = if ctx.quick { 25 } else { 100 };
-    let touched = page_size();
-    let path = ctx.scratch.write("tiny.wat", TINY)?;
-    // A node's pools reserve address space for every slot up front; find
-    // out whether one can be created for the goal's N at all (also in a
-    // quick run, where fewer processes are instantiated).
-    let (node_cap, node_error) = largest_node(GOAL_N);
-    if node_cap == 0 {
-        anyhow::bail!(
-            "no node could be created even with a pool of 100 processes: {}",
-            node_error.unwrap_or_default()
-        );
+/// How many processes the run instantiates, and why it is fewer than the
+/// goal's N when it is.
+struct Pool {
+    /// Processes wanted by this run (fewer in a quick run).
+    target: usize,
+    /// Processes instantiated: `target`, or fewer if no node that large
+    /// could be created.
+    n: usize,
+    /// The largest creatable node pool, and why the goal's could not be.
+    node_cap: u32,
+    node_error: Option<String>,
+    batch: usize,
+    /// Linear memory each instance touches, bytes.
+    touched: u64,
+}
+
+impl Pool {
+    fn of(ctx: &Ctx) -> Result<Pool> {
+        let target: usize = if ctx.quick { 1_000 } else { 10_000 };
+        let batch = if ctx.quick { 25 } else { 100 };
+        // A node's pools reserve address space for every slot up front; find
+        // out whether one can be created for the goal's N at all (also in a
+        // quick run, where fewer processes are instantiated).
+        let (node_cap, node_error) = largest_node(GOAL_N);
+        if node_cap == 0 {
+            anyhow::bail!(
+                "no node could be created even with a pool of 100 processes: {}",
+                node_error.unwrap_or_default()
+            );
+        }
+        Ok(Pool {
+            target,
+            n: target.min(node_cap as usize),
+            node_cap,
+            node_error,
+            batch,
+            touched: page_size(),
+        })
     }
-    let n = target.min(node_cap as usize);
-    let config = RuntimeConfig::default()
-        .max_processes(n as u32)
-        .cache_dir(None);
 
-    // Baseline first, then dropped, so the two pools never coexist.
-    let raw = {
-        let engine =
-            Engine::new(&engine_config(&config, Metering::Epoch)).map_err(anyhow::Error::from)?;
-        let module = Module::new(&engine, TINY).map_err(anyhow::Error::from)?;
-        let pre = Linker::<()>::new(&engine)
-            .instantiate_pre(&module)
+    fn config(&self) -> RuntimeConfig {
+        RuntimeConfig::default()
+            .max_processes(self.n as u32)
+            .cache_dir(None)
+    }
+}
+
+/// Raw wasmtime instances of the module, each given its first call.
+fn raw_density(pool: &Pool) -> Result<Density> {
+    let engine = Engine::new(&engine_config(&pool.config(), Metering::Epoch))
+        .map_err(anyhow::Error::from)?;
+    let module = Module::new(&engine, TINY).map_err(anyhow::Error::from)?;
+    let pre = Linker::<()>::new(&engine)
+        .instantiate_pre(&module)
+        .map_err(anyhow::Error::from)?;
+    let (d, held) = measure(pool.n, pool.batch, |_| {
+        let mut store = Store::new(&engine, ());
+        store.set_epoch_deadline(1 << 40);
+        let instance = pre.instantiate(&mut store).map_err(anyhow::Error::from)?;
+        let init = instance
+            .get_typed_func::<(), ()>(&mut store, "weft_init")
             .map_err(anyhow::Error::from)?;
-        let (d, held) = measure(n, batch, |_| {
-            let mut store = Store::new(&engine, ());
-            store.set_epoch_deadline(1 << 40);
-            let instance = pre.instantiate(&mut store).map_err(anyhow::Error::from)?;
-            let init = instance
-                .get_typed_func::<(), ()>(&mut store, "weft_init")
-                .map_err(anyhow::Error::from)?;
-            init.call(&mut store, ()).map_err(anyhow::Error::from)?;
-            Ok((store, instance))
-        });
-        drop(held);
-        d
-    };
+        init.call(&mut store, ()).map_err(anyhow::Error::from)?;
+        Ok((store, instance))
+    });
+    drop(held);
+    Ok(d)
+}
 
-    let weft = {
-        let node = Node::new(&config)
-            .context("cannot create a node with a pool of that many processes")?;
-        let mut spec = ProcessSpec::new("idle", &path);
-        spec.memory = 64 << 10;
-        let spec = Arc::new(spec);
-        let program = Arc::new(node.prepare(spec.clone())?);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let (d, held) = measure(n, batch, |i| {
-            let env = node.env(&spec, i as u64);
-            rt.block_on(async {
-                let mut p = Process::instantiate(program.clone(), env).await?;
-                p.init().await?;
-                Ok(p)
-            })
-        });
-        drop(held);
-        d
-    };
+/// weft be processes of the module, each instantiated and initialised.
+fn weft_density(pool: &Pool, path: &Path) -> Result<Density> {
+    let node = Node::new(&pool.config())
+        .context("cannot create a node with a pool of that many processes")?;
+    let mut spec = ProcessSpec::new("idle", path);
+    spec.memory = 64 << 10;
+    let spec = Arc::new(spec);
+    let program = Arc::new(node.prepare(spec.clone(), &Files)?);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (d, held) = measure(pool.n, pool.batch, |i| {
+        let env = node.env(&spec, i as u64);
+        rt.block_on(async {
+            let mut p = Process::instantiate(program.clone(), env).await?;
+            p.init().await?;
+            Ok(p)
+        })
+    });
+    drop(held);
+    Ok(d)
+}
 
+pub fn density(ctx: &Ctx) -> Result<Vec<Figure>> {
+    let path = ctx.scratch.write("tiny.wat", TINY)?;
+    let pool = Pool::of(ctx)?;
+    // Baseline first, then dropped, so the two pools never coexist.
+    let raw = raw_density(&pool)?;
+    let weft = weft_density(&pool, &path)?;
+    let rss = rss_figure(&pool, &weft, &raw);
+    progress(&rss);
+    let fig = capacity_figure(&pool, &weft, &raw);
+    progress(&fig);
+    Ok(vec![rss, fig])
+}
+
+fn rss_figure(pool: &Pool, weft: &Density, raw: &Density) -> Figure {
+    let Pool {
+        target,
+        n,
+        ref node_error,
+        batch,
+        touched,
+        ..
+    } = *pool;
     let beyond = |d: &Density, label: &str| {
         let mut h = histogram();
         for v in d.per_process.iter_recorded() {
@@ -178,26 +230,29 @@ pub fn density(ctx: &Ctx) -> Result<Vec<Figure>> {
         "rss-per-idle-process",
         &format!("RSS per idle process beyond touched memory, N = {n}"),
         Unit::Bytes,
-        beyond(&weft, "weft be process: Process::instantiate + weft_init"),
-        beyond(&raw, "raw wasmtime: Store + instance + first call, same pooling config"),
+        beyond(weft, "weft be process: Process::instantiate + weft_init"),
+        beyond(raw, "raw wasmtime: Store + instance + first call, same pooling config"),
         Some(Goal::ValueAtMost { stat: Stat::P99, max: 65536.0 }),
         "p99 ≤ 64 KiB beyond touched memory",
     )
     .note(format!(
         "RSS growth per batch of {batch} from /proc/self/statm divided by {batch}; touched linear memory ({touched} B, one OS page) subtracted"
     ));
-    if let (Some(e), true) = (&node_error, n < target) {
+    if let (Some(e), true) = (node_error, n < target) {
         rss = rss.note(format!(
             "measured at N = {n}, not {target}: a node could not be created with max_processes({GOAL_N}) ({e}); {n} was the largest pool (in steps of 100) that could be"
         ));
     }
-    for (who, d) in [("weft", &weft), ("raw wasmtime", &raw)] {
+    for (who, d) in [("weft", weft), ("raw wasmtime", raw)] {
         if let Some(e) = &d.error {
             rss = rss.note(format!("{who} stopped after {} processes: {e}", d.held));
         }
     }
-    progress(&rss);
+    rss
+}
 
+fn capacity_figure(pool: &Pool, weft: &Density, raw: &Density) -> Figure {
+    let (n, node_cap, node_error) = (pool.n, pool.node_cap, &pool.node_error);
     // The node's own pool limit caps the RSS extrapolation when it is lower.
     let cap = node_error
         .as_ref()
@@ -223,8 +278,8 @@ pub fn density(ctx: &Ctx) -> Result<Vec<Figure>> {
         "max-processes-8gib",
         "Largest N one node holds in 8 GiB (extrapolated)",
         Unit::Processes,
-        capacity(&weft, &weft_label, cap),
-        capacity(&raw, "raw wasmtime: 8 GiB / RSS per instance", f64::INFINITY),
+        capacity(weft, &weft_label, cap),
+        capacity(raw, "raw wasmtime: 8 GiB / RSS per instance", f64::INFINITY),
         Some(Goal::ValueAtLeast { stat: Stat::P99, min: 10_000.0 }),
         "≥ 10,000 processes (judged at the p99 RSS per process)",
     )
@@ -233,13 +288,12 @@ pub fn density(ctx: &Ctx) -> Result<Vec<Figure>> {
          The 'p99' column is the capacity at the p99 cost per process, 'max' at the worst batch. Node-wide fixed costs (engines, code) are not counted.",
         weft.held
     ));
-    if let Some(e) = &node_error {
+    if let Some(e) = node_error {
         fig = fig.note(format!(
             "RSS is not the binding limit: Node::new(max_processes({GOAL_N})) fails ({e}). Each of the node's two engines (rt and be) \
              reserves address space for 2 × max_processes linear-memory slots of about 4 GiB each up front, so a node's pool tops out \
              near {node_cap} processes in a 47-bit address space whatever the RAM. The raw wasmtime baseline has one engine."
         ));
     }
-    progress(&fig);
-    Ok(vec![rss, fig])
+    fig
 }

@@ -8,7 +8,7 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::stats::{Figure, Verdict};
+use crate::stats::{Figure, Verdict, count};
 
 /// Where and how the run happened.
 #[derive(Debug, Clone, Serialize)]
@@ -114,11 +114,19 @@ fn ratios(f: &Figure) -> String {
 
 pub fn markdown(figures: &[Figure], host: &Host, mode: &str) -> String {
     let mut s = String::new();
-    let met = figures.iter().filter(|f| f.verdict == Verdict::Met).count();
-    let not_met = figures
-        .iter()
-        .filter(|f| f.verdict == Verdict::NotMet)
-        .count();
+    header(&mut s, figures, host, mode);
+    summary(&mut s, figures);
+    let _ = writeln!(s, "\n## Details\n");
+    for f in figures {
+        details(&mut s, f);
+    }
+    s
+}
+
+/// The title, where and how the run happened, and the tally of verdicts.
+fn header(s: &mut String, figures: &[Figure], host: &Host, mode: &str) {
+    let met = count(figures, Verdict::Met);
+    let not_met = count(figures, Verdict::NotMet);
     let _ = writeln!(s, "# weft benchmarks\n");
     let _ = writeln!(
         s,
@@ -143,6 +151,10 @@ pub fn markdown(figures: &[Figure], host: &Host, mode: &str) -> String {
         "**{met} goals met, {not_met} not met** ({mode} run; {borderline} of the verdicts are within 5 % of their goal \
          and can flip between runs on a shared machine).\n"
     );
+}
+
+/// One table row per figure.
+fn summary(s: &mut String, figures: &[Figure]) {
     let _ = writeln!(s, "## Summary\n");
     let _ = writeln!(
         s,
@@ -162,38 +174,38 @@ pub fn markdown(figures: &[Figure], host: &Host, mode: &str) -> String {
             verdict_word(f)
         );
     }
-    let _ = writeln!(s, "\n## Details\n");
-    for f in figures {
-        let _ = writeln!(s, "### {} (`{}`)\n", f.title, f.id);
-        for (who, m) in [("weft", &f.weft), ("baseline", &f.baseline)] {
-            if m.samples == 0 && m.median.is_nan() {
-                continue;
-            }
-            let _ = writeln!(
-                s,
-                "- {who}: {} — median {}, p99 {}, max {}, {} samples",
-                m.label,
-                f.unit.show(m.median),
-                f.unit.show(m.p99),
-                f.unit.show(m.max),
-                m.samples
-            );
+}
+
+/// One figure's section: both measurements, the ratios, the goal, the notes.
+fn details(s: &mut String, f: &Figure) {
+    let _ = writeln!(s, "### {} (`{}`)\n", f.title, f.id);
+    for (who, m) in [("weft", &f.weft), ("baseline", &f.baseline)] {
+        if m.samples == 0 && m.median.is_nan() {
+            continue;
         }
-        if !f.ratio_median.is_nan() {
-            let _ = writeln!(
-                s,
-                "- ratio weft / baseline: median {}, p99 {}",
-                ratio(f.ratio_median),
-                ratio(f.ratio_p99)
-            );
-        }
-        let _ = writeln!(s, "- goal: {} — {}", f.goal_text, f.verdict_text());
-        for n in &f.notes {
-            let _ = writeln!(s, "- {n}");
-        }
-        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "- {who}: {} — median {}, p99 {}, max {}, {} samples",
+            m.label,
+            f.unit.show(m.median),
+            f.unit.show(m.p99),
+            f.unit.show(m.max),
+            m.samples
+        );
     }
-    s
+    if !f.ratio_median.is_nan() {
+        let _ = writeln!(
+            s,
+            "- ratio weft / baseline: median {}, p99 {}",
+            ratio(f.ratio_median),
+            ratio(f.ratio_p99)
+        );
+    }
+    let _ = writeln!(s, "- goal: {} — {}", f.goal_text, f.verdict_text());
+    for n in &f.notes {
+        let _ = writeln!(s, "- {n}");
+    }
+    let _ = writeln!(s);
 }
 
 pub fn write(dir: &Path, figures: &[Figure], host: &Host, mode: &str) -> Result<()> {
@@ -204,11 +216,8 @@ pub fn write(dir: &Path, figures: &[Figure], host: &Host, mode: &str) -> Result<
     let json = Json {
         mode,
         host,
-        met: figures.iter().filter(|f| f.verdict == Verdict::Met).count(),
-        not_met: figures
-            .iter()
-            .filter(|f| f.verdict == Verdict::NotMet)
-            .count(),
+        met: count(figures, Verdict::Met),
+        not_met: count(figures, Verdict::NotMet),
         figures,
     };
     let path = dir.join("benchmarks.json");

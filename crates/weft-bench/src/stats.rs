@@ -158,6 +158,11 @@ pub struct Figure {
     pub notes: Vec<String>,
 }
 
+/// How many of `figures` have `verdict`.
+pub fn count(figures: &[Figure], verdict: Verdict) -> usize {
+    figures.iter().filter(|f| f.verdict == verdict).count()
+}
+
 fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 { a / b } else { f64::NAN }
 }

@@ -14,12 +14,16 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use weft_fabric::migration::OutputWatch;
-use weft_fabric::proto::{ControlRequest, NodeStatus};
+use weft_client::LocalCluster;
+use weft_client::cluster::NodeSpec;
+use weft_client::migration::OutputWatch;
+use weft_fabric::codec::DeployBundle;
+use weft_fabric::proto::NodeStatus;
+use weft_types::{NodeName, ProcessRef, ProcessState};
 
 use crate::Ctx;
 use crate::checkpoint::{self, FUEL_PER_CALL};
-use crate::cluster::{Cluster, Watch, deploy_modules, runs, start_cluster};
+use crate::cluster::{Watch, deploy_modules, runs, start_cluster};
 use crate::modules::COUNT_MESSAGES;
 use crate::stats::{Figure, Goal, Stat, Summary, Unit};
 
@@ -68,17 +72,17 @@ async fn rounds(ctx: &Ctx, n: usize) -> Result<Vec<Round>> {
             .with_context(|| format!("takeover {} of {n}", k + 1))?;
         rounds.push(round);
     }
-    let _ = watch.session.close().await;
+    watch.client.close().await;
     Ok(rounds)
 }
 
 async fn one_round(
     ctx: &Ctx,
-    cluster: &mut Cluster,
+    cluster: &mut LocalCluster,
     watch: &mut Watch,
     app: &str,
 ) -> Result<Round> {
-    watch.control(&deploy(ctx, app)?).await?;
+    watch.deploy(&deploy(ctx, app)?).await?;
     let mut placed = None;
     watch
         .until(
@@ -95,8 +99,8 @@ async fn one_round(
 
     let seen = watch_outputs(watch, app).await?;
     let killed = Instant::now();
-    cluster.signal(&primary, libc::SIGKILL)?;
-    cluster.reap(&primary);
+    cluster.signal_node(primary.as_str(), libc::SIGKILL)?;
+    cluster.kill_node(primary.as_str());
     let live = watch
         .until(
             &format!("{app}: the standby live on {standby}"),
@@ -107,7 +111,7 @@ async fn one_round(
     tokio::time::sleep(WATCH_AFTER).await;
     let takeover = seen.finish(PERIOD_NS);
 
-    cluster.start_node(&primary)?;
+    cluster.start_node(&NodeSpec::new(primary.as_str()).max_processes(16))?;
     watch
         .until(
             &format!("{primary} back"),
@@ -115,9 +119,7 @@ async fn one_round(
             |w, _, _| w.alive.contains(&primary) && w.status.contains_key(&primary),
         )
         .await?;
-    watch
-        .control(&ControlRequest::Remove { app: app.into() })
-        .await?;
+    watch.remove(app).await?;
     Ok(Round {
         takeover,
         idle,
@@ -127,9 +129,12 @@ async fn one_round(
 
 /// The deploy request: the stateful process with a hot standby, kept off
 /// the consumer's node, and the consumer on `c`.
-fn deploy(ctx: &Ctx, app: &str) -> Result<ControlRequest> {
+fn deploy(ctx: &Ctx, app: &str) -> Result<DeployBundle> {
     let spec = checkpoint::spec(ctx, STATE_BYTES, PERIOD)?;
-    let module = std::fs::read(&spec.module)?;
+    let weft_manifest::ModuleRef::Path(path) = &spec.module else {
+        anyhow::bail!("the benchmark's module is a file");
+    };
+    let module = std::fs::read(path)?;
     let text = format!(
         "[[process]]\nname = \"{PROCESS}\"\nmodule = \"STATE_WASM\"\nclass = \"rt\"\nperiod = \"{}ms\"\n\
          fuel_per_tick = {FUEL_PER_CALL}\nmemory = {STATE_BYTES}\nstandby = \"hot\"\n\
@@ -151,8 +156,8 @@ fn deploy(ctx: &Ctx, app: &str) -> Result<ControlRequest> {
 
 /// (node running the process live, node running its standby), once both
 /// report it running.
-fn placement(w: &Watch, app: &str) -> Option<(String, String)> {
-    let find = |standby: bool| {
+fn placement(w: &Watch, app: &str) -> Option<(NodeName, NodeName)> {
+    let find = |replica: bool| {
         w.status
             .values()
             .filter(|s| w.alive.contains(&s.name))
@@ -160,8 +165,8 @@ fn placement(w: &Watch, app: &str) -> Option<(String, String)> {
                 s.processes.iter().any(|p| {
                     p.app == app
                         && p.name == PROCESS
-                        && p.state == "running"
-                        && p.standby == standby
+                        && p.state == ProcessState::Running
+                        && p.replica == replica
                 })
             })
             .map(|s| s.name.clone())
@@ -170,9 +175,9 @@ fn placement(w: &Watch, app: &str) -> Option<(String, String)> {
 }
 
 fn live_on(s: &NodeStatus, app: &str) -> bool {
-    s.processes
-        .iter()
-        .any(|p| p.app == app && p.name == PROCESS && p.state == "running" && !p.standby)
+    s.processes.iter().any(|p| {
+        p.app == app && p.name == PROCESS && p.state == ProcessState::Running && !p.replica
+    })
 }
 
 async fn watch_for(watch: &Watch, app: &str, window: Duration) -> Result<Option<(f64, u64)>> {
@@ -182,7 +187,8 @@ async fn watch_for(watch: &Watch, app: &str, window: Duration) -> Result<Option<
 }
 
 async fn watch_outputs(watch: &Watch, app: &str) -> Result<OutputWatch> {
-    OutputWatch::start(&watch.session, &watch.keys, app, PROCESS).await
+    let who = ProcessRef::new(app.parse()?, PROCESS.parse()?);
+    Ok(OutputWatch::start(watch.session(), watch.keys(), &who).await?)
 }
 
 const MISSED_ID: &str = "takeover-missed-tags";

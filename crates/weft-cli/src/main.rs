@@ -4,8 +4,11 @@
 //! arguments, sets up logging and maps errors to exit codes.
 
 mod cluster;
+mod daemons;
+mod error;
 mod inspect;
 mod migrate;
+mod out;
 mod replay;
 mod run;
 mod table;
@@ -15,12 +18,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use weft_types::{AppName, NodeName, ProcessRef};
 
 #[derive(Parser)]
 #[command(
     name = "weft",
     version,
-    about = "Reliable distributed edge-cloud applications from WebAssembly modules"
+    about = "Reliable distributed edge-cloud applications from WebAssembly modules",
+    after_help = error::EXIT_STATUSES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -45,11 +50,11 @@ enum Command {
     /// Start a whole cluster on this machine (controller + nodes) with the demo app.
     Up(up::UpArgs),
     /// Run a node agent that joins the cluster and runs what it is assigned.
-    Node(cluster::NodeArgs),
+    Node(daemons::NodeArgs),
     /// Run the controller.
-    Controller(cluster::ControllerArgs),
+    Controller(daemons::ControllerArgs),
     /// Run a Zenoh router that joins sites.
-    Router(cluster::FabricArgs),
+    Router(daemons::FabricArgs),
     /// Deploy (or update) an app on the cluster.
     Deploy {
         manifest: PathBuf,
@@ -58,7 +63,7 @@ enum Command {
     },
     /// Remove an app from the cluster.
     Rm {
-        app: String,
+        app: AppName,
         #[command(flatten)]
         client: cluster::ClientArgs,
     },
@@ -74,7 +79,7 @@ enum Command {
     },
     /// Follow a process's log lines (APP/PROCESS).
     Logs {
-        target: String,
+        target: ProcessRef,
         /// Stop after this long.
         #[arg(long = "for", value_parser = humantime::parse_duration)]
         duration: Option<std::time::Duration>,
@@ -83,22 +88,28 @@ enum Command {
     },
     /// Move a running process (APP/PROCESS) to another node live, without a missed tick.
     Migrate {
-        target: String,
+        target: ProcessRef,
         /// The node to move it to.
         #[arg(long)]
-        to: String,
+        to: NodeName,
         #[command(flatten)]
         client: cluster::ClientArgs,
     },
     /// Move every process off a node and stop placing new ones there.
     Drain {
-        node: String,
+        node: NodeName,
+        #[command(flatten)]
+        client: cluster::ClientArgs,
+    },
+    /// Let a drained node take processes again.
+    Undrain {
+        node: NodeName,
         #[command(flatten)]
         client: cluster::ClientArgs,
     },
 }
 
-fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(future: F) -> anyhow::Result<i32> {
+fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(future: F) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -122,9 +133,9 @@ fn main() -> ExitCode {
         Command::Inspect { module, json } => inspect::inspect(&module, json).map(|()| 0),
         Command::Bench(args) => weft_bench::run(args).map(|()| 0),
         Command::Up(args) => block_on(up::up(args)),
-        Command::Node(args) => block_on(cluster::node(args)),
-        Command::Controller(args) => block_on(cluster::controller(args)),
-        Command::Router(args) => block_on(cluster::router(args)),
+        Command::Node(args) => block_on(daemons::node(args)),
+        Command::Controller(args) => block_on(daemons::controller(args)),
+        Command::Router(args) => block_on(daemons::router(args)),
         Command::Deploy { manifest, client } => block_on(cluster::deploy(client, manifest)),
         Command::Rm { app, client } => block_on(cluster::remove(client, app)),
         Command::Ps { client } => block_on(cluster::ps(client)),
@@ -135,13 +146,15 @@ fn main() -> ExitCode {
             client,
         } => block_on(cluster::logs(client, target, duration)),
         Command::Drain { node, client } => block_on(cluster::drain(client, node)),
+        Command::Undrain { node, client } => block_on(cluster::undrain(client, node)),
         Command::Migrate { target, to, client } => block_on(migrate::migrate(client, target, to)),
     };
     match result {
-        Ok(code) => ExitCode::from(code as u8),
+        Ok(code) => ExitCode::from(code),
+        Err(error) if out::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::from(2)
+            ExitCode::from(error::exit_status(&error))
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `weft migrate APP/PROCESS --to NODE`: moves a running process live and
 //! reports what its consumers saw.
 //!
-//! The move and its measurement are `weft_fabric::migration` (shared with
+//! The move and its measurement are `weft_client::migration` (shared with
 //! `weft bench`): a replica on the target catches up from a checkpoint and
 //! runs in step, then takes over; the report comes from the process's
 //! output ports as watched on the fabric during the move. Outputs with no
@@ -10,41 +10,42 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use weft_fabric::migration::{Migration, MigrationReport};
+use anyhow::Result;
+use weft_client::migration::{Migration, MigrationReport};
+use weft_types::{NodeName, ProcessRef};
 
 use crate::cluster::ClientArgs;
+use crate::out::outln;
 
 /// How long to wait for the process to run live on its target.
 const MOVE_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub async fn migrate(client: ClientArgs, target: String, to: String) -> Result<()> {
-    let (app, process) = target.split_once('/').context("write APP/PROCESS")?;
-    let (session, keys) = client.session().await?;
+pub async fn migrate(args: ClientArgs, who: ProcessRef, to: NodeName) -> Result<()> {
+    let client = args.client().await?;
     let moved = async {
-        let migration = Migration::begin(&session, &keys, app, process, &to).await?;
-        if !client.json {
+        let migration = Migration::begin(&client, &who, &to).await?;
+        if !args.json {
             eprintln!(
-                "moving {app}/{process} from {} to {}: a replica catches up there first",
+                "moving {who} from {} to {}: a replica catches up there first",
                 migration.from, migration.to
             );
         }
         migration.finish(MOVE_TIMEOUT).await
     }
     .await;
-    let _ = session.close().await;
+    client.close().await;
     let report = moved?.report;
-    if client.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_report(&report);
+        print_report(&report)?;
     }
     Ok(())
 }
 
-fn print_report(r: &MigrationReport) {
+fn print_report(r: &MigrationReport) -> Result<()> {
     let unknown = || "? (no receivers on other nodes to observe)".to_string();
-    println!(
+    outln!(
         "migrated {}/{} from {} to {}: {} bytes of state, total {:.0} ms",
         r.app,
         r.process,
@@ -53,10 +54,11 @@ fn print_report(r: &MigrationReport) {
         r.state_bytes,
         r.total_us / 1e3
     );
-    println!(
+    outln!(
         "  missed ticks: {}; longest output pause beyond one period: {}",
         r.missed_ticks.map_or_else(unknown, |m| m.to_string()),
         r.downtime_us
             .map_or_else(unknown, |d| format!("{:.2} ms", d / 1e3))
     );
+    Ok(())
 }

@@ -7,7 +7,11 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use weft_manifest::AppManifest;
+use weft_manifest::module::Files;
 use weft_runtime::{Node, Recording, ReplayReport, RuntimeConfig};
+
+use crate::error::InputResult;
+use crate::out::outln;
 
 #[derive(Args)]
 pub struct ReplayArgs {
@@ -19,39 +23,46 @@ pub struct ReplayArgs {
 }
 
 /// Exits 0 when the replay's chains equal the live run's, 1 when not.
-pub fn replay(args: ReplayArgs) -> Result<i32> {
-    let recording = Recording::read(&args.recording)?;
+pub fn replay(args: ReplayArgs) -> Result<u8> {
+    let recording = Recording::read(&args.recording).bad_input()?;
     let origin = &recording.manifest_path;
     let base = origin
         .parent()
-        .context("the recorded manifest path has no directory")?;
-    let manifest = AppManifest::parse(&recording.manifest_text, origin, base)
-        .context("the manifest stored in the recording")?;
+        .context("the recorded manifest path has no directory")
+        .bad_input()?;
+    let mut manifest = AppManifest::parse(&recording.manifest_text, origin.display().to_string())
+        .context("the manifest stored in the recording")
+        .bad_input()?;
+    manifest.resolve_paths(base);
     let node = Node::new(&RuntimeConfig::default())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let started = Instant::now();
-    let report = runtime.block_on(weft_runtime::replay(&node, &recording, &manifest))?;
+    let report = runtime.block_on(weft_runtime::replay(&node, &recording, &manifest, &Files))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_table(&report, started.elapsed());
+        print_table(&report, started.elapsed())?;
     }
     Ok(if report.matches_live { 0 } else { 1 })
 }
 
-fn print_table(report: &ReplayReport, took: std::time::Duration) {
-    println!(
+fn print_table(report: &ReplayReport, took: std::time::Duration) -> Result<()> {
+    outln!(
         "{:<14} {:>8} {:>12}  {:<16} {:<16} SAME",
-        "PROCESS", "CALLS", "LAST TAG", "CHAIN", "LIVE CHAIN"
+        "PROCESS",
+        "CALLS",
+        "LAST TAG",
+        "CHAIN",
+        "LIVE CHAIN"
     );
     for p in &report.processes {
         let last = p
             .last_tag_ns
             .map(|t| format!("{:.3}s", t as f64 * 1e-9))
             .unwrap_or_else(|| "-".into());
-        println!(
+        outln!(
             "{:<14} {:>8} {:>12}  {:<16} {:<16} {}",
             p.name,
             p.calls,
@@ -62,14 +73,15 @@ fn print_table(report: &ReplayReport, took: std::time::Duration) {
         );
     }
     if report.matches_live {
-        println!(
+        outln!(
             "replayed {:?} in {took:.2?}: every chain equals the live run's",
             report.app
         );
     } else {
-        println!(
+        outln!(
             "replayed {:?} in {took:.2?}: chains DIFFER from the live run",
             report.app
         );
     }
+    Ok(())
 }

@@ -5,10 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
+use weft_manifest::module::Files;
 use weft_manifest::{AppManifest, ProcessSpec};
-use weft_runtime::{Node, Process, Recorder, RuntimeConfig, StartOptions};
+use weft_runtime::{Node, Process, Recorder, RunningApp, RuntimeConfig, StartOptions};
+
+use crate::error::InputResult;
+use crate::out::outln;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -34,7 +38,7 @@ pub struct RunArgs {
     args: Vec<String>,
 }
 
-pub fn run(args: RunArgs) -> Result<i32> {
+pub fn run(args: RunArgs) -> Result<u8> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -46,21 +50,35 @@ pub fn run(args: RunArgs) -> Result<i32> {
     }
 }
 
-async fn run_app(args: RunArgs) -> Result<i32> {
-    let manifest = AppManifest::load(&args.target)?;
+async fn run_app(args: RunArgs) -> Result<u8> {
+    let manifest = AppManifest::load(&args.target).bad_input()?;
     if !args.args.is_empty() {
-        bail!("arguments after `--` are for WASI modules; set `args` in the manifest instead");
+        return Err(anyhow::anyhow!(
+            "arguments after `--` are for WASI modules; set `args` in the manifest instead"
+        ))
+        .bad_input();
     }
     let node = Node::new(&RuntimeConfig::default())?;
     let recorder = match &args.record {
-        Some(path) => Some(Recorder::create(path, &args.target, &manifest.name)?),
+        Some(path) => Some(Recorder::create(
+            path,
+            &args.target,
+            manifest.name.as_str(),
+        )?),
         None => None,
     };
     let options = StartOptions {
         record: recorder.as_ref().map(Recorder::sink),
         ..StartOptions::default()
     };
-    let app = node.start_with(&manifest, &tokio::runtime::Handle::current(), options)?;
+    let app = node
+        .start_with(
+            &manifest,
+            &Files,
+            &tokio::runtime::Handle::current(),
+            options,
+        )
+        .bad_input()?;
     if !args.json {
         eprintln!(
             "running app {:?}: {} processes{}; Ctrl-C to stop",
@@ -71,15 +89,37 @@ async fn run_app(args: RunArgs) -> Result<i32> {
                 .unwrap_or_default()
         );
     }
+    watch(&app, args.duration, !args.json).await;
+    let report = app.stop().await;
+    if let (Some(recorder), Some(path)) = (recorder, &args.record) {
+        recorder.finish()?;
+        if !args.json {
+            eprintln!(
+                "recorded to {}; replay with `weft replay {0}`",
+                path.display()
+            );
+        }
+    }
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        outln!("{}", crate::table::render(&report));
+        outln!("devices: {}", report.devices);
+    }
+    Ok(0)
+}
+
+/// Waits until `duration` has passed, every process is done, or Ctrl-C;
+/// when `live`, redraws the process table on stderr every second.
+async fn watch(app: &RunningApp, duration: Option<Duration>, live: bool) {
     let started = Instant::now();
-    let live = !args.json;
     let tty = std::io::stderr().is_terminal();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
-        let remaining = args.duration.map(|d| d.saturating_sub(started.elapsed()));
+        let remaining = duration.map(|d| d.saturating_sub(started.elapsed()));
         if remaining == Some(Duration::ZERO) {
             break;
         }
@@ -100,28 +140,13 @@ async fn run_app(args: RunArgs) -> Result<i32> {
             }
         }
     }
-    let report = app.stop().await;
-    if let (Some(recorder), Some(path)) = (recorder, &args.record) {
-        recorder.finish()?;
-        if !args.json {
-            eprintln!(
-                "recorded to {}; replay with `weft replay {0}`",
-                path.display()
-            );
-        }
-    }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!("{}", crate::table::render(&report));
-        println!("devices: {}", report.devices);
-    }
-    Ok(0)
 }
 
-async fn run_command(args: RunArgs) -> Result<i32> {
+/// Runs a WASI command and exits with its status. A status an exit code
+/// cannot carry (outside 0..=255) is said so and ends as 255.
+async fn run_command(args: RunArgs) -> Result<u8> {
     let path = &args.target;
-    let mut spec = ProcessSpec::new(command_name(path), path);
+    let mut spec = ProcessSpec::new(&command_name(path), path);
     spec.capabilities.insert(weft_abi::Capability::Wasi);
     spec.args = args.args.clone();
     spec.deadline = Some(Duration::from_secs(365 * 24 * 3600));
@@ -134,17 +159,25 @@ async fn run_command(args: RunArgs) -> Result<i32> {
     spec.dirs = args
         .dirs
         .iter()
-        .map(|d| weft_manifest::parse_dir(Path::new("."), d))
+        .map(|d| weft_manifest::parse_dir(d))
         .collect();
     let node = Node::new(&RuntimeConfig::default().max_processes(4))?;
     let spec = Arc::new(spec);
-    let program = Arc::new(node.prepare(spec.clone())?);
-    let mut process = Process::instantiate(program, node.env(&spec, 0)).await?;
-    Ok(process.run_command().await?)
+    let program = Arc::new(node.prepare(spec.clone(), &Files).bad_input()?);
+    let mut process = Process::instantiate(program, node.env(&spec, 0))
+        .await
+        .bad_input()?;
+    let code = process.run_command().await?;
+    u8::try_from(code).or_else(|_| {
+        eprintln!("the module exited with status {code}, which an exit code cannot carry; exiting with 255");
+        Ok(255)
+    })
 }
 
+/// The module's file name as a process name, or `command` if it is not one.
 fn command_name(path: &Path) -> String {
     path.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
+        .filter(|s| s.parse::<weft_types::ProcessName>().is_ok())
         .unwrap_or_else(|| "command".into())
 }

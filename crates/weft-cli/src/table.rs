@@ -22,15 +22,11 @@ pub fn render(report: &AppReport) -> String {
         "OUTPUT_HASH"
     );
     for p in &report.processes {
-        let class = match p.class {
-            weft_manifest::Class::Rt => "rt",
-            weft_manifest::Class::Be => "be",
-        };
         out += &format!(
             "{:<14} {:<3} {:<8} {:>8} {:>7} {:>7} {:>6} {:>8} {:>12} {:>9} {:>10.1}  {}\n",
             p.name,
-            class,
-            format!("{:?}", p.state).to_lowercase(),
+            p.class,
+            p.state,
             p.ticks,
             p.messages_in,
             p.messages_out,

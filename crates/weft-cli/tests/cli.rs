@@ -261,3 +261,73 @@ fn ctrl_c_stops_with_the_final_report() {
             .all(|p| p["state"] == "stopped")
     );
 }
+
+/// A module that does something refused on every tick (here: sends a
+/// message over its `max_message`) gets a few warnings in the node's log,
+/// not one per attempt, while every refusal is still counted.
+#[test]
+fn guest_triggered_warnings_are_rate_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("noisy.wat"),
+        r#"(module (import "weft" "send" (func $send (param i32 i32 i32) (result i32)))
+            (memory 1)
+            (func (export "weft_tick") (param i64)
+              (drop (call $send (i32.const 0) (i32.const 0) (i32.const 4096)))))"#,
+    )
+    .unwrap();
+    let manifest = dir.path().join("noisy.toml");
+    std::fs::write(
+        &manifest,
+        "name = \"noisy\"\n[[process]]\nname = \"noisy\"\nmodule = \"noisy.wat\"\nclass = \"rt\"\nperiod = \"2ms\"\n\
+         max_message = \"1KiB\"\ncapabilities = [\"ports\"]\noutputs = [\"out\"]\n",
+    )
+    .unwrap();
+    let out = weft()
+        .arg("run")
+        .arg(&manifest)
+        .args(["--for", "2s", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let refused = report["processes"][0]["messages_refused"].as_u64().unwrap();
+    assert!(refused >= 100, "every refusal is counted: {refused}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warnings = stderr
+        .lines()
+        .filter(|l| l.contains("oversized message refused"))
+        .count();
+    assert!(
+        (1..=3).contains(&warnings),
+        "{warnings} warnings for {refused} refusals:\n{stderr}"
+    );
+}
+
+/// A command whose output is closed early (`weft ... | head`) stops
+/// quietly: no panic, no backtrace, exit status 0.
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    example("pid.wasm");
+    for args in [
+        &["run", "examples/factory-cell.toml", "--for", "1s"][..],
+        &["inspect", "examples/wasm/pid.wasm"][..],
+    ] {
+        let mut child = weft()
+            .args(args)
+            .current_dir(repo())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "weft {args:?}:\n{stderr}");
+        assert_eq!(out.status.code(), Some(0), "weft {args:?}:\n{stderr}");
+    }
+}

@@ -1,16 +1,31 @@
-//! The weft controller: keeps the cluster's desired state (apps, modules,
-//! assignments, checkpoints, drained nodes) durably in redb, places
-//! processes on nodes by constraints and score, and reconciles every alive
-//! node towards its share of that state over the fabric.
+//! The weft controller: keeps the cluster's desired state durably in redb,
+//! places processes on nodes by constraints and score, and reconciles every
+//! alive node towards its share of that state over the fabric.
 //!
+//! From the bottom up:
+//!
+//! * `model`: what is asked (spec), what is seen (observed), what was
+//!   decided (current).
 //! * `store`: the redb file and its tables.
 //! * `placement`: the pure placement function.
-//! * `replica`: hot standbys and live moves as assignment entries; takeover.
-//! * `controller`: the running service ([`run`]).
+//! * `plan`: the pure planning function: takeover, moves, drain,
+//!   placement, handovers, warnings.
+//! * `views`: what `ps` and `nodes` show and what each node is told.
+//! * `shared`: the state the tasks share, and its locks.
+//! * `reconcile`: plan, persist, tell the nodes.
+//! * `api`: the requests the controller answers.
+//! * `inbound`: checkpoints received and not stored yet, newest only.
+//! * `service`: the running service ([`run`]).
 
-pub mod controller;
+mod api;
+mod inbound;
+pub mod model;
 pub mod placement;
-pub mod replica;
+pub mod plan;
+mod reconcile;
+mod service;
+mod shared;
 pub mod store;
+pub mod views;
 
-pub use controller::{ControllerConfig, run, run_until};
+pub use service::{ControllerConfig, run, run_until};

@@ -1,17 +1,21 @@
-//! The controller's durable desired state, in one redb file
+//! The controller's durable state, in one redb file
 //! (`<data-dir>/controller.redb`).
 //!
 //! | table | key | value |
 //! |---|---|---|
 //! | `apps` | app name | JSON [`StoredApp`] |
 //! | `modules` | digest (lowercase hex SHA-256) | module bytes |
-//! | `assignments` | (app, process) | node name |
+//! | `placements` | (app, process, role) | node name |
+//! | `moves` | (app, process) | JSON [`MoveIntent`](crate::model::MoveIntent) |
+//! | `handovers` | (app, process) | JSON [`Handover`](crate::model::Handover) |
 //! | `checkpoints` | (app, process) | tag (`u64` LE) followed by the snapshot bytes |
 //! | `drained` | node name | `()` |
 //!
 //! Every mutation is exactly one committed write transaction, so a
 //! controller killed with `kill -9` loses nothing it has acknowledged.
-//! Every error names what was being done and the database file.
+//! Every error names what was being done and the database file. The
+//! controller calls these outside its state lock, so a reader of the
+//! state never waits for a write.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -19,10 +23,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+use weft_types::{AppName, ModuleDigest, NodeName, ProcessRef, Tag};
+
+use crate::model::{Current, Placed, Unit};
 
 const APPS: TableDefinition<&str, &str> = TableDefinition::new("apps");
 const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules");
-const ASSIGNMENTS: TableDefinition<(&str, &str), &str> = TableDefinition::new("assignments");
+const PLACEMENTS: TableDefinition<(&str, &str, &str), &str> = TableDefinition::new("placements");
+const MOVES: TableDefinition<(&str, &str), &str> = TableDefinition::new("moves");
+const HANDOVERS: TableDefinition<(&str, &str), &str> = TableDefinition::new("handovers");
 const CHECKPOINTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("checkpoints");
 const DRAINED: TableDefinition<&str, ()> = TableDefinition::new("drained");
 
@@ -32,7 +41,7 @@ pub const FILE_NAME: &str = "controller.redb";
 /// One app as the controller keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredApp {
-    /// The manifest text, module paths already rewritten to `<digest>.wasm`.
+    /// The manifest text, its modules named by digest.
     pub manifest: String,
     /// 1 at creation, bumped on every manifest change.
     pub generation: u64,
@@ -44,7 +53,7 @@ pub struct StoredApp {
 /// The latest checkpoint of one process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredCheckpoint {
-    pub tag: u64,
+    pub tag: Tag,
     pub snapshot: Vec<u8>,
 }
 
@@ -58,6 +67,10 @@ pub struct Store {
 
 fn err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("{e}")
+}
+
+fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("records serialise")
 }
 
 impl Store {
@@ -78,16 +91,14 @@ impl Store {
         store.write("create the tables", |tx| {
             tx.open_table(APPS)?;
             tx.open_table(MODULES)?;
-            tx.open_table(ASSIGNMENTS)?;
+            tx.open_table(PLACEMENTS)?;
+            tx.open_table(MOVES)?;
+            tx.open_table(HANDOVERS)?;
             tx.open_table(CHECKPOINTS)?;
             tx.open_table(DRAINED)?;
             Ok(())
         })?;
         Ok(store)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Runs `f` in one write transaction and commits it.
@@ -113,26 +124,31 @@ impl Store {
         f(&tx).map_err(err).with_context(context)
     }
 
+    fn corrupt(&self, what: &str) -> String {
+        format!("corrupt record of {what} in {}", self.path.display())
+    }
+
     /// Stores an app together with any modules it brings, in one transaction.
     pub fn put_app(
         &self,
-        name: &str,
+        name: &AppName,
         app: &StoredApp,
-        modules: &[(String, Vec<u8>)],
+        modules: &BTreeMap<ModuleDigest, Vec<u8>>,
     ) -> Result<()> {
-        let json = serde_json::to_string(app).context("cannot serialise the app record")?;
+        let record = json(app);
         self.write(&format!("store app \"{name}\""), |tx| {
             let mut table = tx.open_table(MODULES)?;
             for (digest, bytes) in modules {
-                table.insert(digest.as_str(), bytes.as_slice())?;
+                table.insert(digest.to_string().as_str(), bytes.as_slice())?;
             }
-            tx.open_table(APPS)?.insert(name, json.as_str())?;
+            tx.open_table(APPS)?
+                .insert(name.as_str(), record.as_str())?;
             Ok(())
         })
     }
 
     /// Every app by name. A record that does not decode is an error naming it.
-    pub fn apps(&self) -> Result<BTreeMap<String, StoredApp>> {
+    pub fn apps(&self) -> Result<BTreeMap<AppName, StoredApp>> {
         let raw = self.read("list the apps", |tx| {
             let table = tx.open_table(APPS)?;
             let mut out = Vec::new();
@@ -143,24 +159,24 @@ impl Store {
             Ok(out)
         })?;
         raw.into_iter()
-            .map(|(name, json)| {
-                let app = serde_json::from_str(&json).with_context(|| {
-                    format!(
-                        "corrupt record of app \"{name}\" in {}",
-                        self.path.display()
-                    )
-                })?;
-                Ok((name, app))
+            .map(|(name, record)| {
+                let what = || self.corrupt(&format!("app \"{name}\""));
+                let app = serde_json::from_str(&record).with_context(what)?;
+                Ok((name.parse().with_context(what)?, app))
             })
             .collect()
     }
 
-    /// Removes an app, its assignments and its checkpoints (modules stay:
-    /// other apps may share them). Returns whether the app existed.
-    pub fn remove_app(&self, name: &str) -> Result<bool> {
+    /// Removes an app, its placements, intents and checkpoints (modules
+    /// stay: other apps may share them). Returns whether the app existed.
+    pub fn remove_app(&self, name: &AppName) -> Result<bool> {
+        let name = name.as_str();
         self.write(&format!("remove app \"{name}\""), |tx| {
             let existed = tx.open_table(APPS)?.remove(name)?.is_some();
-            tx.open_table(ASSIGNMENTS)?
+            tx.open_table(PLACEMENTS)?
+                .retain(|(app, _, _), _| app != name)?;
+            tx.open_table(MOVES)?.retain(|(app, _), _| app != name)?;
+            tx.open_table(HANDOVERS)?
                 .retain(|(app, _), _| app != name)?;
             tx.open_table(CHECKPOINTS)?
                 .retain(|(app, _), _| app != name)?;
@@ -168,93 +184,149 @@ impl Store {
         })
     }
 
-    pub fn module(&self, digest: &str) -> Result<Option<Vec<u8>>> {
+    pub fn module(&self, digest: &ModuleDigest) -> Result<Option<Vec<u8>>> {
         self.read(&format!("read module {digest}"), |tx| {
             Ok(tx
                 .open_table(MODULES)?
-                .get(digest)?
+                .get(digest.to_string().as_str())?
                 .map(|v| v.value().to_vec()))
         })
     }
 
-    pub fn has_module(&self, digest: &str) -> Result<bool> {
+    pub fn has_module(&self, digest: &ModuleDigest) -> Result<bool> {
         self.read(&format!("look up module {digest}"), |tx| {
-            Ok(tx.open_table(MODULES)?.get(digest)?.is_some())
+            Ok(tx
+                .open_table(MODULES)?
+                .get(digest.to_string().as_str())?
+                .is_some())
         })
     }
 
-    /// Replaces the whole assignment (process -> node) of one app.
-    pub fn set_assignments(&self, app: &str, placement: &BTreeMap<String, String>) -> Result<()> {
-        self.set_many_assignments(&[(app.to_string(), placement.clone())])
-    }
-
-    /// Replaces the assignments of several apps in one transaction.
-    pub fn set_many_assignments(&self, apps: &[(String, BTreeMap<String, String>)]) -> Result<()> {
-        self.write("store assignments", |tx| {
-            let mut table = tx.open_table(ASSIGNMENTS)?;
-            for (app, placement) in apps {
-                table.retain(|(a, _), _| a != app.as_str())?;
-                for (process, node) in placement {
-                    table.insert((app.as_str(), process.as_str()), node.as_str())?;
+    /// Stores what changed between `old` and `new` decisions, in one
+    /// transaction: the placements of every app whose placement differs,
+    /// and the intents in flight.
+    pub fn save_current(&self, old: &Current, new: &Current) -> Result<()> {
+        let apps: BTreeSet<&AppName> = old.placed.keys().chain(new.placed.keys()).collect();
+        let changed: Vec<(&AppName, Option<&Placed>)> = apps
+            .into_iter()
+            .filter(|app| old.placed.get(*app) != new.placed.get(*app))
+            .map(|app| (app, new.placed.get(app)))
+            .collect();
+        let intents = old.moves != new.moves || old.handovers != new.handovers;
+        if changed.is_empty() && !intents {
+            return Ok(());
+        }
+        self.write("store placements and intents", |tx| {
+            let mut table = tx.open_table(PLACEMENTS)?;
+            for (app, placed) in changed {
+                table.retain(|(a, _, _), _| a != app.as_str())?;
+                for (unit, node) in placed.into_iter().flatten() {
+                    let key = (app.as_str(), unit.process.as_str(), unit.role.as_str());
+                    table.insert(key, node.as_str())?;
                 }
+            }
+            if intents {
+                rewrite(tx, MOVES, &new.moves)?;
+                rewrite(tx, HANDOVERS, &new.handovers)?;
             }
             Ok(())
         })
     }
 
-    /// All assignments: app -> (process -> node).
-    pub fn assignments(&self) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
-        self.read("list the assignments", |tx| {
-            let table = tx.open_table(ASSIGNMENTS)?;
-            let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    /// The decisions stored: placements and intents.
+    pub fn current(&self) -> Result<Current> {
+        let placements = self.read("list the placements", |tx| {
+            let table = tx.open_table(PLACEMENTS)?;
+            let mut out = Vec::new();
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                let (app, process, role) = k.value();
+                out.push((
+                    app.to_string(),
+                    process.to_string(),
+                    role.to_string(),
+                    v.value().to_string(),
+                ));
+            }
+            Ok(out)
+        })?;
+        let mut current = Current::default();
+        for (app, process, role, node) in placements {
+            let what = || self.corrupt(&format!("the placement of {app}/{process} ({role})"));
+            let unit = Unit {
+                process: process.parse().with_context(what)?,
+                role: role.parse().with_context(what)?,
+            };
+            current
+                .placed
+                .entry(app.parse().with_context(what)?)
+                .or_default()
+                .insert(unit, node.parse().with_context(what)?);
+        }
+        current.moves = self.intents(MOVES, "move")?;
+        current.handovers = self.intents(HANDOVERS, "handover")?;
+        Ok(current)
+    }
+
+    fn intents<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<(&str, &str), &str>,
+        what: &str,
+    ) -> Result<BTreeMap<ProcessRef, T>> {
+        let raw = self.read(&format!("list the {what}s"), |tx| {
+            let table = tx.open_table(table)?;
+            let mut out = Vec::new();
             for entry in table.iter()? {
                 let (k, v) = entry?;
                 let (app, process) = k.value();
-                out.entry(app.to_string())
-                    .or_default()
-                    .insert(process.to_string(), v.value().to_string());
+                out.push((format!("{app}/{process}"), v.value().to_string()));
             }
             Ok(out)
-        })
+        })?;
+        raw.into_iter()
+            .map(|(who, record)| {
+                let context = || self.corrupt(&format!("the {what} of {who}"));
+                Ok((
+                    who.parse().with_context(context)?,
+                    serde_json::from_str(&record).with_context(context)?,
+                ))
+            })
+            .collect()
     }
 
     /// Stores a checkpoint if it is newer (higher tag) than the stored one.
     /// Returns whether it was stored.
-    pub fn put_checkpoint(
-        &self,
-        app: &str,
-        process: &str,
-        tag: u64,
-        snapshot: &[u8],
-    ) -> Result<bool> {
-        self.write(&format!("store the checkpoint of {app}/{process}"), |tx| {
+    pub fn put_checkpoint(&self, who: &ProcessRef, tag: Tag, snapshot: &[u8]) -> Result<bool> {
+        let key = (who.app.as_str(), who.process.as_str());
+        self.write(&format!("store the checkpoint of {who}"), |tx| {
             let mut table = tx.open_table(CHECKPOINTS)?;
-            let newer = match table.get((app, process))? {
+            let newer = match table.get(key)? {
                 Some(old) => decode_checkpoint(old.value()).is_none_or(|c| tag > c.tag),
                 None => true,
             };
             if newer {
                 let mut value = Vec::with_capacity(8 + snapshot.len());
-                value.extend_from_slice(&tag.to_le_bytes());
+                value.extend_from_slice(&tag.0.to_le_bytes());
                 value.extend_from_slice(snapshot);
-                table.insert((app, process), value.as_slice())?;
+                table.insert(key, value.as_slice())?;
             }
             Ok(newer)
         })
     }
 
-    pub fn checkpoint(&self, app: &str, process: &str) -> Result<Option<StoredCheckpoint>> {
-        let raw = self.read(&format!("read the checkpoint of {app}/{process}"), |tx| {
+    pub fn checkpoint(&self, who: &ProcessRef) -> Result<Option<StoredCheckpoint>> {
+        let key = (who.app.as_str(), who.process.as_str());
+        let raw = self.read(&format!("read the checkpoint of {who}"), |tx| {
             Ok(tx
                 .open_table(CHECKPOINTS)?
-                .get((app, process))?
+                .get(key)?
                 .map(|v| v.value().to_vec()))
         })?;
         match raw {
             None => Ok(None),
             Some(bytes) => decode_checkpoint(&bytes).map(Some).ok_or_else(|| {
                 anyhow!(
-                    "corrupt checkpoint record of {app}/{process} in {} ({} bytes)",
+                    "corrupt checkpoint record of {who} in {} ({} bytes)",
                     self.path.display(),
                     bytes.len()
                 )
@@ -262,132 +334,82 @@ impl Store {
         }
     }
 
+    /// The tag of every stored checkpoint.
+    pub fn checkpoint_tags(&self) -> Result<BTreeMap<ProcessRef, Tag>> {
+        let raw = self.read("list the checkpoints", |tx| {
+            let table = tx.open_table(CHECKPOINTS)?;
+            let mut out = Vec::new();
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                let (app, process) = k.value();
+                let tag = decode_checkpoint(v.value()).map(|c| c.tag);
+                out.push((format!("{app}/{process}"), tag));
+            }
+            Ok(out)
+        })?;
+        Ok(raw
+            .into_iter()
+            .filter_map(|(who, tag)| Some((who.parse().ok()?, tag?)))
+            .collect())
+    }
+
     /// Marks a node drained (returns whether it was not already).
-    pub fn drain(&self, node: &str) -> Result<bool> {
+    pub fn drain(&self, node: &NodeName) -> Result<bool> {
         self.write(&format!("mark node \"{node}\" drained"), |tx| {
-            Ok(tx.open_table(DRAINED)?.insert(node, ())?.is_none())
+            Ok(tx.open_table(DRAINED)?.insert(node.as_str(), ())?.is_none())
         })
     }
 
     /// Clears the drained mark of a node (returns whether it was set).
-    pub fn undrain(&self, node: &str) -> Result<bool> {
+    pub fn undrain(&self, node: &NodeName) -> Result<bool> {
         self.write(
             &format!("clear the drained mark of node \"{node}\""),
-            |tx| Ok(tx.open_table(DRAINED)?.remove(node)?.is_some()),
+            |tx| Ok(tx.open_table(DRAINED)?.remove(node.as_str())?.is_some()),
         )
     }
 
-    pub fn drained(&self) -> Result<BTreeSet<String>> {
-        self.read("list the drained nodes", |tx| {
+    pub fn drained(&self) -> Result<BTreeSet<NodeName>> {
+        let raw = self.read("list the drained nodes", |tx| {
             let table = tx.open_table(DRAINED)?;
-            let mut out = BTreeSet::new();
+            let mut out = Vec::new();
             for entry in table.iter()? {
-                out.insert(entry?.0.value().to_string());
+                out.push(entry?.0.value().to_string());
             }
             Ok(out)
-        })
+        })?;
+        raw.into_iter()
+            .map(|n| {
+                n.parse()
+                    .with_context(|| self.corrupt(&format!("drained node {n:?}")))
+            })
+            .collect()
     }
+}
+
+/// Replaces a whole intent table by `records`.
+fn rewrite<T: Serialize>(
+    tx: &redb::WriteTransaction,
+    table: TableDefinition<(&str, &str), &str>,
+    records: &BTreeMap<ProcessRef, T>,
+) -> Result<(), redb::Error> {
+    let mut table = tx.open_table(table)?;
+    table.retain(|_, _| false)?;
+    for (who, record) in records {
+        table.insert(
+            (who.app.as_str(), who.process.as_str()),
+            json(record).as_str(),
+        )?;
+    }
+    Ok(())
 }
 
 fn decode_checkpoint(bytes: &[u8]) -> Option<StoredCheckpoint> {
     let tag = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
     Some(StoredCheckpoint {
-        tag,
+        tag: Tag(tag),
         snapshot: bytes[8..].to_vec(),
     })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn app(generation: u64) -> StoredApp {
-        StoredApp {
-            manifest: "name = \"a\"\n".into(),
-            generation,
-            epoch_unix_ns: 42,
-        }
-    }
-
-    #[test]
-    fn round_trip_and_persistence_across_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = Store::open(dir.path()).unwrap();
-            store
-                .put_app("a", &app(1), &[("d1".into(), vec![1, 2, 3])])
-                .unwrap();
-            store.put_app("b", &app(2), &[]).unwrap();
-            let placement: BTreeMap<_, _> = [
-                ("p".to_string(), "n1".to_string()),
-                ("q".into(), "n2".into()),
-            ]
-            .into();
-            store.set_assignments("a", &placement).unwrap();
-            store
-                .set_assignments("b", &[("x".to_string(), "n1".to_string())].into())
-                .unwrap();
-            assert!(store.put_checkpoint("a", "p", 10, b"snap10").unwrap());
-            assert!(
-                !store.put_checkpoint("a", "p", 5, b"old").unwrap(),
-                "older tag is ignored"
-            );
-            assert!(
-                !store.put_checkpoint("a", "p", 10, b"same").unwrap(),
-                "same tag is ignored"
-            );
-            assert!(store.drain("n3").unwrap());
-            assert!(!store.drain("n3").unwrap());
-            // Replace a's assignment entirely.
-            store
-                .set_assignments("a", &[("p".to_string(), "n2".to_string())].into())
-                .unwrap();
-        }
-        let store = Store::open(dir.path()).unwrap();
-        let apps = store.apps().unwrap();
-        assert_eq!(apps.len(), 2);
-        assert_eq!(apps["a"], app(1));
-        assert_eq!(apps["b"].generation, 2);
-        assert_eq!(store.module("d1").unwrap(), Some(vec![1, 2, 3]));
-        assert!(store.has_module("d1").unwrap());
-        assert_eq!(store.module("nope").unwrap(), None);
-        let assignments = store.assignments().unwrap();
-        assert_eq!(
-            assignments["a"],
-            [("p".to_string(), "n2".to_string())].into()
-        );
-        assert_eq!(assignments["b"]["x"], "n1");
-        assert_eq!(
-            store.checkpoint("a", "p").unwrap(),
-            Some(StoredCheckpoint {
-                tag: 10,
-                snapshot: b"snap10".to_vec()
-            })
-        );
-        assert_eq!(store.checkpoint("a", "q").unwrap(), None);
-        assert_eq!(store.drained().unwrap(), ["n3".to_string()].into());
-
-        assert!(store.remove_app("a").unwrap());
-        assert!(!store.remove_app("a").unwrap());
-        assert!(!store.assignments().unwrap().contains_key("a"));
-        assert_eq!(store.checkpoint("a", "p").unwrap(), None);
-        assert!(
-            store.module("d1").unwrap().is_some(),
-            "modules outlive apps"
-        );
-        assert!(store.undrain("n3").unwrap());
-        assert!(store.drained().unwrap().is_empty());
-    }
-
-    #[test]
-    fn unusable_directory_is_a_clear_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("file");
-        std::fs::write(&file, b"x").unwrap();
-        let e = Store::open(&file.join("sub")).err().expect("must fail");
-        assert!(
-            format!("{e:#}").contains("cannot create the controller data directory"),
-            "{e:#}"
-        );
-    }
-}
+mod tests;

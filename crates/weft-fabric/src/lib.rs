@@ -4,17 +4,18 @@
 //! * `session`: opening a Zenoh session in peer, client or router mode with
 //!   explicit endpoints (no multicast scouting).
 //! * `keys`: the key space, `weft/<cluster>/...`.
-//! * `codec`: versioned, size-bounded payloads; a bad one is an error, never a panic.
-//! * `proto`: the messages themselves.
+//! * `codec`: versioned, size-bounded payloads (JSON control messages and
+//!   binary frames); a bad one is an error, never a panic.
+//! * `proto`: the control messages themselves.
 //! * `rpc`: request/response over queryables, with timeouts.
-//! * `migration`: moving a process live and measuring what its consumers
-//!   saw (`weft migrate`, `weft bench`).
+//!
+//! This crate is protocol only; what a client of the cluster does with it
+//! (deploying, moving a process, the local-cluster harness) is `weft-client`.
 //!
 //! `docs/fabric.md` documents all of it for people writing their own clients.
 
 pub mod codec;
 pub mod keys;
-pub mod migration;
 pub mod proto;
 pub mod rpc;
 pub mod session;

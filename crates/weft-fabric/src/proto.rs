@@ -1,41 +1,92 @@
-//! The messages of the fabric. All are JSON control messages (see `codec`);
-//! binary blobs (modules, snapshots) are base64 inside them.
+//! The control messages of the fabric, as JSON (see `codec`). Blobs
+//! (modules, checkpoints, deploy bundles) never travel inside these: they
+//! have binary frames of their own (`codec`) on keys of their own (`keys`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+use weft_types::{
+    AppName, NodeName, NodeState, ProcessName, ProcessRef, ProcessState, ReplicaState, RtClass, Tag,
+};
 
 /// What a node announces about itself, periodically, on `node/<name>/status`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct NodeStatus {
-    pub name: String,
+    pub name: NodeName,
     pub pid: u32,
     pub labels: BTreeMap<String, String>,
     pub devices: Vec<String>,
     /// `hard` when SCHED_FIFO is permitted, else `soft`.
-    pub rt_class: String,
+    pub rt_class: RtClass,
     pub cores: u32,
     pub memory_bytes: u64,
     /// How many more processes this node accepts.
     pub free_slots: u32,
     pub processes: Vec<ProcessStatus>,
+    /// Processes this node stopped because they now run elsewhere, whose
+    /// final checkpoints it published (see `docs/fabric.md`, handovers).
+    #[serde(default)]
+    pub handed_over: Vec<HandedOver>,
+    /// Counts this agent's status publications; with `pid`, it marks which
+    /// status a `Sync` was written after (see [`StatusMark`]).
+    #[serde(default)]
+    pub seq: u64,
+}
+
+impl NodeStatus {
+    pub fn mark(&self) -> StatusMark {
+        StatusMark {
+            pid: self.pid,
+            seq: self.seq,
+        }
+    }
+}
+
+/// A node's status publication, by the agent's pid and its count.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StatusMark {
+    pub pid: u32,
+    pub seq: u64,
+}
+
+impl StatusMark {
+    /// True if this mark is the node's status `seq` or a later one, from
+    /// the agent with `pid`.
+    pub fn covers(&self, pid: u32, seq: u64) -> bool {
+        self.pid == pid && self.seq >= seq
+    }
+}
+
+/// A process a node stopped and handed over: its final checkpoint, at
+/// `tag`, was published on `checkpoint/<app>/<process>`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HandedOver {
+    pub app: AppName,
+    pub process: ProcessName,
+    pub generation: u64,
+    pub tag: Tag,
 }
 
 /// One process as its node reports it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ProcessStatus {
-    pub app: String,
-    pub name: String,
+    pub app: AppName,
+    pub name: ProcessName,
     pub generation: u64,
-    pub state: String,
+    pub state: ProcessState,
     pub reason: Option<String>,
     pub ticks: u64,
+    /// Messages handled (what a message-driven process does instead of ticks).
+    #[serde(default)]
     pub messages_in: u64,
+    #[serde(default)]
     pub messages_out: u64,
     pub faults: u64,
     pub restarts: u64,
+    /// Timing faults, which change outputs by design (see `docs/design.md`).
+    #[serde(default)]
     pub deadline_misses: u64,
-    /// Messages that arrived after their tag was processed.
+    /// Messages that arrived after their tag was read.
     #[serde(default)]
     pub tardy: u64,
     pub output_hash: String,
@@ -48,15 +99,49 @@ pub struct ProcessStatus {
     /// How late its first tick ran (how long its outputs paused on a move).
     #[serde(default)]
     pub resume_lateness_ns: Option<u64>,
-    /// A hot standby (outputs held back) rather than the live process.
+    /// A replica (hot standby or move target, outputs held back) rather
+    /// than the live process.
     #[serde(default)]
-    pub standby: bool,
+    pub replica: bool,
     /// The output chain at the last whole-second tag.
     #[serde(default)]
     pub chain_mark: Option<ChainMark>,
     /// The payload of its last output (hex).
     #[serde(default)]
     pub last_output_hex: Option<String>,
+}
+
+impl ProcessStatus {
+    /// A process nothing has been reported of yet.
+    pub fn unreported(
+        app: AppName,
+        name: ProcessName,
+        generation: u64,
+        state: ProcessState,
+    ) -> Self {
+        ProcessStatus {
+            app,
+            name,
+            generation,
+            state,
+            reason: None,
+            ticks: 0,
+            messages_in: 0,
+            messages_out: 0,
+            faults: 0,
+            restarts: 0,
+            deadline_misses: 0,
+            tardy: 0,
+            output_hash: String::new(),
+            last_tag_ns: None,
+            restored_from_tag: None,
+            first_tag_ns: None,
+            resume_lateness_ns: None,
+            replica: false,
+            chain_mark: None,
+            last_output_hex: None,
+        }
+    }
 }
 
 /// A process's output hash chain at one tag.
@@ -69,17 +154,17 @@ pub struct ChainMark {
 /// What one node should run of one app.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AppAssignment {
-    pub app: String,
+    pub app: AppName,
     /// Bumped on every change of the app's manifest (rolling updates).
     pub generation: u64,
-    /// The manifest, with module paths replaced by `<digest>.wasm`.
+    /// The manifest, its modules named by digest (`sha256:<hex>`).
     pub manifest: String,
     /// Where every process of the app runs (process -> node).
-    pub placement: BTreeMap<String, String>,
+    pub placement: BTreeMap<ProcessName, NodeName>,
     /// Where replicas of a process run, outputs held back (process ->
     /// nodes): its hot standby, and the node it is moving to.
     #[serde(default)]
-    pub standby: BTreeMap<String, BTreeSet<String>>,
+    pub standby: BTreeMap<ProcessName, BTreeSet<NodeName>>,
     /// Wall-clock time of the app's tag 0, in ns since the Unix epoch, so
     /// every node releases the app's processes on the same logical grid.
     pub epoch_unix_ns: u64,
@@ -91,64 +176,54 @@ pub struct AppAssignment {
 pub enum NodeRequest {
     /// The complete desired state of this node: it starts, stops and
     /// reconfigures until it runs exactly this.
-    Sync { apps: Vec<AppAssignment> },
+    Sync {
+        apps: Vec<AppAssignment>,
+        /// The node's newest status the controller had when it wrote this:
+        /// a process held after a stall is confirmed only by a `Sync`
+        /// written after a status from after the stall.
+        #[serde(default)]
+        seen: Option<StatusMark>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum NodeResponse {
-    /// Applied. `handover` holds the final snapshot of every process this
-    /// node stopped because it now runs elsewhere, so its new node resumes
-    /// from exactly where it stopped rather than from an older checkpoint.
-    Ok {
-        #[serde(default)]
-        handover: Vec<Handover>,
-    },
+    /// Applied.
+    Ok {},
     Error {
         message: String,
     },
 }
 
-/// The final state of a process leaving a node.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Handover {
-    pub app: String,
-    pub process: String,
-    /// The last tag the process completed.
-    pub tag: u64,
-    pub snapshot: Blob,
-}
-
-/// CLI or node -> controller, on `controller/rpc`.
+/// CLI or node -> controller, on `controller/rpc`. (A deploy carries
+/// modules, so it has a binary request of its own on `controller/deploy`.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ControlRequest {
-    /// Creates or updates (rolling) an app.
-    Deploy {
-        manifest: String,
-        modules: BTreeMap<String, Blob>,
-    },
     Remove {
-        app: String,
+        app: AppName,
     },
     Ps,
     Nodes,
     /// Moves every process off a node and keeps it from getting new ones.
     Drain {
-        node: String,
+        node: NodeName,
     },
-    /// Moves one process to `to`, handing its final state over.
+    /// Lets a drained node take processes again (it gets none back by itself).
+    Undrain {
+        node: NodeName,
+    },
+    /// Moves one process to `to`, live.
     Migrate {
-        app: String,
-        process: String,
-        to: String,
+        app: AppName,
+        process: ProcessName,
+        to: NodeName,
     },
-    GetModule {
-        digest: String,
-    },
-    GetCheckpoint {
-        app: String,
-        process: String,
+    /// The tag and size of the latest checkpoint of a process.
+    CheckpointInfo {
+        app: AppName,
+        process: ProcessName,
     },
 }
 
@@ -156,7 +231,7 @@ pub enum ControlRequest {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum ControlResponse {
     Deployed {
-        app: String,
+        app: AppName,
         generation: u64,
         pending: Vec<PsEntry>,
         /// Problems with the placement that do not stop it, such as a
@@ -165,7 +240,7 @@ pub enum ControlResponse {
         warnings: Vec<String>,
     },
     Removed {
-        app: String,
+        app: AppName,
     },
     Ps {
         processes: Vec<PsEntry>,
@@ -174,21 +249,21 @@ pub enum ControlResponse {
         nodes: Vec<NodeEntry>,
     },
     Drained {
-        node: String,
-        moved: Vec<String>,
+        node: NodeName,
+        moved: Vec<ProcessRef>,
+    },
+    Undrained {
+        node: NodeName,
     },
     Migrating {
-        app: String,
-        process: String,
-        from: String,
-        to: String,
+        app: AppName,
+        process: ProcessName,
+        from: NodeName,
+        to: NodeName,
     },
-    Module {
-        bytes: Blob,
-    },
-    Checkpoint {
-        tag: Option<u64>,
-        bytes: Blob,
+    CheckpointInfo {
+        tag: Option<Tag>,
+        bytes: u64,
     },
     NotFound {
         what: String,
@@ -198,48 +273,34 @@ pub enum ControlResponse {
     },
 }
 
-/// Node -> controller, on `checkpoint/<app>/<process>`: the latest
-/// snapshot of a stateful process. The controller keeps the newest per
-/// process (by `tag`) and hands it out for restores (`GetCheckpoint`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct CheckpointMessage {
-    /// Logical tag (ns since the app's epoch) the snapshot was taken at.
-    pub tag: u64,
-    pub snapshot: Blob,
+impl ControlResponse {
+    /// The variant's name, for messages about an answer that does not fit
+    /// the request.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ControlResponse::Deployed { .. } => "deployed",
+            ControlResponse::Removed { .. } => "removed",
+            ControlResponse::Ps { .. } => "ps",
+            ControlResponse::Nodes { .. } => "nodes",
+            ControlResponse::Drained { .. } => "drained",
+            ControlResponse::Undrained { .. } => "undrained",
+            ControlResponse::Migrating { .. } => "migrating",
+            ControlResponse::CheckpointInfo { .. } => "checkpoint_info",
+            ControlResponse::NotFound { .. } => "not_found",
+            ControlResponse::Error { .. } => "error",
+        }
+    }
 }
 
-/// One process in `weft ps`.
+/// One process in `weft ps`: what its node reports, and where it is.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PsEntry {
-    pub app: String,
-    pub name: String,
-    pub node: Option<String>,
-    /// `running`, `pending`, `starting`, or what the node reports (`failed`, `parked`, ...).
-    pub state: String,
-    pub reason: Option<String>,
-    pub generation: u64,
-    pub ticks: u64,
-    pub faults: u64,
-    pub restarts: u64,
-    /// Timing faults, which change outputs by design (see `docs/design.md`).
-    #[serde(default)]
-    pub deadline_misses: u64,
-    #[serde(default)]
-    pub tardy: u64,
-    pub output_hash: String,
-    pub restored_from_tag: Option<u64>,
-    /// First tag this incarnation ran.
-    #[serde(default)]
-    pub first_tag_ns: Option<u64>,
+    #[serde(flatten)]
+    pub status: ProcessStatus,
+    pub node: Option<NodeName>,
     /// The process's period, if periodic.
     #[serde(default)]
     pub period_ns: Option<u64>,
-    #[serde(default)]
-    pub resume_lateness_ns: Option<u64>,
-    #[serde(default)]
-    pub chain_mark: Option<ChainMark>,
-    #[serde(default)]
-    pub last_output_hex: Option<String>,
     /// The hot standby, if the process has `standby = "hot"`.
     #[serde(default)]
     pub standby: Option<StandbyEntry>,
@@ -249,9 +310,8 @@ pub struct PsEntry {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StandbyEntry {
     /// `None` while no node can take it (see `reason`).
-    pub node: Option<String>,
-    /// `standby` (in step, outputs held back), `starting` or `pending`.
-    pub state: String,
+    pub node: Option<NodeName>,
+    pub state: ReplicaState,
     pub reason: Option<String>,
     pub last_tag_ns: Option<u64>,
     pub chain_mark: Option<ChainMark>,
@@ -260,35 +320,13 @@ pub struct StandbyEntry {
 /// One node in `weft nodes`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct NodeEntry {
-    pub name: String,
+    pub name: NodeName,
     pub pid: u32,
-    /// `alive`, `dead` or `draining`.
-    pub state: String,
+    pub state: NodeState,
     pub labels: BTreeMap<String, String>,
     pub devices: Vec<String>,
-    pub rt_class: String,
+    /// `None` until the node has reported its status.
+    pub rt_class: Option<RtClass>,
     pub free_slots: u32,
     pub processes: usize,
-}
-
-/// Bytes carried as base64 in JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Blob(pub Vec<u8>);
-
-impl Serialize for Blob {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use base64::Engine;
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for Blob {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Blob, D::Error> {
-        use base64::Engine;
-        let text = String::deserialize(d)?;
-        base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map(Blob)
-            .map_err(serde::de::Error::custom)
-    }
 }

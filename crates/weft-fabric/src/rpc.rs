@@ -2,8 +2,11 @@
 //!
 //! A server declares a queryable on a key and answers each query with one
 //! reply. A caller sends the request as the query payload and waits for
-//! the first reply, up to a timeout. Requests that do not decode are
+//! the first reply, up to a timeout. JSON requests that do not decode are
 //! answered with an error and logged; they never reach the handler.
+//!
+//! Binary exchanges (a deploy bundle in, a module or a checkpoint out) use
+//! the same queryables through [`serve_raw`], [`call_raw`] and [`fetch`].
 
 use std::future::Future;
 use std::time::Duration;
@@ -16,6 +19,52 @@ use crate::codec;
 /// Default time a caller waits for a reply.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why a call got no usable answer. Callers tell these apart (the CLI
+/// maps them to exit codes), so they are typed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("no answer from {key} within {timeout:?} (is it running and reachable?)")]
+    NoAnswer { key: String, timeout: Duration },
+    #[error("{key} answered with an error: {message}")]
+    Refused { key: String, message: String },
+}
+
+/// The payload of the first reply to a query on `key`, or `None` when the
+/// server answered with nothing (an empty reply).
+async fn query(
+    session: &zenoh::Session,
+    key: &str,
+    parameters: &str,
+    payload: Option<Vec<u8>>,
+    timeout: Duration,
+) -> Result<Option<Vec<u8>>> {
+    let selector = match parameters {
+        "" => key.to_string(),
+        _ => format!("{key}?{parameters}"),
+    };
+    let mut get = session.get(selector).timeout(timeout);
+    if let Some(payload) = payload {
+        get = get.payload(payload);
+    }
+    let replies = get
+        .await
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("cannot query {key}"))?;
+    let Ok(reply) = replies.recv_async().await else {
+        return Err(CallError::NoAnswer {
+            key: key.to_string(),
+            timeout,
+        }
+        .into());
+    };
+    let sample = reply.result().map_err(|e| CallError::Refused {
+        key: key.to_string(),
+        message: String::from_utf8_lossy(&e.payload().to_bytes()).into_owned(),
+    })?;
+    let bytes = sample.payload().to_bytes().into_owned();
+    Ok((!bytes.is_empty()).then_some(bytes))
+}
+
 /// Sends `request` to the queryable on `key` and decodes the reply.
 pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
     session: &zenoh::Session,
@@ -23,26 +72,35 @@ pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
     request: &Req,
     timeout: Duration,
 ) -> Result<Resp> {
-    let replies = session
-        .get(key)
-        .payload(codec::encode(request))
-        .timeout(timeout)
-        .await
-        .map_err(|e| anyhow!("{e}"))
-        .with_context(|| format!("cannot query {key}"))?;
-    let Ok(reply) = replies.recv_async().await else {
-        bail!("no answer from {key} within {timeout:?} (is it running and reachable?)");
-    };
-    let sample = reply.result().map_err(|e| {
-        anyhow!(
-            "{key} answered with an error: {}",
-            String::from_utf8_lossy(&e.payload().to_bytes())
-        )
-    })?;
-    codec::decode(&sample.payload().to_bytes()).with_context(|| format!("bad reply from {key}"))
+    call_raw(session, key, codec::encode(request), timeout).await
 }
 
-/// Serves requests on `key` until the session closes. Each request is
+/// Sends a binary request to the queryable on `key` and decodes the JSON
+/// reply.
+pub async fn call_raw<Resp: DeserializeOwned>(
+    session: &zenoh::Session,
+    key: &str,
+    request: Vec<u8>,
+    timeout: Duration,
+) -> Result<Resp> {
+    let Some(bytes) = query(session, key, "", Some(request), timeout).await? else {
+        bail!("{key} answered with an empty reply");
+    };
+    codec::decode(&bytes).with_context(|| format!("bad reply from {key}"))
+}
+
+/// The binary answer of the queryable on `key` (with selector
+/// `parameters`), or `None` when it has nothing.
+pub async fn fetch(
+    session: &zenoh::Session,
+    key: &str,
+    parameters: &str,
+    timeout: Duration,
+) -> Result<Option<Vec<u8>>> {
+    query(session, key, parameters, None, timeout).await
+}
+
+/// Serves JSON requests on `key` until the session closes. Each request is
 /// handled in its own task so one slow request does not block others.
 pub async fn serve<Req, Resp, H, F>(session: zenoh::Session, key: String, handler: H) -> Result<()>
 where
@@ -50,6 +108,31 @@ where
     Resp: Serialize + Send + 'static,
     H: Fn(Req) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Resp> + Send + 'static,
+{
+    let log_key = key.clone();
+    serve_raw(session, key, move |_, _, bytes| {
+        let handler = handler.clone();
+        let log_key = log_key.clone();
+        async move {
+            match codec::decode::<Req>(&bytes) {
+                Ok(request) => Ok(codec::encode(&handler(request).await)),
+                Err(e) => {
+                    tracing::warn!(key = %log_key, "dropping malformed request: {e}");
+                    Err(format!("malformed request: {e}"))
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// Serves queries on `key` (a key expression) with `handler`, which gets
+/// the query's key, parameters and payload and answers with the reply's
+/// bytes (empty: "nothing"), or an error message sent as an error reply.
+pub async fn serve_raw<H, F>(session: zenoh::Session, key: String, handler: H) -> Result<()>
+where
+    H: Fn(String, String, Vec<u8>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Vec<u8>, String>> + Send + 'static,
 {
     let queryable = session
         .declare_queryable(&key)
@@ -61,19 +144,17 @@ where
             .payload()
             .map(|p| p.to_bytes().into_owned())
             .unwrap_or_default();
-        let request = match codec::decode::<Req>(&bytes) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(key = %key, "dropping malformed request: {e}");
-                let _ = query.reply_err(format!("malformed request: {e}")).await;
-                continue;
-            }
-        };
+        let (reply_key, parameters) = (
+            query.key_expr().as_str().to_string(),
+            query.parameters().as_str().to_string(),
+        );
         let handler = handler.clone();
-        let reply_key = key.clone();
         tokio::spawn(async move {
-            let response = handler(request).await;
-            if let Err(e) = query.reply(&reply_key, codec::encode(&response)).await {
+            let sent = match handler(reply_key.clone(), parameters, bytes).await {
+                Ok(reply) => query.reply(&reply_key, reply).await,
+                Err(message) => query.reply_err(message).await,
+            };
+            if let Err(e) = sent {
                 tracing::warn!(key = %reply_key, "cannot reply: {e}");
             }
         });

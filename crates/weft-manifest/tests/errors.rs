@@ -5,8 +5,12 @@ use std::path::Path;
 use tempfile::tempdir;
 use weft_manifest::{AppManifest, Class, MissPolicy, RestartPolicy};
 
+/// Parses `text` as `dir/app.toml` would be loaded: validated, module
+/// files checked.
 fn parse(dir: &Path, text: &str) -> Result<AppManifest, String> {
-    AppManifest::parse(text, Path::new("app.toml"), dir).map_err(|e| e.to_string())
+    let path = dir.join("app.toml");
+    std::fs::write(&path, text).unwrap();
+    AppManifest::load(&path).map_err(|e| e.to_string())
 }
 
 fn with_module(
@@ -49,7 +53,7 @@ fn a_valid_manifest_gets_defaults() {
         std::time::Duration::ZERO,
         "a has no period"
     );
-    assert_eq!(b.port_handle("in"), Some(0));
+    assert_eq!(b.port_handle("in"), Some(weft_types::PortHandle(0)));
 }
 
 #[test]

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use crate::tag::Tag;
+use weft_types::Tag;
 
 /// A sensor/actuator. Reads and writes are raw bytes; each device documents
 /// its encoding (see `docs/abi.md`).
@@ -37,7 +37,9 @@ pub trait Device: Send + Sync {
 /// The devices a node offers, by name.
 #[derive(Clone, Default)]
 pub struct Devices {
-    by_name: BTreeMap<String, Arc<dyn Device>>,
+    /// Shared, so giving every process of a node the node's devices is an
+    /// `Arc` clone.
+    by_name: Arc<BTreeMap<String, Arc<dyn Device>>>,
 }
 
 impl Devices {
@@ -53,15 +55,11 @@ impl Devices {
     }
 
     pub fn add(&mut self, name: &str, device: Arc<dyn Device>) {
-        self.by_name.insert(name.to_string(), device);
+        Arc::make_mut(&mut self.by_name).insert(name.to_string(), device);
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Device>> {
         self.by_name.get(name)
-    }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.by_name.keys().map(String::as_str)
     }
 
     pub fn status(&self) -> serde_json::Value {

@@ -27,8 +27,8 @@ pub const EPOCH_PERIOD: Duration = Duration::from_millis(1);
 pub struct RuntimeConfig {
     /// Instance slots in each engine's pool: the most processes of one class.
     pub max_processes: u32,
-    /// Largest linear memory any process may have; per-process limits come
-    /// from the manifest and must not exceed it.
+    /// Largest linear memory any process may have; a process whose
+    /// manifest asks for more is refused when it is prepared.
     pub max_memory: u64,
     /// Wasm stack limit: deep recursion traps here, not in the host.
     pub max_wasm_stack: usize,
@@ -42,7 +42,7 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             max_processes: 1000,
-            max_memory: 256 << 20,
+            max_memory: weft_types::limits::MAX_MEMORY,
             max_wasm_stack: 512 << 10,
             cache_dir: default_cache_dir(),
             pooling: true,
@@ -141,6 +141,7 @@ pub struct WeftEngine {
     pub metering: Metering,
     cache_dir: Option<PathBuf>,
     compat: u64,
+    max_memory: u64,
 }
 
 impl WeftEngine {
@@ -156,7 +157,21 @@ impl WeftEngine {
             metering,
             cache_dir: config.cache_dir.clone(),
             compat: hasher.finish(),
+            max_memory: config.max_memory,
         })
+    }
+
+    /// Refuses a process this engine's pool cannot hold.
+    pub fn check_limits(&self, spec: &weft_manifest::ProcessSpec) -> Result<()> {
+        if spec.memory > self.max_memory {
+            anyhow::bail!(
+                "process {:?}: memory {} bytes is more than this node's max_memory ({} bytes)",
+                spec.name.as_str(),
+                spec.memory,
+                self.max_memory
+            );
+        }
+        Ok(())
     }
 
     /// Compiles a loaded module, or loads its artefact from the cache when

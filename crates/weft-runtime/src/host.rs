@@ -17,13 +17,20 @@ use wasmtime::{Result, bail};
 use weft_abi::{IMPORT_MODULE, exports, imports, log_level, status};
 use weft_manifest::ProcessSpec;
 
+use bytes::Bytes;
+use weft_types::{PortHandle, Tag};
+
 use crate::device::{Device, Devices};
-use crate::ports::{Inbox, Output};
+use crate::inbox::Inbox;
 use crate::record::{Event, ProcessRecorder};
-use crate::tag::Tag;
+use crate::throttle::Throttle;
+use crate::types::{LogLine, Output};
 
 /// Longest log line a guest can emit; longer ones are cut.
 const MAX_LOG_BYTES: usize = 4096;
+/// Most log lines one call hands to the log sink; the rest still reach
+/// the node's own log.
+const MAX_LOG_LINES_PER_CALL: usize = 256;
 /// Longest kv key.
 const MAX_KEY_BYTES: usize = 1024;
 
@@ -47,8 +54,27 @@ pub struct Host {
     /// When the call in progress started and how long it may take (be processes).
     pub(crate) call_started: Instant,
     pub(crate) deadline: Option<Duration>,
-    pub(crate) log_sink: Option<crate::process::LogSink>,
+    /// Keep the call's log lines for the process's log sink (see
+    /// [`LogLine`]); off when nothing publishes them.
+    pub(crate) keep_logs: bool,
+    /// Log lines of the call in progress.
+    pub(crate) logs: Vec<LogLine>,
     pub(crate) recorder: Option<ProcessRecorder>,
+    /// The process is one module, so every host call's caller has the same
+    /// memory: `memory` keeps it once found. A process of linked modules
+    /// looks up each caller's own.
+    pub(crate) one_module: bool,
+    memory: Option<Memory>,
+    /// Rate limits of the warnings this process's calls can trigger.
+    warnings: Warnings,
+}
+
+/// One throttle per kind of warning a guest can trigger (see `throttle`).
+#[derive(Default)]
+struct Warnings {
+    oversized: Throttle,
+    not_granted: Throttle,
+    write_refused: Throttle,
 }
 
 impl Host {
@@ -59,8 +85,7 @@ impl Host {
         devices: Devices,
     ) -> Host {
         let limiter = MemoryLimiter {
-            limit: spec.memory,
-            process: spec.name.clone(),
+            spec: spec.clone(),
             exceeded: None,
         };
         Host {
@@ -77,8 +102,12 @@ impl Host {
             limiter,
             wasi: None,
             call_started: Instant::now(),
-            log_sink: None,
+            keep_logs: false,
+            logs: Vec::new(),
             recorder: None,
+            one_module: false,
+            memory: None,
+            warnings: Warnings::default(),
         }
     }
 
@@ -87,21 +116,23 @@ impl Host {
         self.devices.get(name).cloned()
     }
 
-    fn output_port(&self, handle: i32) -> bool {
+    /// `handle` as one of this process's output ports, if it is one.
+    fn output_port(&self, handle: i32) -> Option<PortHandle> {
         let inputs = self.spec.inputs.len() as i32;
-        handle >= inputs && handle < inputs + self.spec.outputs.len() as i32
+        (handle >= inputs && handle < inputs + self.spec.outputs.len() as i32)
+            .then_some(PortHandle(handle))
     }
 
-    fn input_port(&self, handle: i32) -> bool {
-        handle >= 0 && handle < self.spec.inputs.len() as i32
+    /// `handle` as one of this process's input ports, if it is one.
+    fn input_port(&self, handle: i32) -> Option<PortHandle> {
+        (handle >= 0 && handle < self.spec.inputs.len() as i32).then_some(PortHandle(handle))
     }
 }
 
 /// Caps linear memory at the process's limit and remembers why a growth
 /// was refused, so the fault report can say so instead of "trap".
 pub(crate) struct MemoryLimiter {
-    limit: u64,
-    process: String,
+    spec: Arc<ProcessSpec>,
     pub(crate) exceeded: Option<String>,
 }
 
@@ -112,10 +143,13 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired as u64 > self.limit {
+        if desired as u64 > self.spec.memory {
             let reason = format!(
                 "memory limit exceeded: process {:?} asked for {} bytes, its limit is {} bytes (grew from {})",
-                self.process, desired, self.limit, current
+                self.spec.name.as_str(),
+                desired,
+                self.spec.memory,
+                current
             );
             self.exceeded = Some(reason.clone());
             return Err(wasmtime::Error::msg(reason));
@@ -136,10 +170,16 @@ impl ResourceLimiter for MemoryLimiter {
 /// The caller's own memory. Every module gets `weft:memory:0` from the
 /// loader's rewrite, so this works for linked library modules too.
 fn memory(caller: &mut Caller<'_, Host>) -> Result<Memory> {
-    match caller.get_export(exports::FIRST_MEMORY) {
-        Some(Extern::Memory(m)) => Ok(m),
-        _ => bail!("host call needs a linear memory but the calling module has none"),
+    if let Some(memory) = caller.data().memory {
+        return Ok(memory);
     }
+    let Some(Extern::Memory(memory)) = caller.get_export(exports::FIRST_MEMORY) else {
+        bail!("host call needs a linear memory but the calling module has none");
+    };
+    if caller.data().one_module {
+        caller.data_mut().memory = Some(memory);
+    }
+    Ok(memory)
 }
 
 fn range(ptr: i32, len: i32, memory_len: usize, what: &str) -> Result<std::ops::Range<usize>> {
@@ -160,6 +200,40 @@ fn read_guest(caller: &mut Caller<'_, Host>, ptr: i32, len: i32, what: &str) -> 
     let mem = memory(caller)?;
     let data = mem.data(&*caller);
     Ok(data[range(ptr, len, data.len(), what)?].to_vec())
+}
+
+/// Copies guest memory into a message payload. A small payload lives in
+/// one allocation that every receiver shares (a `Vec` would take a second
+/// one when the first receiver's copy is made).
+fn guest_bytes(caller: &mut Caller<'_, Host>, ptr: i32, len: i32, what: &str) -> Result<Bytes> {
+    let mem = memory(caller)?;
+    let data = mem.data(&*caller);
+    let bytes = &data[range(ptr, len, data.len(), what)?];
+    if bytes.len() > SmallPayload::CAPACITY {
+        return Ok(Bytes::copy_from_slice(bytes));
+    }
+    let mut small = SmallPayload {
+        len: bytes.len() as u8,
+        buf: [0; SmallPayload::CAPACITY],
+    };
+    small.buf[..bytes.len()].copy_from_slice(bytes);
+    Ok(Bytes::from_owner(small))
+}
+
+/// A payload of up to [`SmallPayload::CAPACITY`] bytes, held inline.
+struct SmallPayload {
+    len: u8,
+    buf: [u8; SmallPayload::CAPACITY],
+}
+
+impl SmallPayload {
+    const CAPACITY: usize = 64;
+}
+
+impl AsRef<[u8]> for SmallPayload {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
 }
 
 fn write_guest(caller: &mut Caller<'_, Host>, ptr: i32, bytes: &[u8], what: &str) -> Result<()> {
@@ -187,12 +261,21 @@ fn copy_out(
 }
 
 /// Defines every `weft` host function. Which of them a module may import is
-/// decided before linking (see `process::check_capabilities`), so defining
-/// them all here grants nothing.
+/// decided before linking (see `program::check_module`), so defining them
+/// all here grants nothing.
 pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> Result<()> {
-    let m = IMPORT_MODULE;
+    add_log(linker)?;
+    add_time(linker)?;
+    add_random(linker)?;
+    add_ports(linker)?;
+    add_kv(linker)?;
+    add_devices(linker)?;
+    Ok(())
+}
+
+fn add_log(linker: &mut Linker<Host>) -> Result<()> {
     linker.func_wrap(
-        m,
+        IMPORT_MODULE,
         imports::LOG,
         |mut c: Caller<'_, Host>, level: i32, ptr: i32, len: i32| -> Result<()> {
             let bytes = read_guest(&mut c, ptr, len.min(MAX_LOG_BYTES as i32), "log")?;
@@ -205,42 +288,67 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> Result<()> {
                 log_level::DEBUG => tracing::debug!(target: "weft::guest", process, %tag, "{text}"),
                 _ => tracing::trace!(target: "weft::guest", process, %tag, "{text}"),
             }
-            if let Some(sink) = &c.data().log_sink {
-                sink(process, level, tag, &text);
+            let host = c.data_mut();
+            if host.keep_logs && host.logs.len() < MAX_LOG_LINES_PER_CALL {
+                host.logs.push(LogLine {
+                    level,
+                    text: text.into_owned(),
+                });
             }
             Ok(())
         },
     )?;
-    linker.func_wrap(m, imports::NOW, |c: Caller<'_, Host>| -> i64 {
+    Ok(())
+}
+
+fn add_time(linker: &mut Linker<Host>) -> Result<()> {
+    linker.func_wrap(IMPORT_MODULE, imports::NOW, |c: Caller<'_, Host>| -> i64 {
         c.data().tag.0 as i64
     })?;
-    linker.func_wrap(m, imports::RANDOM, |mut c: Caller<'_, Host>| -> i64 {
-        c.data_mut().rng.next_u64() as i64
-    })?;
+    Ok(())
+}
+
+fn add_random(linker: &mut Linker<Host>) -> Result<()> {
+    linker.func_wrap(
+        IMPORT_MODULE,
+        imports::RANDOM,
+        |mut c: Caller<'_, Host>| -> i64 { c.data_mut().rng.next_u64() as i64 },
+    )?;
+    Ok(())
+}
+
+fn add_ports(linker: &mut Linker<Host>) -> Result<()> {
+    let m = IMPORT_MODULE;
     linker.func_wrap(
         m,
         imports::PORT,
         |mut c: Caller<'_, Host>, ptr: i32, len: i32| -> Result<i32> {
             let name = read_guest(&mut c, ptr, len.min(256), "port")?;
             let name = String::from_utf8_lossy(&name);
-            Ok(c.data().spec.port_handle(&name).unwrap_or(status::UNKNOWN))
+            Ok(c.data()
+                .spec
+                .port_handle(&name)
+                .map_or(status::UNKNOWN, |h| h.0))
         },
     )?;
     linker
         .func_wrap(m, imports::SEND, |mut c: Caller<'_, Host>, port: i32, ptr: i32, len: i32| -> Result<i32> {
             let host = c.data();
-            if !host.output_port(port) {
+            let Some(port) = host.output_port(port) else {
                 return Ok(status::UNKNOWN);
-            }
+            };
             if len as u32 as usize > host.spec.max_message {
                 c.data_mut().refused += 1;
-                tracing::warn!(process = %c.data().spec.name, len, limit = c.data().spec.max_message, "oversized message refused");
+                let host = c.data();
+                if let Some(suppressed) = host.warnings.oversized.allow() {
+                    tracing::warn!(process = %host.spec.name, len, limit = host.spec.max_message, suppressed, "oversized message refused");
+                }
                 return Ok(status::TOO_LARGE);
             }
             if host.outbox.len() >= host.spec.mailbox {
                 return Ok(status::FULL);
             }
-            let payload = read_guest(&mut c, ptr, len, "send")?;
+            let payload = guest_bytes(&mut c, ptr, len, "send")?;
             c.data_mut().outbox.push(Output { port, payload });
             Ok(status::OK)
         })?;
@@ -249,24 +357,17 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> Result<()> {
         imports::RECV,
         |mut c: Caller<'_, Host>, port: i32, ptr: i32, cap: i32| -> Result<i32> {
             let host = c.data();
-            if !host.input_port(port) {
+            let Some(port) = host.input_port(port) else {
                 return Ok(status::UNKNOWN);
-            }
+            };
             let (tag, inbox) = (host.tag, host.inbox.clone());
-            match inbox.peek_len(tag, port) {
-                None => Ok(status::NOT_FOUND),
-                Some(len) if len > cap.max(0) as usize => Ok(status::BUFFER_TOO_SMALL),
-                Some(_) => {
-                    let message = inbox
-                        .pop_visible(tag, Some(port))
-                        .expect("peeked message is still there");
-                    copy_out(&mut c, ptr, cap, &message.payload, "recv")
-                }
+            match inbox.pop_visible_if_fits(tag, port, cap.max(0) as usize) {
+                Ok(None) => Ok(status::NOT_FOUND),
+                Err(_) => Ok(status::BUFFER_TOO_SMALL),
+                Ok(Some(message)) => copy_out(&mut c, ptr, cap, &message.payload, "recv"),
             }
         },
     )?;
-    add_kv(linker)?;
-    add_devices(linker)?;
     Ok(())
 }
 
@@ -323,7 +424,9 @@ fn add_devices(linker: &mut Linker<Host>) -> Result<()> {
                 return Ok(status::UNKNOWN);
             }
             if !host.spec.grants(&weft_abi::Capability::Device(name.clone())) {
-                tracing::warn!(process = %host.spec.name, device = %name, "device not granted (add \"device:{name}\" to capabilities)");
+                if let Some(suppressed) = host.warnings.not_granted.allow() {
+                    tracing::warn!(process = %host.spec.name, device = %name, suppressed, "device not granted (add \"device:{name}\" to capabilities)");
+                }
                 return Ok(status::DENIED);
             }
             host.opened.push(name);
@@ -362,7 +465,10 @@ fn add_devices(linker: &mut Linker<Host>) -> Result<()> {
             match device.write(c.data().tag, &data) {
                 Ok(()) => Ok(status::OK),
                 Err(reason) => {
-                    tracing::warn!(process = %c.data().spec.name, "device write refused: {reason}");
+                    let host = c.data();
+                    if let Some(suppressed) = host.warnings.write_refused.allow() {
+                        tracing::warn!(process = %host.spec.name, suppressed, "device write refused: {reason}");
+                    }
                     Ok(status::UNKNOWN)
                 }
             }

@@ -1,31 +1,31 @@
-//! Per-process metrics and the report built from them.
+//! Per-process metrics, and the report built from them.
 //!
-//! A scheduler owns the [`ProcessMetrics`] of each process it drives and
-//! updates them after every call; readers (the live table, the final
-//! report, later the cluster status) take a [`ProcessReport`] copy.
+//! The driver of a process is the only writer ([`MetricsWriter`]). Readers
+//! (node status, the live table, final reports) hold a [`MetricsHandle`] and
+//! never take a lock the driver could wait on: counters are atomics, and
+//! everything else (state, hash chain, last output, chain marks,
+//! percentiles) is a snapshot the driver swaps in whole at every change of
+//! state and at most every [`PUBLISH_EVERY`] otherwise. So an rt thread
+//! never waits for a status reader, and a report's chain may trail its
+//! counters by up to that much; a stopped process's report is exact.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use weft_manifest::Class;
+use weft_types::{ProcessName, ProcessState};
 
-use crate::process::Fault;
+use crate::types::{Fault, HashChain};
 
-/// Lifecycle of a process as the node sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProcessState {
-    Starting,
-    Running,
-    /// Waiting out its restart backoff after a fault.
-    Backoff,
-    /// Faulted with restart policy `never`.
-    Failed,
-    /// Crash-looped: faulted more than `max_restarts` times in a row.
-    Parked,
-    Stopped,
-}
+/// How often a running process's snapshot is swapped in at most.
+pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+/// How many whole-second chain marks a report keeps.
+pub const MARKS_KEPT: usize = 64;
 
 /// Median, 99th percentile and maximum, in microseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -56,39 +56,166 @@ pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
 }
 
-/// Live counters of one process: the report fields plus the histograms
-/// its percentiles come from.
-pub struct ProcessMetrics {
-    counters: ProcessReport,
-    /// Raw forms of `output_hash` and `last_output_hex`, updated on every
-    /// call without allocating; hex-encoded only when a report is taken.
-    pub(crate) chain: [u8; 32],
-    pub(crate) last_output: Vec<u8>,
-    /// The chain at the latest whole-second tags (raw `chain_marks`).
-    pub(crate) marks: std::collections::VecDeque<(u64, [u8; 32])>,
-    pub jitter: Histogram<u64>,
-    pub exec: Histogram<u64>,
-}
+/// An optional u64 in an atomic (`u64::MAX` is none).
+#[derive(Debug)]
+struct AtomicOption(AtomicU64);
 
-impl std::ops::Deref for ProcessMetrics {
-    type Target = ProcessReport;
-    fn deref(&self) -> &ProcessReport {
-        &self.counters
+impl Default for AtomicOption {
+    fn default() -> Self {
+        AtomicOption(AtomicU64::new(u64::MAX))
     }
 }
 
-impl std::ops::DerefMut for ProcessMetrics {
-    fn deref_mut(&mut self) -> &mut ProcessReport {
-        &mut self.counters
+impl AtomicOption {
+    fn get(&self) -> Option<u64> {
+        Some(self.0.load(Ordering::Relaxed)).filter(|v| *v != u64::MAX)
+    }
+    fn set(&self, value: Option<u64>) {
+        self.0.store(value.unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 }
 
-/// How many whole-second chain marks a report keeps.
-pub const MARKS_KEPT: usize = 64;
+/// The counters of one process; only its driver writes them.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub ticks: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub messages_dropped: AtomicU64,
+    pub messages_refused: AtomicU64,
+    pub messages_duplicate: AtomicU64,
+    pub tardy: AtomicU64,
+    pub deadline_misses: AtomicU64,
+    pub skipped_releases: AtomicU64,
+    pub faults: AtomicU64,
+    pub restarts: AtomicU64,
+    pub fuel_used: AtomicU64,
+    pub memory_bytes: AtomicU64,
+    last_tag_ns: AtomicOption,
+    first_tag_ns: AtomicOption,
+    resume_lateness_ns: AtomicOption,
+    pub standby: AtomicBool,
+}
 
-impl ProcessMetrics {
-    /// Notes the chain at `tag` if it is a whole second.
-    pub(crate) fn mark(&mut self, tag: u64) {
+impl Counters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn set(counter: &AtomicU64, n: u64) {
+        counter.store(n, Ordering::Relaxed);
+    }
+    fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// What is swapped in whole.
+#[derive(Debug, Clone)]
+struct Published {
+    state: ProcessState,
+    reason: Option<String>,
+    last_fault: Option<Fault>,
+    chain: HashChain,
+    last_output: Vec<u8>,
+    marks: Vec<(u64, HashChain)>,
+    jitter: Percentiles,
+    exec: Percentiles,
+}
+
+struct Shared {
+    name: ProcessName,
+    class: Class,
+    counters: Counters,
+    published: ArcSwap<Published>,
+}
+
+/// Reads a process's metrics from any thread.
+#[derive(Clone)]
+pub struct MetricsHandle(Arc<Shared>);
+
+/// Updates a process's metrics: owned by its driver.
+pub(crate) struct MetricsWriter {
+    shared: Arc<Shared>,
+    state: ProcessState,
+    reason: Option<String>,
+    last_fault: Option<Fault>,
+    chain: HashChain,
+    last_output: Vec<u8>,
+    marks: VecDeque<(u64, HashChain)>,
+    jitter: Histogram<u64>,
+    exec: Histogram<u64>,
+    published_at_ns: u64,
+}
+
+impl MetricsWriter {
+    pub fn new(name: ProcessName, class: Class) -> (MetricsWriter, MetricsHandle) {
+        let writer = MetricsWriter {
+            shared: Arc::new(Shared {
+                name,
+                class,
+                counters: Counters::default(),
+                published: ArcSwap::from_pointee(Published {
+                    state: ProcessState::Starting,
+                    reason: None,
+                    last_fault: None,
+                    chain: HashChain::default(),
+                    last_output: Vec::new(),
+                    marks: Vec::new(),
+                    jitter: Percentiles::default(),
+                    exec: Percentiles::default(),
+                }),
+            }),
+            state: ProcessState::Starting,
+            reason: None,
+            last_fault: None,
+            chain: HashChain::default(),
+            last_output: Vec::new(),
+            marks: VecDeque::new(),
+            jitter: histogram(),
+            exec: histogram(),
+            published_at_ns: 0,
+        };
+        let handle = MetricsHandle(writer.shared.clone());
+        (writer, handle)
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
+    pub fn state(&self) -> ProcessState {
+        self.state
+    }
+
+    /// The hash chain and last tag as last booked.
+    pub fn last_chain(&self) -> (Option<u64>, HashChain) {
+        (self.shared.counters.last_tag_ns.get(), self.chain)
+    }
+
+    /// A change of state, published at once.
+    pub fn set_state(&mut self, state: ProcessState, reason: Option<String>) {
+        self.state = state;
+        self.reason = reason;
+        self.publish();
+    }
+
+    pub fn fault(&mut self, fault: Fault) {
+        Counters::add(&self.counters().faults, 1);
+        self.last_fault = Some(fault);
+    }
+
+    /// The chain after a call at `tag`, noted as a mark if `tag` is a whole
+    /// second.
+    pub fn chain(&mut self, tag: Option<u64>, chain: HashChain) {
+        self.chain = chain;
+        let counters = &self.shared.counters;
+        counters.last_tag_ns.set(tag);
+        let Some(tag) = tag else {
+            return;
+        };
+        if counters.first_tag_ns.get().is_none() {
+            counters.first_tag_ns.set(Some(tag));
+        }
         if !tag.is_multiple_of(1_000_000_000) {
             return;
         }
@@ -98,68 +225,102 @@ impl ProcessMetrics {
         if self.marks.len() == MARKS_KEPT {
             self.marks.pop_front();
         }
-        self.marks.push_back((tag, self.chain));
+        self.marks.push_back((tag, chain));
     }
 
-    pub fn new(name: &str, class: Class) -> ProcessMetrics {
-        let counters = ProcessReport {
-            name: name.to_string(),
-            class,
-            state: ProcessState::Starting,
-            reason: None,
-            ticks: 0,
-            messages_handled: 0,
-            messages_in: 0,
-            messages_out: 0,
-            messages_dropped: 0,
-            messages_refused: 0,
-            messages_duplicate: 0,
-            tardy: 0,
-            deadline_misses: 0,
-            faults: 0,
-            restarts: 0,
-            fuel_used: 0,
-            memory_bytes: 0,
-            output_hash: hex::encode([0u8; 32]),
-            last_tag_ns: None,
-            first_tag_ns: None,
-            resume_lateness_ns: None,
-            last_output_hex: None,
-            chain_marks: Vec::new(),
-            standby: false,
-            last_fault: None,
-            jitter: Percentiles::default(),
-            exec: Percentiles::default(),
-        };
-        ProcessMetrics {
-            counters,
-            chain: [0; 32],
-            last_output: Vec::new(),
-            marks: std::collections::VecDeque::new(),
-            jitter: histogram(),
-            exec: histogram(),
+    pub fn last_output(&mut self, payload: &[u8]) {
+        self.last_output.clear();
+        self.last_output.extend_from_slice(payload);
+    }
+
+    /// How late the first call ran (set once).
+    pub fn resume_lateness(&self, lateness: Duration) {
+        let counters = &self.shared.counters;
+        if counters.resume_lateness_ns.get().is_none() {
+            counters
+                .resume_lateness_ns
+                .set(Some(lateness.as_nanos() as u64));
         }
     }
 
-    pub(crate) fn record(h: &mut Histogram<u64>, d: Duration) {
-        let _ = h.record((d.as_nanos() as u64).clamp(1, 60_000_000_000));
+    pub fn timing(&mut self, jitter: Option<Duration>, exec: Duration) {
+        if let Some(jitter) = jitter {
+            record(&mut self.jitter, jitter);
+        }
+        record(&mut self.exec, exec);
     }
 
-    pub fn report(&self) -> ProcessReport {
-        ProcessReport {
+    /// Publishes if the last publication is older than [`PUBLISH_EVERY`].
+    pub fn maybe_publish(&mut self, now_ns: u64) {
+        if now_ns.saturating_sub(self.published_at_ns) >= PUBLISH_EVERY.as_nanos() as u64 {
+            self.published_at_ns = now_ns;
+            self.publish();
+        }
+    }
+
+    pub fn publish(&self) {
+        self.shared.published.store(Arc::new(Published {
+            state: self.state,
+            reason: self.reason.clone(),
+            last_fault: self.last_fault.clone(),
+            chain: self.chain,
+            last_output: self.last_output.clone(),
+            marks: self.marks.iter().copied().collect(),
             jitter: Percentiles::of(&self.jitter),
             exec: Percentiles::of(&self.exec),
-            output_hash: hex::encode(self.chain),
-            last_output_hex: (!self.last_output.is_empty()).then(|| hex::encode(&self.last_output)),
-            chain_marks: self
+        }));
+    }
+}
+
+fn record(h: &mut Histogram<u64>, d: Duration) {
+    let _ = h.record((d.as_nanos() as u64).clamp(1, 60_000_000_000));
+}
+
+impl MetricsHandle {
+    pub fn name(&self) -> &ProcessName {
+        &self.0.name
+    }
+
+    /// A point-in-time copy.
+    pub fn report(&self) -> ProcessReport {
+        let c = &self.0.counters;
+        let p = self.0.published.load();
+        ProcessReport {
+            name: self.0.name.clone(),
+            class: self.0.class,
+            state: p.state,
+            reason: p.reason.clone(),
+            ticks: Counters::get(&c.ticks),
+            messages_handled: Counters::get(&c.messages_in),
+            messages_in: Counters::get(&c.messages_in),
+            messages_out: Counters::get(&c.messages_out),
+            messages_dropped: Counters::get(&c.messages_dropped),
+            messages_refused: Counters::get(&c.messages_refused),
+            messages_duplicate: Counters::get(&c.messages_duplicate),
+            tardy: Counters::get(&c.tardy),
+            deadline_misses: Counters::get(&c.deadline_misses),
+            skipped_releases: Counters::get(&c.skipped_releases),
+            faults: Counters::get(&c.faults),
+            restarts: Counters::get(&c.restarts),
+            fuel_used: Counters::get(&c.fuel_used),
+            memory_bytes: Counters::get(&c.memory_bytes),
+            output_hash: p.chain.hex(),
+            last_tag_ns: c.last_tag_ns.get(),
+            first_tag_ns: c.first_tag_ns.get(),
+            resume_lateness_ns: c.resume_lateness_ns.get(),
+            last_output_hex: (!p.last_output.is_empty()).then(|| hex::encode(&p.last_output)),
+            chain_marks: p
                 .marks
                 .iter()
                 .map(|(tag_ns, chain)| ChainMark {
                     tag_ns: *tag_ns,
-                    output_hash: hex::encode(chain),
+                    output_hash: chain.hex(),
                 })
                 .collect(),
-            ..self.counters.clone()
+            standby: c.standby.load(Ordering::Relaxed),
+            last_fault: p.last_fault.clone(),
+            jitter: p.jitter,
+            exec: p.exec,
         }
     }
 }
@@ -174,12 +335,15 @@ pub struct ChainMark {
 /// A point-in-time copy of a process's metrics (the `--json` schema).
 #[derive(Debug, Clone, Serialize)]
 pub struct ProcessReport {
-    pub name: String,
+    pub name: ProcessName,
     pub class: Class,
     pub state: ProcessState,
     pub reason: Option<String>,
     pub ticks: u64,
+    /// Messages the process handled (`messages_in` by its other name, kept
+    /// in the `--json` schema).
     pub messages_handled: u64,
+    /// Messages the process handled.
     pub messages_in: u64,
     pub messages_out: u64,
     pub messages_dropped: u64,
@@ -188,6 +352,8 @@ pub struct ProcessReport {
     pub messages_duplicate: u64,
     pub tardy: u64,
     pub deadline_misses: u64,
+    /// Releases skipped after a stall (see `docs/design.md`).
+    pub skipped_releases: u64,
     pub faults: u64,
     pub restarts: u64,
     pub fuel_used: u64,

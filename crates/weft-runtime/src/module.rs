@@ -4,35 +4,22 @@
 //! Everything here works on bytes and needs no engine; compilation and the
 //! artefact cache live in `engine.rs`.
 
-use std::fmt;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use wasm_encoder::{ExportKind, ExportSection, RawSection};
-use wasmparser::{ExternalKind, Operator, Parser, Payload, TypeRef, Validator, WasmFeatures};
-use weft_abi::{Capability, IMPORT_MODULE, WASI_MODULE, exports};
+use wasmparser::{
+    ExportSectionReader, ExternalKind, GlobalSectionReader, ImportSectionReader,
+    MemorySectionReader, Operator, Parser, Payload, TypeRef, Validator, WasmFeatures,
+};
+use weft_abi::{Capability, IMPORT_MODULE, Needs, WASI_MODULE, exports};
+use weft_manifest::{ModuleRef, ModuleSource};
+use weft_types::ModuleDigest;
 
 /// Bumped whenever the rewrite changes, so cached artefacts of an older
 /// rewrite are never reused.
 pub(crate) const REWRITE_VERSION: u32 = 1;
-
-/// SHA-256 of a module's original bytes: its identity everywhere in weft.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize, Serialize)]
-pub struct ModuleDigest(pub [u8; 32]);
-
-impl fmt::Display for ModuleDigest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
-    }
-}
-
-impl fmt::Debug for ModuleDigest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ModuleDigest({})", &hex::encode(self.0)[..12])
-    }
-}
 
 /// What a module looks like from the outside: `weft inspect` prints this.
 #[derive(Debug, Clone, Serialize)]
@@ -108,17 +95,27 @@ impl LoadedModule {
         Self::from_bytes(&name, &bytes).with_context(|| format!("module {}", path.display()))
     }
 
+    /// Reads the module `module` names from `source` and checks it. A
+    /// digest reference must name exactly these bytes.
+    pub fn from_source(source: &dyn ModuleSource, module: &ModuleRef) -> Result<LoadedModule> {
+        let bytes = source.read(module)?;
+        let loaded = Self::from_bytes(&module.label(), &bytes)
+            .with_context(|| format!("module {module}"))?;
+        if let Some(expected) = module.digest()
+            && expected != loaded.digest
+        {
+            bail!(
+                "module {module} has digest {} here: the module store is corrupt",
+                loaded.digest
+            );
+        }
+        Ok(loaded)
+    }
+
     /// Checks a module given as binary or text.
     pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<LoadedModule> {
-        let binary = if bytes.starts_with(b"\0asm") {
-            std::borrow::Cow::Borrowed(bytes)
-        } else {
-            let text = wat::parse_bytes(bytes).map_err(|e| {
-                anyhow::anyhow!("not a WebAssembly binary, and not valid text format either: {e}")
-            })?;
-            std::borrow::Cow::Owned(text.into_owned())
-        };
-        let digest = ModuleDigest(Sha256::digest(&binary).into());
+        let binary = weft_manifest::module::binary(bytes)?;
+        let digest = weft_manifest::module::digest(&binary);
         let scan = scan(name, &binary, digest)?;
         Validator::new_with_features(features())
             .validate_all(&binary)
@@ -183,76 +180,120 @@ fn memory_info(ty: &wasmparser::MemoryType, imported: bool) -> MemoryInfo {
 /// One pass over the module: structure, imports, exports, and the checks
 /// that need the code (table mutation).
 fn scan(name: &str, bytes: &[u8], digest: ModuleDigest) -> Result<Scan> {
-    let mut imports = Vec::new();
-    let mut exports_out = Vec::new();
-    let mut memories = Vec::new();
-    let mut imported_globals = 0u32;
-    let mut mutable_globals = Vec::new();
-    let mut has_start_function = false;
-    let mut mutates_tables = false;
+    let sections = Sections::read(bytes)?;
+    check_memories(&sections.memories)?;
+    let memories = sections.memories.len() as u32;
+    let info = ModuleInfo {
+        name: name.to_string(),
+        digest: digest.to_string(),
+        size_bytes: bytes.len(),
+        capabilities: needed_capabilities(&sections.imports),
+        link_imports: link_imports(&sections.imports),
+        style: style(&sections.exports),
+        imports: sections.imports,
+        exports: sections.exports,
+        memories: sections.memories,
+        has_start_function: sections.has_start_function,
+        mutates_tables: sections.mutates_tables,
+        mutable_globals: sections.mutable_globals.len() as u32,
+    };
+    Ok(Scan {
+        info,
+        mutable_globals: sections.mutable_globals,
+        memories,
+    })
+}
 
-    for payload in Parser::new(0).parse_all(bytes) {
-        let payload = payload.map_err(|e| anyhow::anyhow!("malformed module: {e}"))?;
-        match payload {
-            Payload::ImportSection(reader) => {
-                for import in reader.into_imports() {
-                    let import =
-                        import.map_err(|e| anyhow::anyhow!("malformed import section: {e}"))?;
-                    let kind = match import.ty {
-                        TypeRef::Func(_) | TypeRef::FuncExact(_) => "func",
-                        TypeRef::Table(_) => "table",
-                        TypeRef::Memory(ty) => {
-                            memories.push(memory_info(&ty, true));
-                            "memory"
-                        }
-                        TypeRef::Global(_) => {
-                            imported_globals += 1;
-                            "global"
-                        }
-                        TypeRef::Tag(_) => "tag",
-                    };
-                    imports.push(ImportInfo {
-                        module: import.module.to_string(),
-                        name: import.name.to_string(),
-                        kind,
-                        capability: import_capability(import.module, import.name)
-                            .map(|c| c.to_string()),
-                    });
+/// What the pass over the module's sections collects.
+#[derive(Default)]
+struct Sections {
+    imports: Vec<ImportInfo>,
+    exports: Vec<ExportInfo>,
+    memories: Vec<MemoryInfo>,
+    /// Imported globals come first in the global index space.
+    imported_globals: u32,
+    mutable_globals: Vec<u32>,
+    has_start_function: bool,
+    mutates_tables: bool,
+}
+
+impl Sections {
+    fn read(bytes: &[u8]) -> Result<Sections> {
+        let mut sections = Sections::default();
+        for payload in Parser::new(0).parse_all(bytes) {
+            let payload = payload.map_err(|e| anyhow::anyhow!("malformed module: {e}"))?;
+            match payload {
+                Payload::ImportSection(reader) => sections.imports(reader)?,
+                Payload::MemorySection(reader) => sections.memories(reader)?,
+                Payload::GlobalSection(reader) => sections.globals(reader)?,
+                Payload::ExportSection(reader) => sections.exports(reader)?,
+                Payload::StartSection { .. } => sections.has_start_function = true,
+                Payload::CodeSectionEntry(body) if !sections.mutates_tables => {
+                    sections.mutates_tables = body_mutates_tables(&body)?;
                 }
+                _ => {}
             }
-            Payload::MemorySection(reader) => {
-                for ty in reader {
-                    let ty = ty.map_err(|e| anyhow::anyhow!("malformed memory section: {e}"))?;
-                    memories.push(memory_info(&ty, false));
-                }
-            }
-            Payload::GlobalSection(reader) => {
-                for (i, global) in reader.into_iter().enumerate() {
-                    let global =
-                        global.map_err(|e| anyhow::anyhow!("malformed global section: {e}"))?;
-                    if global.ty.mutable {
-                        mutable_globals.push(imported_globals + i as u32);
-                    }
-                }
-            }
-            Payload::ExportSection(reader) => {
-                for export in reader {
-                    let export =
-                        export.map_err(|e| anyhow::anyhow!("malformed export section: {e}"))?;
-                    exports_out.push(ExportInfo {
-                        name: export.name.to_string(),
-                        kind: kind_name(export.kind),
-                    });
-                }
-            }
-            Payload::StartSection { .. } => has_start_function = true,
-            Payload::CodeSectionEntry(body) if !mutates_tables => {
-                mutates_tables = body_mutates_tables(&body)?;
-            }
-            _ => {}
         }
+        Ok(sections)
     }
 
+    fn imports(&mut self, reader: ImportSectionReader<'_>) -> Result<()> {
+        for import in reader.into_imports() {
+            let import = import.map_err(|e| anyhow::anyhow!("malformed import section: {e}"))?;
+            let kind = match import.ty {
+                TypeRef::Func(_) | TypeRef::FuncExact(_) => "func",
+                TypeRef::Table(_) => "table",
+                TypeRef::Memory(ty) => {
+                    self.memories.push(memory_info(&ty, true));
+                    "memory"
+                }
+                TypeRef::Global(_) => {
+                    self.imported_globals += 1;
+                    "global"
+                }
+                TypeRef::Tag(_) => "tag",
+            };
+            self.imports.push(ImportInfo {
+                module: import.module.to_string(),
+                name: import.name.to_string(),
+                kind,
+                capability: import_capability(import.module, import.name).map(|c| c.to_string()),
+            });
+        }
+        Ok(())
+    }
+
+    fn memories(&mut self, reader: MemorySectionReader<'_>) -> Result<()> {
+        for ty in reader {
+            let ty = ty.map_err(|e| anyhow::anyhow!("malformed memory section: {e}"))?;
+            self.memories.push(memory_info(&ty, false));
+        }
+        Ok(())
+    }
+
+    fn globals(&mut self, reader: GlobalSectionReader<'_>) -> Result<()> {
+        for (i, global) in reader.into_iter().enumerate() {
+            let global = global.map_err(|e| anyhow::anyhow!("malformed global section: {e}"))?;
+            if global.ty.mutable {
+                self.mutable_globals.push(self.imported_globals + i as u32);
+            }
+        }
+        Ok(())
+    }
+
+    fn exports(&mut self, reader: ExportSectionReader<'_>) -> Result<()> {
+        for export in reader {
+            let export = export.map_err(|e| anyhow::anyhow!("malformed export section: {e}"))?;
+            self.exports.push(ExportInfo {
+                name: export.name.to_string(),
+                kind: kind_name(export.kind),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn check_memories(memories: &[MemoryInfo]) -> Result<()> {
     if memories.iter().any(|m| m.shared) {
         bail!(
             "uses shared memory (the threads proposal); weft processes are single-threaded and deterministic"
@@ -261,47 +302,33 @@ fn scan(name: &str, bytes: &[u8], digest: ModuleDigest) -> Result<Scan> {
     if memories.iter().any(|m| m.memory64) {
         bail!("uses a 64-bit memory (memory64); weft runs wasm32 modules only");
     }
+    Ok(())
+}
 
-    let capabilities = needed_capabilities(&imports);
-    let link_imports: Vec<String> = imports
+/// Imports from modules other than `weft` and WASI, as `module::name`.
+fn link_imports(imports: &[ImportInfo]) -> Vec<String> {
+    imports
         .iter()
         .filter(|i| i.module != IMPORT_MODULE && i.module != WASI_MODULE)
         .map(|i| format!("{}::{}", i.module, i.name))
-        .collect();
-    let exported = |n: &str| exports_out.iter().any(|e| e.name == n);
-    let style = if exported(exports::TICK) || exported(exports::MESSAGE) || exported(exports::INIT)
-    {
+        .collect()
+}
+
+fn style(module_exports: &[ExportInfo]) -> &'static str {
+    let exported = |n: &str| module_exports.iter().any(|e| e.name == n);
+    if exported(exports::TICK) || exported(exports::MESSAGE) || exported(exports::INIT) {
         "reactor"
     } else if exported(exports::START) {
         "command"
     } else {
         "library"
-    };
-    let info = ModuleInfo {
-        name: name.to_string(),
-        digest: digest.to_string(),
-        size_bytes: bytes.len(),
-        imports,
-        exports: exports_out,
-        memories: memories.clone(),
-        capabilities,
-        link_imports,
-        style,
-        has_start_function,
-        mutates_tables,
-        mutable_globals: mutable_globals.len() as u32,
-    };
-    Ok(Scan {
-        info,
-        mutable_globals,
-        memories: memories.len() as u32,
-    })
+    }
 }
 
-fn import_capability(module: &str, name: &str) -> Option<Capability> {
+fn import_capability(module: &str, name: &str) -> Option<Needs> {
     match module {
         IMPORT_MODULE => Capability::for_import(name),
-        WASI_MODULE => Some(Capability::Wasi),
+        WASI_MODULE => Some(Needs::Capability(Capability::Wasi)),
         _ => None,
     }
 }

@@ -1,29 +1,34 @@
 //! A node: the engines, linkers and devices of one machine, and the apps it
-//! runs. `Node::start` is the single entry point from a validated manifest
-//! to running processes; everything that can be wrong with the manifest's
-//! modules is found before the first process starts.
+//! runs. [`Node::start_with`] is the single entry point from a validated
+//! manifest to running processes; everything that can be wrong with the
+//! manifest's modules is found before the first process starts.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use bytes::Bytes;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use wasmtime::Linker;
-use weft_manifest::{AppManifest, Class, ProcessSpec};
+use weft_manifest::module::Files;
+use weft_manifest::{AppManifest, Class, ModuleSource, ProcessSpec};
+use weft_types::{AppName, PortHandle, ProcessName, RtClass, Tag};
 
 use crate::device::Devices;
 use crate::engine::{EpochTicker, Metering, RuntimeConfig, WeftEngine};
 use crate::host::{self, Host};
-use crate::metrics::{ProcessMetrics, ProcessReport};
-use crate::ports::{Inbox, Output, RemoteSink, Router};
-use crate::process::{LogSink, ProcessEnv, Program, metering_for};
+use crate::inbox::Inbox;
+use crate::metrics::{MetricsHandle, MetricsWriter, ProcessReport};
+use crate::process::ProcessEnv;
+use crate::program::{Program, metering_for};
 use crate::record::RecordSink;
-use crate::rt::{self, RtClass};
-use crate::sched::{self, Checkpointing, Standby, Stop, Supervisor};
+use crate::router::{RemoteSink, Router};
+use crate::rt;
+use crate::sched::{self, Checkpointing, Stop, Supervisor, Switch, supervisor};
 use crate::snapshot::Snapshot;
-use crate::tag::Tag;
+use crate::types::{LogSink, ProcessId, Roster};
 
 /// Time between starting an app and its tag 0, so every process is
 /// instantiated before its first release.
@@ -67,155 +72,203 @@ impl Node {
         })
     }
 
-    pub fn devices(&self) -> &Devices {
-        &self.devices
-    }
-
-    /// Loads, checks and compiles the modules of one process.
-    pub fn prepare(&self, spec: Arc<ProcessSpec>) -> Result<Program> {
+    /// Loads the modules of one process from `source`, checks and compiles
+    /// them.
+    pub fn prepare(&self, spec: Arc<ProcessSpec>, source: &dyn ModuleSource) -> Result<Program> {
         match metering_for(spec.class) {
-            Metering::Fuel => Program::prepare(spec, &self.rt, &self.rt_linker),
-            _ => Program::prepare(spec, &self.be, &self.be_linker),
+            Metering::Fuel => Program::prepare(spec, source, &self.rt, &self.rt_linker),
+            _ => Program::prepare(spec, source, &self.be, &self.be_linker),
         }
     }
 
-    /// A process environment with a fresh inbox and this node's devices.
+    /// The environment of a process that runs alone (tests, benchmarks,
+    /// `weft run MODULE.wasm`): a fresh inbox and this node's devices.
     pub fn env(&self, spec: &ProcessSpec, app_seed: u64) -> ProcessEnv {
+        let roster = Roster::new([spec.name.clone()]);
+        self.app_env(&roster, ProcessId(0), spec, app_seed)
+    }
+
+    fn app_env(&self, roster: &Roster, id: ProcessId, spec: &ProcessSpec, seed: u64) -> ProcessEnv {
         ProcessEnv {
-            seed: process_seed(app_seed, &spec.name),
-            inbox: Arc::new(Inbox::new(spec.mailbox)),
+            id,
+            seed: process_seed(seed, spec.name.as_str()),
+            inbox: Arc::new(Inbox::new(spec.mailbox, roster.clone())),
             devices: self.devices.clone(),
             log_sink: None,
             recorder: None,
         }
     }
 
-    /// Starts every process of `app`. Be processes run on `runtime`.
+    /// Starts every process of `app`, its modules read from files. Be
+    /// processes run on `runtime`.
     pub fn start(&self, app: &AppManifest, runtime: &tokio::runtime::Handle) -> Result<RunningApp> {
-        self.start_with(app, runtime, StartOptions::default())
+        self.start_with(app, &Files, runtime, StartOptions::default())
     }
 
-    /// Starts the processes of `app` that `options` selects, wired to the
-    /// fabric for the connections that leave this node.
+    /// Starts the processes of `app` that `options` selects, their modules
+    /// read from `modules`, wired to the fabric for the connections that
+    /// leave this node.
     pub fn start_with(
         &self,
         app: &AppManifest,
+        modules: &dyn ModuleSource,
         runtime: &tokio::runtime::Handle,
         mut options: StartOptions,
     ) -> Result<RunningApp> {
-        let local = |name: &str| options.only.as_ref().is_none_or(|only| only.contains(name));
-        let mut programs = Vec::new();
-        for spec in app.processes.iter().filter(|s| local(&s.name)) {
-            let program = self
-                .prepare(Arc::new(spec.clone()))
-                .with_context(|| format!("app {:?}", app.name))?;
-            programs.push(Arc::new(program));
-        }
-        let envs: HashMap<&str, ProcessEnv> = programs
+        let roster = Roster::new(app.processes.iter().map(|p| p.name.clone()));
+        let programs = self.prepare_local(app, modules, &roster, &options)?;
+        let envs: HashMap<&ProcessName, &ProcessEnv> = programs
             .iter()
-            .map(|program| {
-                let spec = &program.spec;
-                let mut env = self.env(spec, app.seed);
-                env.log_sink = options.log_sink.clone();
-                if let Some(sink) = &options.record {
-                    let recorder = sink.process(&spec.name, program.module_digests());
-                    env.inbox.record_to(recorder.clone());
-                    env.recorder = Some(recorder);
-                }
-                (
-                    app.process(&spec.name)
-                        .expect("prepared from it")
-                        .name
-                        .as_str(),
-                    env,
-                )
-            })
+            .map(|(p, env)| (&p.spec.name, env))
             .collect();
-        let mut router = Router::default();
-        for c in &app.connections {
-            let sender = app.process(&c.from.process).expect("validated");
-            let receiver = app.process(&c.to.process).expect("validated");
-            let out_port = sender.port_handle(&c.from.port).expect("validated");
-            if !local(&receiver.name) {
-                if let (true, Some(sink)) = (local(&sender.name), &options.remote) {
-                    router.export(&sender.name, out_port, &c.from.port, sink.clone());
-                }
-                continue;
-            }
-            router.connect(
-                &sender.name,
-                out_port,
-                &receiver.name,
-                envs[receiver.name.as_str()].inbox.clone(),
-                receiver.port_handle(&c.to.port).expect("validated"),
-                c.delay,
-            );
-        }
-        let has_rt = app
-            .processes
-            .iter()
-            .any(|p| p.class == Class::Rt && local(&p.name));
+        let router = Arc::new(wire(app, &roster, &envs, options.remote.as_deref()));
+        let has_rt = programs.iter().any(|(p, _)| p.spec.class == Class::Rt);
         if has_rt {
             rt::lock_memory();
         }
-        let stop = Stop::default();
         let start_ns = options
             .start_ns
             .unwrap_or_else(|| rt::monotonic_ns() + START_LEAD.as_nanos() as u64);
-        let mut processes = Vec::new();
-        let mut snapshots = Vec::new();
-        let mut threads = Vec::new();
-        let mut tasks = Vec::new();
-        let mut standbys = HashMap::new();
-        for program in programs {
-            let spec = program.spec.clone();
-            let metrics = Arc::new(Mutex::new(ProcessMetrics::new(&spec.name, spec.class)));
-            let mut sup = Supervisor::new(
-                program,
-                envs[spec.name.as_str()].clone(),
-                router.clone(),
-                metrics.clone(),
-                stop.clone(),
-                start_ns,
-            );
-            sup.restore = options.restore.remove(&spec.name);
-            if options.standby.contains(&spec.name) {
-                let standby = Arc::new(Standby::default());
-                standbys.insert(spec.name.clone(), standby.clone());
-                sup.standby = Some(standby);
-            }
-            sup.checkpointing = options.checkpointing.clone();
-            snapshots.push((spec.name.clone(), sup.final_snapshot.clone()));
-            match spec.class {
-                Class::Rt => threads.push(
-                    std::thread::Builder::new()
-                        .name(format!("weft-rt-{}", spec.name))
-                        .spawn(move || sched::run_rt(sup))
-                        .context("cannot spawn rt thread")?,
-                ),
-                Class::Be => tasks.push(runtime.spawn(sched::run_be(sup))),
-            }
-            processes.push(metrics);
-        }
-        Ok(RunningApp {
+        let mut running = RunningApp {
             name: app.name.clone(),
-            manifest: app.clone(),
+            manifest: Arc::new(app.clone()),
             router,
-            snapshots,
+            snapshots: Vec::new(),
             rt_class: if has_rt {
                 rt::node_rt_class()
             } else {
                 RtClass::Soft
             },
-            processes,
-            standbys,
-            stop,
-            threads,
-            tasks,
+            processes: Vec::new(),
+            switches: HashMap::new(),
+            stop: Stop::default(),
+            threads: Vec::new(),
+            tasks: Vec::new(),
             devices: self.devices.clone(),
             started: Instant::now(),
-        })
+        };
+        for (program, env) in programs {
+            spawn_process(&mut running, program, env, start_ns, &mut options, runtime)?;
+        }
+        Ok(running)
     }
+
+    /// Compiles the processes of `app` that run here, each with its
+    /// environment. All of them are prepared before any starts, so a bad
+    /// module stops the app before it runs.
+    fn prepare_local(
+        &self,
+        app: &AppManifest,
+        modules: &dyn ModuleSource,
+        roster: &Roster,
+        options: &StartOptions,
+    ) -> Result<Vec<(Arc<Program>, ProcessEnv)>> {
+        let local =
+            |name: &ProcessName| options.only.as_ref().is_none_or(|only| only.contains(name));
+        let mut programs = Vec::new();
+        for (i, spec) in app
+            .processes
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| local(&s.name))
+        {
+            let program = self
+                .prepare(Arc::new(spec.clone()), modules)
+                .with_context(|| format!("app {:?}", app.name.as_str()))?;
+            let mut env = self.app_env(roster, ProcessId(i as u32), spec, app.seed);
+            env.log_sink = options.log_sink.clone();
+            if let Some(sink) = &options.record {
+                let recorder = sink.process(spec.name.as_str(), program.module_digests());
+                env.inbox.observe(recorder.inbox_observer(roster.clone()));
+                env.recorder = Some(recorder);
+            }
+            programs.push((Arc::new(program), env));
+        }
+        Ok(programs)
+    }
+}
+
+/// Starts one process of `running` under its supervisor: an rt process on
+/// a thread of its own, a be process as a task on `runtime`.
+fn spawn_process(
+    running: &mut RunningApp,
+    program: Arc<Program>,
+    env: ProcessEnv,
+    start_ns: u64,
+    options: &mut StartOptions,
+    runtime: &tokio::runtime::Handle,
+) -> Result<()> {
+    let spec = program.spec.clone();
+    let replica = options.standby.contains(&spec.name);
+    let switch = match (replica, options.supervised) {
+        (true, _) => Some(Arc::new(Switch::replica())),
+        (false, true) if options.held.contains(&spec.name) => Some(Arc::new(Switch::stalled())),
+        (false, true) => Some(Arc::new(Switch::live())),
+        (false, false) => None,
+    };
+    if let Some(switch) = &switch {
+        running.switches.insert(spec.name.clone(), switch.clone());
+    }
+    let (metrics, handle) = MetricsWriter::new(spec.name.clone(), spec.class);
+    let sup = Supervisor::new(supervisor::Parts {
+        program,
+        env,
+        router: running.router.clone(),
+        stop: running.stop.clone(),
+        start_ns,
+        restore: options.restore.remove(&spec.name),
+        checkpointing: options.checkpointing.clone(),
+        switch,
+        metrics,
+    });
+    running
+        .snapshots
+        .push((spec.name.clone(), sup.final_snapshot.clone()));
+    running.processes.push(handle);
+    match spec.class {
+        Class::Rt => running.threads.push(
+            std::thread::Builder::new()
+                .name(format!("weft-rt-{}", spec.name))
+                .spawn(move || sched::run_rt(sup))
+                .context("cannot spawn rt thread")?,
+        ),
+        Class::Be => running.tasks.push(runtime.spawn(sched::run_be(sup))),
+    }
+    Ok(())
+}
+
+/// The routes of `app`'s connections that start or end on this node:
+/// into local inboxes, and to the fabric for receivers elsewhere.
+pub(crate) fn wire(
+    app: &AppManifest,
+    roster: &Roster,
+    envs: &HashMap<&ProcessName, &ProcessEnv>,
+    remote: Option<&dyn RemoteSink>,
+) -> Router {
+    let mut router = Router::default();
+    for c in &app.connections {
+        let sender = app.process(c.from.process.as_str()).expect("validated");
+        let receiver = app.process(c.to.process.as_str()).expect("validated");
+        let out = sender
+            .output_handle(c.from.port.as_str())
+            .expect("validated");
+        let id = roster.id(sender.name.as_str()).expect("in the roster");
+        match envs.get(&receiver.name) {
+            Some(env) => router.connect(
+                id,
+                out,
+                env.inbox.clone(),
+                receiver.port_handle(c.to.port.as_str()).expect("validated"),
+                c.delay,
+            ),
+            None => {
+                if let (true, Some(sink)) = (envs.contains_key(&sender.name), remote) {
+                    router.export(id, out, sink.port(&sender.name, &c.from.port));
+                }
+            }
+        }
+    }
+    router
 }
 
 /// Each process's PRNG seed: derived from the app seed and the process
@@ -232,9 +285,9 @@ pub fn process_seed(app_seed: u64, name: &str) -> u64 {
 #[derive(Default)]
 pub struct StartOptions {
     /// Start only these processes (the rest of the app runs elsewhere).
-    pub only: Option<BTreeSet<String>>,
+    pub only: Option<BTreeSet<ProcessName>>,
     /// Snapshots to resume processes from, by name.
-    pub restore: HashMap<String, Snapshot>,
+    pub restore: HashMap<ProcessName, Snapshot>,
     /// Where outputs with receivers on other nodes go.
     pub remote: Option<Arc<dyn RemoteSink>>,
     /// `CLOCK_MONOTONIC` time of tag 0; default: a moment from now.
@@ -244,7 +297,38 @@ pub struct StartOptions {
     /// Record what the processes see, for `weft replay`.
     pub record: Option<RecordSink>,
     /// Processes to run as hot standbys: computing, outputs held back.
-    pub standby: BTreeSet<String>,
+    pub standby: BTreeSet<ProcessName>,
+    /// Processes that start held as after a stall, until
+    /// [`RunningApp::promote`] (supervised runs only).
+    pub held: BTreeSet<ProcessName>,
+    /// The processes run under a controller: one that skips ahead after a
+    /// stall holds its outputs until [`RunningApp::promote`] confirms it.
+    pub supervised: bool,
+}
+
+/// One output port of a sender on another node, resolved for delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InletPort {
+    sender: ProcessId,
+    port: PortHandle,
+}
+
+impl InletPort {
+    /// `sender`'s output `port` in `app` (process ids follow the manifest).
+    pub fn resolve(app: &AppManifest, sender: &str, port: &str) -> Result<InletPort> {
+        let index = app
+            .processes
+            .iter()
+            .position(|p| p.name == sender)
+            .with_context(|| format!("app {:?} has no process {sender:?}", app.name.as_str()))?;
+        let port = app.processes[index]
+            .output_handle(port)
+            .with_context(|| format!("process {sender:?} has no output {port:?}"))?;
+        Ok(InletPort {
+            sender: ProcessId(index as u32),
+            port,
+        })
+    }
 }
 
 /// Delivers messages that processes on other nodes published to the
@@ -252,47 +336,46 @@ pub struct StartOptions {
 #[derive(Clone)]
 pub struct RemoteInlet {
     manifest: Arc<AppManifest>,
-    router: Router,
+    router: Arc<Router>,
 }
 
 impl RemoteInlet {
-    /// Delivers what `sender` published at `tag` (sequence `seq`) on its output `port`.
+    /// Resolves `sender`'s output `port` once, for [`RemoteInlet::deliver_to`].
+    pub fn resolve(&self, sender: &str, port: &str) -> Result<InletPort> {
+        InletPort::resolve(&self.manifest, sender, port)
+    }
+
+    /// Delivers what the resolved sender published at `tag` (sequence `seq`).
+    pub fn deliver_to(&self, from: InletPort, tag: Tag, seq: u64, payload: Bytes) {
+        self.router
+            .deliver_local(from.sender, from.port, tag, seq, &payload);
+    }
+
+    /// Delivers what `sender` published at `tag` on its output `port`.
     pub fn deliver(
         &self,
         sender: &str,
         port: &str,
         tag: Tag,
         seq: u64,
-        payload: Vec<u8>,
+        payload: impl Into<Bytes>,
     ) -> Result<()> {
-        let spec = self
-            .manifest
-            .process(sender)
-            .with_context(|| format!("app {:?} has no process {sender:?}", self.manifest.name))?;
-        let handle = spec
-            .outputs
-            .iter()
-            .position(|p| p == port)
-            .with_context(|| format!("process {sender:?} has no output {port:?}"))?;
-        let output = Output {
-            port: (spec.inputs.len() + handle) as i32,
-            payload,
-        };
-        self.router.deliver_local(sender, tag, seq, &output);
+        let from = self.resolve(sender, port)?;
+        self.deliver_to(from, tag, seq, payload.into());
         Ok(())
     }
 }
 
 /// An app running on a node.
 pub struct RunningApp {
-    name: String,
-    manifest: AppManifest,
-    router: Router,
-    snapshots: Vec<(String, Arc<Mutex<Option<Snapshot>>>)>,
+    name: AppName,
+    manifest: Arc<AppManifest>,
+    router: Arc<Router>,
+    snapshots: Vec<(ProcessName, Arc<Mutex<Option<Snapshot>>>)>,
     rt_class: RtClass,
-    processes: Vec<Arc<Mutex<ProcessMetrics>>>,
-    /// The hot standbys among the processes, by name.
-    standbys: HashMap<String, Arc<Standby>>,
+    processes: Vec<MetricsHandle>,
+    /// The output switches of the processes, by name (supervised runs).
+    switches: HashMap<ProcessName, Arc<Switch>>,
     stop: Stop,
     threads: Vec<std::thread::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -300,10 +383,19 @@ pub struct RunningApp {
     started: Instant,
 }
 
+/// An app stopped for a handover: see [`RunningApp::stop_with_snapshots`].
+pub struct Stopped {
+    pub report: AppReport,
+    pub snapshots: HashMap<ProcessName, Snapshot>,
+    /// Processes that were holding their outputs after a stall: their
+    /// state skipped ahead of the process's and is no longer its own.
+    pub held: BTreeSet<ProcessName>,
+}
+
 /// The state of an app: what `weft run --json` prints.
 #[derive(Debug, Clone, Serialize)]
 pub struct AppReport {
-    pub app: String,
+    pub app: AppName,
     pub rt_class: RtClass,
     pub uptime_s: f64,
     pub processes: Vec<ProcessReport>,
@@ -316,36 +408,38 @@ impl RunningApp {
             app: self.name.clone(),
             rt_class: self.rt_class,
             uptime_s: self.started.elapsed().as_secs_f64(),
-            processes: self
-                .processes
-                .iter()
-                .map(|m| m.lock().unwrap().report())
-                .collect(),
+            processes: self.processes.iter().map(MetricsHandle::report).collect(),
             devices: self.devices.status(),
         }
     }
 
-    /// Puts a hot standby live: it re-sends what it held and publishes from
-    /// then on. False if `process` is not a standby here.
+    /// Puts a held process live (a standby taking over, or a process held
+    /// after a stall that still runs here): it re-sends what it held and
+    /// publishes from then on. False if `process` has no switch here.
     pub fn promote(&self, process: &str) -> bool {
-        match self.standbys.get(process) {
-            Some(standby) => {
-                standby.promote();
+        match self.switches.get(process) {
+            Some(switch) => {
+                switch.promote();
                 true
             }
             None => false,
         }
     }
 
-    /// The names of the processes running here.
-    pub fn process_names(&self) -> Vec<String> {
-        self.snapshots.iter().map(|(n, _)| n.clone()).collect()
+    /// The processes holding their outputs after a stall, waiting for
+    /// [`RunningApp::promote`].
+    pub fn stalled(&self) -> BTreeSet<ProcessName> {
+        self.switches
+            .iter()
+            .filter(|(_, s)| s.is_stalled())
+            .map(|(p, _)| p.clone())
+            .collect()
     }
 
     /// Where messages from processes on other nodes enter this app.
     pub fn inlet(&self) -> RemoteInlet {
         RemoteInlet {
-            manifest: Arc::new(self.manifest.clone()),
+            manifest: self.manifest.clone(),
             router: self.router.clone(),
         }
     }
@@ -355,16 +449,29 @@ impl RunningApp {
         self.threads.iter().all(|t| t.is_finished()) && self.tasks.iter().all(|t| t.is_finished())
     }
 
-    /// Stops every process and returns the final report and the state of
-    /// each process that stopped at a call boundary, for a handover.
-    pub async fn stop_with_snapshots(self) -> (AppReport, HashMap<String, Snapshot>) {
+    /// Stops every process and returns what a handover needs: the state
+    /// of each process that stopped at a call boundary, and which were
+    /// holding their outputs after a stall when they stopped.
+    pub async fn stop_with_snapshots(self) -> Stopped {
         let slots = self.snapshots.clone();
+        let switches = self.switches.clone();
         let report = self.stop().await;
         let snapshots = slots
             .into_iter()
             .filter_map(|(name, slot)| Some((name, slot.lock().unwrap().take()?)))
             .collect();
-        (report, snapshots)
+        // Read after every thread has ended, so a stall noticed on the way
+        // out counts too.
+        let held = switches
+            .into_iter()
+            .filter(|(_, s)| s.is_stalled())
+            .map(|(p, _)| p)
+            .collect();
+        Stopped {
+            report,
+            snapshots,
+            held,
+        }
     }
 
     /// Stops every process at its next boundary and returns the final report.

@@ -1,8 +1,9 @@
 //! A process: one store holding one instance, or a small group of linked
-//! instances, plus its host state. This file owns the life of a process:
-//! preparing its program (load, check capabilities, compile), instantiating
-//! it, driving one tick or message through it under its limits, publishing
-//! its outputs into its hash chain, and classifying what went wrong.
+//! instances, plus its host state. This file owns the life of one
+//! incarnation: instantiating its program, driving one tick or message
+//! through it under its limits, publishing its outputs into its hash chain,
+//! and classifying what went wrong. Capturing and restoring its state is
+//! `snapshot.rs`.
 //!
 //! Calls are written once, as async code. be processes run them on tokio
 //! with epoch yields; rt processes run the same code through [`run_sync`],
@@ -15,24 +16,25 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
-use sha2::{Digest, Sha256};
-use wasmtime::{
-    ExternType, Instance, InstancePre, Linker, Module, ModuleExport, Store, Trap, TypedFunc,
-    UpdateDeadline, ValType,
-};
-use weft_abi::{Capability, IMPORT_MODULE, WASI_MODULE, exports};
-use weft_manifest::{Class, ProcessSpec};
+use wasmtime::{Instance, Memory, ModuleExport, Store, Trap, TypedFunc, UpdateDeadline};
+use weft_abi::{Capability, exports};
+use weft_manifest::ProcessSpec;
+use weft_types::{ProcessName, Tag};
 
 use crate::device::Devices;
-use crate::engine::{CompiledModule, Metering, WeftEngine};
+use crate::engine::Metering;
 use crate::host::Host;
-use crate::module::LoadedModule;
-use crate::ports::{Inbox, Message, Output, Router};
+use crate::inbox::Inbox;
+use crate::program::Program;
 use crate::record::ProcessRecorder;
-use crate::tag::Tag;
+use crate::router::Router;
+use crate::types::{
+    CallReport, DeadlineExceeded, Fault, FaultKind, HashChain, LogLine, LogSink, Message, Output,
+    ProcessId,
+};
 
 /// Drives a future that is known not to suspend (an rt call) to completion.
+#[inline(always)]
 pub fn run_sync<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
     match future
@@ -44,298 +46,11 @@ pub fn run_sync<F: Future>(future: F) -> F::Output {
     }
 }
 
-/// Why a process stopped running a call.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FaultKind {
-    /// The module does not start: missing grant, link error, bad module.
-    Instantiate,
-    FuelExhausted,
-    MemoryLimit,
-    StackOverflow,
-    /// Over its wall-clock deadline (be processes are interrupted).
-    Deadline,
-    /// Any other trap: unreachable, out-of-bounds access, bad host call...
-    Trap,
-}
-
-#[derive(Debug, Clone, thiserror::Error, serde::Serialize)]
-#[error("{message}")]
-pub struct Fault {
-    pub kind: FaultKind,
-    pub message: String,
-}
-
-impl Fault {
-    fn instantiate(error: anyhow::Error) -> Fault {
-        Fault {
-            kind: FaultKind::Instantiate,
-            message: format!("{error:#}"),
-        }
-    }
-}
-
-/// What a successful call did.
-#[derive(Debug, Default, Clone)]
-pub struct CallReport {
-    pub fuel_used: u64,
-    pub messages_in: u64,
-    pub outputs: Vec<Output>,
-}
-
-/// The compiled form of a process, shared by all of its incarnations
-/// (restarts, restores) so none of them compiles again.
-pub struct Program {
-    pub spec: Arc<ProcessSpec>,
-    pub engine: WeftEngine,
-    /// Linked library modules in instantiation order, then the main module.
-    modules: Vec<(String, CompiledModule)>,
-    /// Pre-resolved imports of a single-module process.
-    pre: Option<InstancePre<Host>>,
-    linker: Linker<Host>,
-    /// The main module's entry points, resolved once (lookups by index, not name).
-    entry_points: EntryPoints,
-}
-
-/// Export indices of the fixed entry points in the main module.
-#[derive(Default)]
-struct EntryPoints {
-    init: Option<ModuleExport>,
-    tick: Option<ModuleExport>,
-    message: Option<ModuleExport>,
-    alloc: Option<ModuleExport>,
-    start: Option<ModuleExport>,
-}
-
-impl EntryPoints {
-    /// Resolves the entry points, refusing any with the wrong signature:
-    /// a `weft_tick(i32)` would otherwise be silently never called.
-    fn resolve(module: &Module, name: &str) -> Result<EntryPoints> {
-        use ValType::{I32, I64};
-        let find = |export: &str,
-                    params: &[ValType],
-                    results: &[ValType]|
-         -> Result<Option<ModuleExport>> {
-            let Some(ExternType::Func(ty)) = module.get_export(export) else {
-                return Ok(None);
-            };
-            let matches = ty
-                .params()
-                .map(|p| p.to_string())
-                .eq(params.iter().map(|p| p.to_string()))
-                && ty
-                    .results()
-                    .map(|r| r.to_string())
-                    .eq(results.iter().map(|r| r.to_string()));
-            if !matches {
-                bail!(
-                    "module {name:?} exports `{export}` with signature {ty}, but weft calls it as (param {params:?}) (result {results:?}); see docs/abi.md"
-                );
-            }
-            Ok(module.get_export_index(export))
-        };
-        Ok(EntryPoints {
-            init: find(exports::INIT, &[], &[])?,
-            tick: find(exports::TICK, &[I64], &[])?,
-            message: find(exports::MESSAGE, &[I32, I32, I32, I64], &[])?,
-            alloc: find(exports::ALLOC, &[I32], &[I32])?,
-            start: find(exports::START, &[], &[])?,
-        })
-    }
-}
-
-fn entry<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
-    store: &mut Store<Host>,
-    instance: Instance,
-    export: &Option<ModuleExport>,
-) -> Option<TypedFunc<P, R>> {
-    let func = instance
-        .get_module_export(&mut *store, export.as_ref()?)?
-        .into_func()?;
-    func.typed(&*store).ok()
-}
-
-impl Program {
-    /// Loads and checks every module of `spec` and compiles it for `engine`.
-    /// Every problem is reported here, before anything runs.
-    pub fn prepare(
-        spec: Arc<ProcessSpec>,
-        engine: &WeftEngine,
-        linker: &Linker<Host>,
-    ) -> Result<Program> {
-        let process = &spec.name;
-        let mut modules = Vec::new();
-        for (name, path) in spec
-            .links
-            .iter()
-            .map(|(n, p)| (n.as_str(), p.as_path()))
-            .chain([("", spec.module.as_path())])
-        {
-            let loaded =
-                LoadedModule::from_file(path).with_context(|| format!("process {process:?}"))?;
-            check_module(&spec, name, &loaded)?;
-            let compiled = engine
-                .compile(Arc::new(loaded))
-                .with_context(|| format!("process {process:?}"))?;
-            modules.push((name.to_string(), compiled));
-        }
-        let main = &modules.last().unwrap().1;
-        let pre = if spec.links.is_empty() {
-            Some(
-                linker
-                    .instantiate_pre(&main.module)
-                    .map_err(anyhow::Error::from)
-                    .with_context(|| {
-                        format!(
-                            "process {process:?}: cannot link module {}",
-                            spec.module.display()
-                        )
-                    })?,
-            )
-        } else {
-            None
-        };
-        let entry_points = EntryPoints::resolve(&main.module, &main.loaded.info.name)
-            .with_context(|| format!("process {process:?}"))?;
-        Ok(Program {
-            spec: spec.clone(),
-            engine: engine.clone(),
-            modules,
-            pre,
-            linker: linker.clone(),
-            entry_points,
-        })
-    }
-
-    pub fn modules(&self) -> impl Iterator<Item = &LoadedModule> {
-        self.modules.iter().map(|(_, m)| m.loaded.as_ref())
-    }
-
-    /// True when every artefact came from the compiled-module cache.
-    pub fn from_cache(&self) -> bool {
-        self.modules.iter().all(|(_, m)| m.from_cache)
-    }
-
-    pub(crate) fn module_count(&self) -> usize {
-        self.modules.len()
-    }
-
-    /// The digests of every module, in link order.
-    pub fn module_digests(&self) -> Vec<crate::module::ModuleDigest> {
-        (0..self.module_count())
-            .map(|i| self.module_digest(i))
-            .collect()
-    }
-
-    pub(crate) fn module_digest(&self, index: usize) -> crate::module::ModuleDigest {
-        self.modules[index].1.loaded.digest
-    }
-
-    fn is_async(&self) -> bool {
-        self.engine.metering == Metering::Epoch
-    }
-}
-
-/// Capability and shape checks of one module of a process.
-fn check_module(spec: &ProcessSpec, link_name: &str, module: &LoadedModule) -> Result<()> {
-    let process = &spec.name;
-    let which = if link_name.is_empty() {
-        format!("module {:?}", module.info.name)
-    } else {
-        format!("linked module {link_name:?}")
-    };
-    for import in &module.info.imports {
-        match import.module.as_str() {
-            IMPORT_MODULE => {
-                let Some(needed) = Capability::for_import(&import.name) else {
-                    bail!(
-                        "process {process:?}: {which} imports `weft::{}`, which is not a weft host function (see docs/abi.md)",
-                        import.name
-                    );
-                };
-                if !spec.grants(&needed) {
-                    let grant = if matches!(needed, Capability::Device(_)) {
-                        "device:<name>".to_string()
-                    } else {
-                        needed.to_string()
-                    };
-                    bail!(
-                        "process {process:?}: {which} imports `weft::{}`, which needs capability {grant:?}; it is not granted (add it to `capabilities` in the manifest)",
-                        import.name
-                    );
-                }
-            }
-            WASI_MODULE => {
-                if !spec.grants(&Capability::Wasi) {
-                    bail!(
-                        "process {process:?}: {which} imports `{WASI_MODULE}::{}`, which needs capability \"wasi\"; it is not granted (add it to `capabilities` in the manifest)",
-                        import.name
-                    );
-                }
-            }
-            other => {
-                if !spec.links.iter().any(|(n, _)| n == other) {
-                    bail!(
-                        "process {process:?}: {which} imports `{other}::{}` but no module is linked as {other:?} (add `link = {{ {other} = \"path.wasm\" }}`)",
-                        import.name
-                    );
-                }
-            }
-        }
-    }
-    let min_memory: u64 = module
-        .info
-        .memories
-        .iter()
-        .filter(|m| !m.imported)
-        .map(|m| m.min_bytes)
-        .max()
-        .unwrap_or(0);
-    if min_memory > spec.memory {
-        bail!(
-            "process {process:?}: {which} needs at least {min_memory} bytes of memory but the process limit is {} (raise `memory`)",
-            spec.memory
-        );
-    }
-    if !spec.grants(&Capability::Wasi) {
-        module
-            .check_snapshotable()
-            .with_context(|| format!("process {process:?}"))?;
-    }
-    if link_name.is_empty() && !spec.grants(&Capability::Wasi) {
-        let has = |n: &str| module.info.exports.iter().any(|e| e.name == n);
-        if spec.period.is_some() && !has(exports::TICK) {
-            bail!(
-                "process {process:?}: has a period but {which} does not export `{}`",
-                exports::TICK
-            );
-        }
-        if has(exports::MESSAGE) && !has(exports::ALLOC) {
-            bail!(
-                "process {process:?}: {which} exports `{}` but not `{}`",
-                exports::MESSAGE,
-                exports::ALLOC
-            );
-        }
-    }
-    Ok(())
-}
-
-/// The fixed exports the host drives.
-struct Entry {
-    init: Option<TypedFunc<(), ()>>,
-    tick: Option<TypedFunc<i64, ()>>,
-    message: Option<TypedFunc<(i32, i32, i32, i64), ()>>,
-    alloc: Option<TypedFunc<i32, i32>>,
-    start: Option<TypedFunc<(), ()>>,
-}
-
-/// Receives a process's guest log lines: (process, level, tag, text).
-pub type LogSink = Arc<dyn Fn(&str, i32, Tag, &str) + Send + Sync>;
-
 /// What a process needs from its node besides its program.
 #[derive(Clone)]
 pub struct ProcessEnv {
+    /// The process's id in its app (how its messages name their source).
+    pub id: ProcessId,
     pub seed: u64,
     pub inbox: Arc<Inbox>,
     pub devices: Devices,
@@ -344,25 +59,72 @@ pub struct ProcessEnv {
     pub recorder: Option<ProcessRecorder>,
 }
 
-/// The running-hash of everything a process published:
-/// `h = SHA-256(h_prev ‖ tag ‖ port ‖ len ‖ payload)`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct HashChain(pub [u8; 32]);
+/// The fixed exports the host drives, looked up the first time each is
+/// called, so an instance costs only what it uses; kept so that a call
+/// after the first costs no lookup and no type check.
+#[derive(Default)]
+struct Entry {
+    init: Lazy<TypedFunc<(), ()>>,
+    tick: Lazy<TypedFunc<i64, ()>>,
+    message: Lazy<TypedFunc<(i32, i32, i32, i64), ()>>,
+    alloc: Lazy<TypedFunc<i32, i32>>,
+    start: Lazy<TypedFunc<(), ()>>,
+    memory: Lazy<Memory>,
+}
 
-impl HashChain {
-    pub fn extend(&mut self, tag: Tag, output: &Output) {
-        let mut h = Sha256::new();
-        h.update(self.0);
-        h.update(tag.0.to_le_bytes());
-        h.update(output.port.to_le_bytes());
-        h.update((output.payload.len() as u64).to_le_bytes());
-        h.update(&output.payload);
-        self.0 = h.finalize().into();
-    }
+/// An export not looked up yet, or looked up (and perhaps absent).
+#[derive(Default)]
+enum Lazy<T> {
+    #[default]
+    Unresolved,
+    Resolved(Option<T>),
+}
 
-    pub fn hex(&self) -> String {
-        hex::encode(self.0)
+impl<T> Lazy<T> {
+    fn get_or(&mut self, look_up: impl FnOnce() -> Option<T>) -> Option<&T> {
+        if let Lazy::Unresolved = self {
+            *self = Lazy::Resolved(look_up());
+        }
+        match self {
+            Lazy::Resolved(found) => found.as_ref(),
+            Lazy::Unresolved => unreachable!("resolved above"),
+        }
     }
+}
+
+fn resolve<'a, P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
+    slot: &'a mut Lazy<TypedFunc<P, R>>,
+    store: &mut Store<Host>,
+    instance: Instance,
+    export: &Option<ModuleExport>,
+) -> Option<&'a TypedFunc<P, R>> {
+    slot.get_or(|| {
+        let export = export.as_ref()?;
+        instance
+            .get_module_export(&mut *store, export)?
+            .into_func()?
+            .typed(&*store)
+            .ok()
+    })
+}
+
+/// Calls `func` in `store`, async for an async store.
+async fn call<P, R>(
+    store: &mut Store<Host>,
+    is_async: bool,
+    func: &TypedFunc<P, R>,
+    params: P,
+) -> Result<R, Fault>
+where
+    P: wasmtime::WasmParams + Sync,
+    R: wasmtime::WasmResults + Send + Sync,
+{
+    let result = if is_async {
+        func.call_async(&mut *store, params).await
+    } else {
+        func.call(&mut *store, params)
+    };
+    result.map_err(|e| classify(store, e.into()))
 }
 
 /// One live incarnation of a process.
@@ -371,6 +133,7 @@ pub struct Process {
     pub(crate) store: Store<Host>,
     pub(crate) instances: Vec<Instance>,
     entry: Entry,
+    id: ProcessId,
     /// Sequence number of the next published message.
     pub(crate) seq: u64,
     pub(crate) chain: HashChain,
@@ -384,8 +147,9 @@ impl Process {
     /// Instantiates a fresh process. Does not call `weft_init`.
     pub async fn instantiate(program: Arc<Program>, env: ProcessEnv) -> Result<Process, Fault> {
         let mut host = Host::new(program.spec.clone(), env.seed, env.inbox, env.devices);
-        host.log_sink = env.log_sink;
+        host.keep_logs = env.log_sink.is_some();
         host.recorder = env.recorder;
+        host.one_module = program.pre.is_some();
         if program.spec.grants(&Capability::Wasi) {
             host.wasi = Some(crate::wasi::context(&program.spec).map_err(Fault::instantiate)?);
         }
@@ -396,55 +160,20 @@ impl Process {
                 let host = ctx.data();
                 match host.deadline {
                     Some(limit) if host.call_started.elapsed() > limit => {
-                        Err(wasmtime::Error::msg(format!(
-                            "deadline exceeded: call ran longer than {limit:?}"
-                        )))
+                        Err(wasmtime::Error::new(DeadlineExceeded(limit)))
                     }
                     _ => Ok(UpdateDeadline::Yield(1)),
                 }
             });
             store.set_epoch_deadline(1);
         }
-        let is_async = program.is_async();
-        let mut instances = Vec::with_capacity(program.modules.len());
-        if let Some(pre) = &program.pre {
-            let instance = if is_async {
-                pre.instantiate_async(&mut store).await
-            } else {
-                pre.instantiate(&mut store)
-            };
-            instances.push(instance.map_err(|e| classify(&store, e.into()))?);
-        } else {
-            let mut linker = program.linker.clone();
-            for (name, compiled) in &program.modules {
-                let instance = if is_async {
-                    linker.instantiate_async(&mut store, &compiled.module).await
-                } else {
-                    linker.instantiate(&mut store, &compiled.module)
-                };
-                let instance = instance.map_err(|e| classify(&store, e.into()))?;
-                if !name.is_empty() {
-                    linker
-                        .instance(&mut store, name, instance)
-                        .map_err(|e| Fault::instantiate(e.into()))?;
-                }
-                instances.push(instance);
-            }
-        }
-        let main = *instances.last().unwrap();
-        let points = &program.entry_points;
-        let entry = Entry {
-            init: entry(&mut store, main, &points.init),
-            tick: entry(&mut store, main, &points.tick),
-            message: entry(&mut store, main, &points.message),
-            alloc: entry(&mut store, main, &points.alloc),
-            start: entry(&mut store, main, &points.start),
-        };
+        let instances = instantiate_modules(&program, &mut store).await?;
         Ok(Process {
             program,
             store,
             instances,
-            entry,
+            entry: Entry::default(),
+            id: env.id,
             seq: 0,
             chain: HashChain::default(),
             last_tag: None,
@@ -452,7 +181,7 @@ impl Process {
         })
     }
 
-    pub fn name(&self) -> &str {
+    pub fn name(&self) -> &ProcessName {
         &self.program.spec.name
     }
 
@@ -466,6 +195,11 @@ impl Process {
 
     pub fn last_tag(&self) -> Option<Tag> {
         self.last_tag
+    }
+
+    /// Outputs of the last published call.
+    pub fn last_outputs(&self) -> &[Output] {
+        &self.last_outputs
     }
 
     /// Bytes of linear memory across all instances.
@@ -489,11 +223,19 @@ impl Process {
         self.store.data().refused
     }
 
+    fn main(&self) -> Instance {
+        *self.instances.last().expect("a process has a main module")
+    }
+
     fn begin(&mut self, tag: Tag) -> Result<(), Fault> {
         let host = self.store.data_mut();
         host.tag = tag;
         host.outbox.clear();
-        host.call_started = Instant::now();
+        host.logs.clear();
+        // Only the epoch callback of an async store reads it.
+        if self.program.is_async() && host.deadline.is_some() {
+            host.call_started = Instant::now();
+        }
         host.limiter.exceeded = None;
         if let Some(fuel) = self
             .program
@@ -519,14 +261,27 @@ impl Process {
             fuel_used,
             messages_in,
             outputs: std::mem::take(&mut self.store.data_mut().outbox),
+            logs: self.take_logs(),
         }
+    }
+
+    /// The log lines of the last call, taken (also after a fault).
+    pub fn take_logs(&mut self) -> Vec<LogLine> {
+        std::mem::take(&mut self.store.data_mut().logs)
     }
 
     /// Runs `weft_init` if the module exports it.
     pub async fn init(&mut self) -> Result<CallReport, Fault> {
         self.begin(Tag::ZERO)?;
-        if let Some(init) = self.entry.init.clone() {
-            self.call(init, ()).await?;
+        let main = self.main();
+        let init = resolve(
+            &mut self.entry.init,
+            &mut self.store,
+            main,
+            &self.program.entry_points.init,
+        );
+        if let Some(init) = init {
+            call(&mut self.store, self.program.is_async(), init, ()).await?;
         }
         Ok(self.end(0))
     }
@@ -535,16 +290,24 @@ impl Process {
     /// the module exports `weft_message`), then calls `weft_tick(tag)`.
     pub async fn tick(&mut self, tag: Tag) -> Result<CallReport, Fault> {
         self.begin(tag)?;
+        self.store.data().inbox.reading(tag);
         let mut delivered = 0;
-        if self.entry.message.is_some() {
+        if self.program.entry_points.message.is_some() {
             let inbox = self.store.data().inbox.clone();
             while let Some(message) = inbox.pop_visible(tag, None) {
                 self.deliver(&message).await?;
                 delivered += 1;
             }
         }
-        if let Some(tick) = self.entry.tick.clone() {
-            self.call(tick, tag.0 as i64).await?;
+        let main = self.main();
+        let tick = resolve(
+            &mut self.entry.tick,
+            &mut self.store,
+            main,
+            &self.program.entry_points.tick,
+        );
+        if let Some(tick) = tick {
+            call(&mut self.store, self.program.is_async(), tick, tag.0 as i64).await?;
         }
         self.last_tag = Some(tag);
         Ok(self.end(delivered))
@@ -553,50 +316,67 @@ impl Process {
     /// Handles one message at its own tag (message-driven processes).
     pub async fn message(&mut self, message: &Message) -> Result<CallReport, Fault> {
         self.begin(message.key.tag)?;
+        self.store.data().inbox.reading(message.key.tag);
         self.deliver(message).await?;
         self.last_tag = Some(message.key.tag);
         Ok(self.end(1))
     }
 
     async fn deliver(&mut self, message: &Message) -> Result<(), Fault> {
-        let (Some(alloc), Some(handler)) = (self.entry.alloc.clone(), self.entry.message.clone())
-        else {
+        let main = self.main();
+        let points = &self.program.entry_points;
+        let is_async = self.program.is_async();
+        let alloc = resolve(&mut self.entry.alloc, &mut self.store, main, &points.alloc);
+        let handler = resolve(
+            &mut self.entry.message,
+            &mut self.store,
+            main,
+            &points.message,
+        );
+        let (Some(alloc), Some(handler)) = (alloc, handler) else {
             return Ok(());
         };
         let len = message.payload.len() as i32;
-        let ptr = self.call(alloc, len).await?;
+        let ptr = call(&mut self.store, is_async, alloc, len).await?;
+        let store = &mut self.store;
         let memory = self
-            .instances
-            .last()
-            .unwrap()
-            .get_memory(&mut self.store, exports::FIRST_MEMORY);
+            .entry
+            .memory
+            .get_or(|| main.get_memory(&mut *store, exports::FIRST_MEMORY));
         let Some(memory) = memory else {
-            return Err(Fault {
-                kind: FaultKind::Trap,
-                message: "module exports weft_message but has no memory".into(),
-            });
+            return Err(Fault::new(
+                FaultKind::Trap,
+                "module exports weft_message but has no memory",
+            ));
         };
         memory
             .write(&mut self.store, ptr as u32 as usize, &message.payload)
-            .map_err(|_| Fault {
-                kind: FaultKind::Trap,
-                message: format!(
-                    "weft_alloc({len}) returned {ptr:#x}, which is outside linear memory"
-                ),
+            .map_err(|_| {
+                Fault::new(
+                    FaultKind::Trap,
+                    format!("weft_alloc({len}) returned {ptr:#x}, which is outside linear memory"),
+                )
             })?;
-        self.call(handler, (message.port, ptr, len, message.key.tag.0 as i64))
-            .await
+        let params = (message.port.0, ptr, len, message.key.tag.0 as i64);
+        call(&mut self.store, is_async, handler, params).await
     }
 
     /// Runs a WASI command's `_start`; returns its exit code.
     pub async fn run_command(&mut self) -> Result<i32, Fault> {
-        let Some(start) = self.entry.start.clone() else {
-            return Err(Fault {
-                kind: FaultKind::Instantiate,
-                message: "module does not export `_start`; it is not a WASI command".into(),
-            });
-        };
         self.begin(Tag::ZERO)?;
+        let main = self.main();
+        let start = resolve(
+            &mut self.entry.start,
+            &mut self.store,
+            main,
+            &self.program.entry_points.start,
+        );
+        let Some(start) = start else {
+            return Err(Fault::new(
+                FaultKind::Instantiate,
+                "module does not export `_start`; it is not a WASI command",
+            ));
+        };
         let result = if self.program.is_async() {
             start.call_async(&mut self.store, ()).await
         } else {
@@ -611,49 +391,77 @@ impl Process {
         }
     }
 
-    async fn call<P, R>(&mut self, func: TypedFunc<P, R>, params: P) -> Result<R, Fault>
-    where
-        P: wasmtime::WasmParams + Sync,
-        R: wasmtime::WasmResults + Send + Sync,
-    {
-        let result = if self.program.is_async() {
-            func.call_async(&mut self.store, params).await
-        } else {
-            func.call(&mut self.store, params)
-        };
-        result.map_err(|e| classify(&self.store, e.into()))
-    }
-
     /// Assigns sequence numbers to a call's outputs, extends the hash chain
-    /// and hands them to the router.
+    /// and hands them to the router. Returns (sent, refused by full
+    /// mailboxes).
     pub fn publish(&mut self, router: &Router, tag: Tag, outputs: Vec<Output>) -> (u64, u64) {
         let (mut sent, mut refused) = (0, 0);
         for output in &outputs {
             self.seq += 1;
             self.chain.extend(tag, output);
-            let delivery = router.publish(&self.program.spec.name, tag, self.seq, output);
+            let delivery = router.publish(self.id, tag, self.seq, output);
             sent += 1;
             refused += delivery.refused;
         }
-        self.last_outputs = outputs;
+        // The outputs before these make room for the next call's.
+        let mut spare = std::mem::replace(&mut self.last_outputs, outputs);
+        spare.clear();
+        let outbox = &mut self.store.data_mut().outbox;
+        if outbox.capacity() == 0 {
+            *outbox = spare;
+        }
         (sent, refused)
     }
+}
+
+/// Instantiates every module of `program` into `store`: the pre-linked
+/// main module alone, or each linked module in order, registered under
+/// its link name so the next can import from it.
+async fn instantiate_modules(
+    program: &Program,
+    store: &mut Store<Host>,
+) -> Result<Vec<Instance>, Fault> {
+    let is_async = program.is_async();
+    if let Some(pre) = &program.pre {
+        let instance = if is_async {
+            pre.instantiate_async(&mut *store).await
+        } else {
+            pre.instantiate(&mut *store)
+        };
+        return Ok(vec![instance.map_err(|e| classify(store, e.into()))?]);
+    }
+    let mut instances = Vec::with_capacity(program.modules.len());
+    let mut linker = program.linker.clone();
+    for (name, compiled) in &program.modules {
+        let instance = if is_async {
+            linker
+                .instantiate_async(&mut *store, &compiled.module)
+                .await
+        } else {
+            linker.instantiate(&mut *store, &compiled.module)
+        };
+        let instance = instance.map_err(|e| classify(store, e.into()))?;
+        if !name.is_empty() {
+            linker
+                .instance(&mut *store, name, instance)
+                .map_err(|e| Fault::instantiate(e.into()))?;
+        }
+        instances.push(instance);
+    }
+    Ok(instances)
 }
 
 /// Turns a wasmtime error into a fault a user can act on.
 fn classify(store: &Store<Host>, error: anyhow::Error) -> Fault {
     if let Some(reason) = &store.data().limiter.exceeded {
-        return Fault {
-            kind: FaultKind::MemoryLimit,
-            message: reason.clone(),
-        };
+        return Fault::new(FaultKind::MemoryLimit, reason.clone());
     }
     let text = format!("{error:#}");
     let kind = match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => FaultKind::FuelExhausted,
         Some(Trap::StackOverflow) => FaultKind::StackOverflow,
         Some(_) => FaultKind::Trap,
-        None if text.contains("deadline exceeded") => FaultKind::Deadline,
+        None if error.downcast_ref::<DeadlineExceeded>().is_some() => FaultKind::Deadline,
         None if error
             .downcast_ref::<wasmtime::UnknownImportError>()
             .is_some() =>
@@ -672,13 +480,5 @@ fn classify(store: &Store<Host>, error: anyhow::Error) -> Fault {
         FaultKind::StackOverflow => format!("stack overflow (deep recursion) ({text})"),
         _ => text,
     };
-    Fault { kind, message }
-}
-
-/// The class a spec runs in decides its engine.
-pub fn metering_for(class: Class) -> Metering {
-    match class {
-        Class::Rt => Metering::Fuel,
-        Class::Be => Metering::Epoch,
-    }
+    Fault::new(kind, message)
 }

@@ -11,9 +11,14 @@
 //! process took its messages. Each event carries its tag.
 //!
 //! The file is a magic header followed by frames, each `length ‖ CRC-32 ‖
-//! postcard body`, written by one background thread so recording never
-//! blocks an rt thread on disk. Reading checks every frame and refuses a
-//! corrupt or truncated file with the byte offset where it went wrong.
+//! postcard body`, written by one background thread so an rt thread does
+//! not wait on the disk. The queue to that thread is bounded
+//! ([`QUEUE_FRAMES`]): when the disk cannot keep up, a process recording an
+//! event waits for room rather than the queue growing without end. A
+//! recording is complete or it is not a recording; a process slowed by its
+//! recording shows it in its deadline misses, which are recorded too.
+//! Reading checks every frame and refuses a corrupt or truncated file with
+//! the byte offset where it went wrong.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -25,14 +30,17 @@ use std::sync::mpsc;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::module::ModuleDigest;
-use crate::process::{FaultKind, HashChain};
-use crate::tag::Tag;
+use weft_types::{ModuleDigest, ProcessName, Tag};
+
+use crate::inbox::InboxObserver;
+use crate::types::{FaultKind, HashChain, MessageKey, Roster};
 
 const MAGIC: &[u8; 8] = b"WEFTREC\0";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Largest frame a reader accepts (a frame holds at most one snapshot).
 const MAX_FRAME: u32 = 1 << 30;
+/// Frames waiting for the writer thread at most; then recording waits.
+pub const QUEUE_FRAMES: usize = 16 * 1024;
 
 /// What happened to a process at a tag.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,7 +51,7 @@ pub enum Event {
     /// A device read returned these bytes.
     Sample { device: String, bytes: Vec<u8> },
     /// A message-driven process took the message (source, tag, seq).
-    Handled { source: String, seq: u64 },
+    Handled { source: ProcessName, seq: u64 },
     /// The call missed its deadline; the miss policy replaced its outputs.
     DeadlineMiss,
     /// The call faulted (the incarnation ended).
@@ -51,14 +59,17 @@ pub enum Event {
     /// The message (source, visible tag, seq) arrived after the receiver
     /// completed this tag.
     Tardy {
-        source: String,
+        source: ProcessName,
         visible: Tag,
         seq: u64,
     },
     /// The message (source, seq), visible at this tag, was refused: mailbox full.
-    Dropped { source: String, seq: u64 },
+    Dropped { source: ProcessName, seq: u64 },
     /// The run ended; the tag is the last one completed, `chain` its hash chain.
     Stop { chain: HashChain },
+    /// The process fell too far behind and skipped from this tag's release
+    /// to `resume` (see `sched::releases`).
+    Skip { resume: Tag },
 }
 
 /// One unit of the file.
@@ -71,11 +82,11 @@ enum Frame {
     },
     /// The modules a process ran, so a replay refuses changed ones.
     Program {
-        process: String,
+        process: Arc<str>,
         digests: Vec<ModuleDigest>,
     },
     Event {
-        process: String,
+        process: Arc<str>,
         tag: Tag,
         event: Event,
     },
@@ -84,7 +95,7 @@ enum Frame {
 /// Writes a recording. Give [`Recorder::sink`] to the app being recorded,
 /// then call [`Recorder::finish`] once every process has stopped.
 pub struct Recorder {
-    tx: mpsc::Sender<Frame>,
+    tx: mpsc::SyncSender<Frame>,
     writer: std::thread::JoinHandle<std::io::Result<()>>,
     path: PathBuf,
 }
@@ -97,7 +108,7 @@ impl Recorder {
         let manifest_path = std::path::absolute(manifest_path)?;
         let file = File::create(path)
             .with_context(|| format!("cannot create recording {}", path.display()))?;
-        let (tx, rx) = mpsc::channel::<Frame>();
+        let (tx, rx) = mpsc::sync_channel::<Frame>(QUEUE_FRAMES);
         let writer = std::thread::Builder::new()
             .name("weft-recorder".into())
             .spawn(move || write_frames(BufWriter::new(file), rx))?;
@@ -147,18 +158,19 @@ fn write_frames(mut out: BufWriter<File>, rx: mpsc::Receiver<Frame>) -> std::io:
 /// Hands out the recorders of an app's processes. Cheap to clone.
 #[derive(Clone)]
 pub struct RecordSink {
-    tx: mpsc::Sender<Frame>,
+    tx: mpsc::SyncSender<Frame>,
 }
 
 impl RecordSink {
     /// The recorder of one process, which runs the modules with `digests`.
     pub fn process(&self, name: &str, digests: Vec<ModuleDigest>) -> ProcessRecorder {
+        let process: Arc<str> = name.into();
         let _ = self.tx.send(Frame::Program {
-            process: name.to_string(),
+            process: process.clone(),
             digests,
         });
         ProcessRecorder {
-            process: name.into(),
+            process,
             tx: self.tx.clone(),
         }
     }
@@ -168,17 +180,56 @@ impl RecordSink {
 #[derive(Clone)]
 pub struct ProcessRecorder {
     process: Arc<str>,
-    tx: mpsc::Sender<Frame>,
+    tx: mpsc::SyncSender<Frame>,
 }
 
 impl ProcessRecorder {
     pub fn record(&self, tag: Tag, event: Event) {
         // A send fails only once the recording was finished; nothing to do then.
         let _ = self.tx.send(Frame::Event {
-            process: self.process.to_string(),
+            process: self.process.clone(),
             tag,
             event,
         });
+    }
+
+    /// What the process's inbox reports, recorded.
+    pub fn inbox_observer(&self, roster: Roster) -> Arc<dyn InboxObserver> {
+        Arc::new(InboxEvents {
+            recorder: self.clone(),
+            roster,
+        })
+    }
+}
+
+/// Records tardy and refused arrivals of one process's inbox.
+struct InboxEvents {
+    recorder: ProcessRecorder,
+    roster: Roster,
+}
+
+impl InboxObserver for InboxEvents {
+    fn tardy(&self, reading: Tag, key: &MessageKey) {
+        let source = self.roster.name(key.source).clone();
+        self.recorder.record(
+            reading,
+            Event::Tardy {
+                source,
+                visible: key.tag,
+                seq: key.seq,
+            },
+        );
+    }
+
+    fn dropped(&self, key: &MessageKey) {
+        let source = self.roster.name(key.source).clone();
+        self.recorder.record(
+            key.tag,
+            Event::Dropped {
+                source,
+                seq: key.seq,
+            },
+        );
     }
 }
 
@@ -238,7 +289,7 @@ impl Recording {
             match frame {
                 Frame::Header { .. } => bail!("recording has a second header frame"),
                 Frame::Program { process, digests } => {
-                    recording.programs.insert(process, digests);
+                    recording.programs.insert(process.to_string(), digests);
                 }
                 Frame::Event {
                     process,
@@ -246,7 +297,7 @@ impl Recording {
                     event,
                 } => recording
                     .events
-                    .entry(process)
+                    .entry(process.to_string())
                     .or_default()
                     .push((tag, event)),
             }
@@ -301,12 +352,83 @@ mod tests {
         p.record(
             Tag(10),
             Event::Stop {
-                chain: HashChain([7; 32]),
+                chain: HashChain([7; 16]),
             },
         );
         drop(p);
         recorder.finish().unwrap();
         path
+    }
+
+    /// A recording whose file cannot keep up holds back its processes
+    /// instead of queueing without end: here the file is a pipe nobody
+    /// reads, and the recording thread stops accepting events once the
+    /// queue is full.
+    #[test]
+    fn a_stalled_writer_holds_back_the_processes() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("app.toml");
+        std::fs::write(&manifest, "name = \"a\"\n").unwrap();
+        let fifo = dir.path().join("rec");
+        let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid path; mkfifo has no other preconditions.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        // A reader that never reads, so the writer can open the pipe.
+        let reader = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo)
+                .unwrap()
+        };
+        let recorder = Recorder::create(&fifo, &manifest, "a").unwrap();
+        let process = recorder.sink().process("p", vec![]);
+        const EVENTS: u64 = 200_000;
+        let recorded = Arc::new(AtomicU64::new(0));
+        let counter = recorded.clone();
+        let producer = std::thread::spawn(move || {
+            for i in 0..EVENTS {
+                process.record(
+                    Tag(i),
+                    Event::Sample {
+                        device: "plant".into(),
+                        bytes: vec![0; 64],
+                    },
+                );
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        // Give the producer ample time to queue everything, as it would
+        // without a bound.
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let held_at = recorded.load(Ordering::Relaxed);
+        // Drain the pipe so everything can finish.
+        let drain = std::thread::spawn(move || {
+            std::io::copy(
+                &mut std::io::BufReader::new(reader_blocking(reader)),
+                &mut std::io::sink(),
+            )
+        });
+        producer.join().unwrap();
+        recorder.finish().unwrap();
+        drain.join().unwrap().unwrap();
+        assert!(
+            held_at < EVENTS,
+            "{held_at} events queued while the file accepted none"
+        );
+    }
+
+    /// The reader of a pipe opened non-blocking, made blocking.
+    fn reader_blocking(file: File) -> File {
+        use std::os::fd::AsRawFd;
+        // SAFETY: fcntl on a file descriptor we own.
+        unsafe {
+            let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+        file
     }
 
     #[test]

@@ -2,13 +2,15 @@
 //! allows, and reporting each process's output hash chain.
 //!
 //! The replay does not simulate time. It runs every recorded call in tag
-//! order on one thread: each incarnation's releases from its recorded first
-//! tag, message-driven calls in the order the live run took them. Messages
-//! between the app's processes are produced again by the processes
-//! themselves; what the recording supplies is what came from outside or
-//! from timing: device samples, deadline misses (the miss policy is applied
-//! again), faults, late and refused messages, restarts and the snapshots
-//! they resumed from.
+//! order on one thread: each incarnation's releases on the process's
+//! release grid from its recorded first tag (jumping where the live run
+//! skipped ahead), message-driven calls in the order the live run took
+//! them. Messages between the app's processes are produced again by the
+//! processes themselves and routed by the same [`Router`] a node uses; what
+//! the recording supplies is what came from outside or from timing: device
+//! samples, deadline misses (the miss policy is applied again), faults,
+//! late and refused messages (the inboxes admit them as the live ones did),
+//! restarts and the snapshots they resumed from.
 //!
 //! If a call does something the live run did not (reads a device at
 //! another tag, faults where the live run did not, waits for a message no
@@ -22,21 +24,26 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use weft_abi::Capability;
-use weft_manifest::{AppManifest, ProcessSpec};
+use weft_manifest::{AppManifest, ModuleSource, ProcessSpec};
+use weft_types::{AppName, ProcessName, Tag};
 
 use crate::device::{Device, Devices};
-use crate::node::{Node, process_seed};
-use crate::ports::{Inbox, Message, MessageKey, RemoteSink, Router};
-use crate::process::{CallReport, Fault, FaultKind, HashChain, Process, ProcessEnv, Program};
+use crate::inbox::Inbox;
+use crate::inbox::{Admission, Admit};
+use crate::node::{Node, process_seed, wire};
+use crate::process::{Process, ProcessEnv};
+use crate::program::Program;
 use crate::record::{Event, Recording};
+use crate::router::Router;
 use crate::sched::apply_miss_policy;
+use crate::sched::releases::Releases;
 use crate::snapshot::Snapshot;
-use crate::tag::Tag;
+use crate::types::{CallReport, Fault, FaultKind, HashChain, MessageKey, ProcessId, Roster};
 
 /// What `weft replay` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplayReport {
-    pub app: String,
+    pub app: AppName,
     pub processes: Vec<ReplayedProcess>,
     /// True when every replayed chain equals the chain the live run recorded.
     pub matches_live: bool,
@@ -44,7 +51,7 @@ pub struct ReplayReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplayedProcess {
-    pub name: String,
+    pub name: ProcessName,
     /// Calls replayed (ticks and messages).
     pub calls: u64,
     pub last_tag_ns: Option<u64>,
@@ -54,41 +61,38 @@ pub struct ReplayedProcess {
     pub live_chain: String,
 }
 
-/// Replays `recording` of `app` (parsed from the recording's manifest).
-/// Modules are loaded from the manifest's paths and must be the ones the
-/// live run used.
-pub async fn replay(node: &Node, recording: &Recording, app: &AppManifest) -> Result<ReplayReport> {
-    let outbox = Arc::new(Collected::default());
-    let mut router = Router::default();
-    let mut routes: HashMap<(String, String), Vec<RouteTo>> = HashMap::new();
-    for c in &app.connections {
-        let sender = app.process(&c.from.process).expect("validated");
-        let handle = sender.port_handle(&c.from.port).expect("validated");
-        router.export(&sender.name, handle, &c.from.port, outbox.clone());
-        let receiver = app.process(&c.to.process).expect("validated");
-        routes
-            .entry((sender.name.clone(), c.from.port.clone()))
-            .or_default()
-            .push(RouteTo {
-                receiver: receiver.name.clone(),
-                port: receiver.port_handle(&c.to.port).expect("validated"),
-                delay: c.delay,
-            });
-    }
+/// Replays `recording` of `app` (parsed from the recording's manifest),
+/// with its modules read from `modules`; they must be the ones the live
+/// run used.
+pub async fn replay(
+    node: &Node,
+    recording: &Recording,
+    app: &AppManifest,
+    modules: &dyn ModuleSource,
+) -> Result<ReplayReport> {
+    let roster = Roster::new(app.processes.iter().map(|p| p.name.clone()));
     let mut procs = Vec::new();
-    for spec in &app.processes {
-        let Some(events) = recording.events.get(&spec.name) else {
+    for (i, spec) in app.processes.iter().enumerate() {
+        let Some(events) = recording.events.get(spec.name.as_str()) else {
             continue;
         };
-        procs.push(Replayed::new(node, app, spec, recording, events)?);
+        let id = ProcessId(i as u32);
+        procs.push(Replayed::new(
+            node,
+            app,
+            (id, spec),
+            &roster,
+            recording,
+            events,
+            modules,
+        )?);
     }
-    let mut replay = Replay {
-        procs,
-        router,
-        routes,
-        outbox,
-        held: Vec::new(),
-    };
+    let envs = procs
+        .iter()
+        .map(|p| (&p.program.spec.name, &p.env))
+        .collect();
+    let router = wire(app, &roster, &envs, None);
+    let mut replay = Replay { procs, router };
     replay.run().await?;
     let processes: Vec<ReplayedProcess> = replay.procs.iter().map(Replayed::report).collect();
     Ok(ReplayReport {
@@ -98,37 +102,11 @@ pub async fn replay(node: &Node, recording: &Recording, app: &AppManifest) -> Re
     })
 }
 
-/// One destination of an output port.
-struct RouteTo {
-    receiver: String,
-    port: i32,
-    delay: std::time::Duration,
-}
-
-/// One output as a sender published it: (sender, port, tag, seq, payload).
-type Published = (String, String, Tag, u64, Vec<u8>);
-
-/// Outputs published by the call just replayed, before routing.
-#[derive(Default)]
-struct Collected(Mutex<Vec<Published>>);
-
-impl RemoteSink for Collected {
-    fn publish(&self, sender: &str, port: &str, tag: Tag, seq: u64, payload: &[u8]) {
-        self.0.lock().unwrap().push((
-            sender.to_string(),
-            port.to_string(),
-            tag,
-            seq,
-            payload.to_vec(),
-        ));
-    }
-}
-
 /// What a process does next, from its recording.
 enum Step {
     Start {
-        tag: Tag,
         snapshot: Option<Vec<u8>>,
+        tag: Tag,
     },
     /// Releases `next`, `next + period`, … up to `last`; the call at `last`
     /// faulted when `fault` is set.
@@ -144,19 +122,39 @@ enum Step {
     },
 }
 
+/// How the live inbox admitted each arrival that was late or refused.
+#[derive(Default)]
+struct Arrivals {
+    /// (source, visible tag, seq) -> the tag the receiver had read when it
+    /// arrived. (A fresh incarnation of a sender numbers from 1 again, so
+    /// the tag is part of a message's identity.)
+    tardy: HashMap<(ProcessId, Tag, u64), Tag>,
+    /// Arrivals the live mailbox refused.
+    dropped: BTreeSet<(ProcessId, Tag, u64)>,
+}
+
+impl Admission for Arrivals {
+    fn admit(&self, key: &MessageKey) -> Admit {
+        let id = (key.source, key.tag, key.seq);
+        if self.dropped.contains(&id) {
+            return Admit::Refuse;
+        }
+        match self.tardy.get(&id) {
+            Some(after) => Admit::AfterReading(*after),
+            None => Admit::Now,
+        }
+    }
+}
+
 /// A process being replayed.
 struct Replayed {
     program: Arc<Program>,
+    /// The release grid of a periodic process.
+    releases: Option<Releases>,
     env: ProcessEnv,
     process: Option<Process>,
     steps: VecDeque<Step>,
     misses: BTreeSet<Tag>,
-    /// Late arrivals: (source, visible tag, seq) -> the tag the receiver
-    /// had completed when they arrived. (A fresh incarnation of a sender
-    /// numbers from 1 again, so the tag is part of a message's identity.)
-    tardy: HashMap<(String, Tag, u64), Tag>,
-    /// Arrivals the live mailbox refused: (source, visible tag, seq).
-    dropped: BTreeSet<(String, Tag, u64)>,
     completed: Option<Tag>,
     calls: u64,
     live_chain: HashChain,
@@ -168,115 +166,32 @@ impl Replayed {
     fn new(
         node: &Node,
         app: &AppManifest,
-        spec: &ProcessSpec,
+        (id, spec): (ProcessId, &ProcessSpec),
+        roster: &Roster,
         recording: &Recording,
         events: &[(Tag, Event)],
+        modules: &dyn ModuleSource,
     ) -> Result<Replayed> {
         let name = &spec.name;
-        let program = Arc::new(node.prepare(Arc::new(spec.clone()))?);
-        if let Some(recorded) = recording.programs.get(name)
+        let program = Arc::new(node.prepare(Arc::new(spec.clone()), modules)?);
+        if let Some(recorded) = recording.programs.get(name.as_str())
             && *recorded != program.module_digests()
         {
             bail!(
-                "process {name:?}: its module {} has changed since the recording; replay needs the module the live run used",
-                spec.module.display()
+                "process {:?}: its module {} has changed since the recording; replay needs the module the live run used",
+                name.as_str(),
+                spec.module
             );
         }
+        let releases = spec
+            .period
+            .map(|period| Releases::new(period, spec.offset, 0));
+        let plan = Plan::from_events(name, releases.as_ref(), roster, events)?;
         let divergence = Arc::new(Mutex::new(None));
-        let mut samples: HashMap<String, VecDeque<(Tag, Vec<u8>)>> = HashMap::new();
-        let mut replayed = Replayed {
-            program,
-            env: ProcessEnv {
-                seed: process_seed(app.seed, name),
-                inbox: Arc::new(Inbox::new(spec.mailbox)),
-                devices: Devices::new(),
-                log_sink: None,
-                recorder: None,
-            },
-            process: None,
-            steps: VecDeque::new(),
-            misses: BTreeSet::new(),
-            tardy: HashMap::new(),
-            dropped: BTreeSet::new(),
-            completed: None,
-            calls: 0,
-            live_chain: HashChain::default(),
-            chain: HashChain::default(),
-            divergence: divergence.clone(),
-        };
-        let mut open: Option<Tag> = None;
-        let mut stopped = false;
-        for (tag, event) in events {
-            let tag = *tag;
-            match event {
-                Event::Start { snapshot } => {
-                    if open.is_some() {
-                        bail!(
-                            "recording of {name:?}: an incarnation starts at {tag} before the previous one ended"
-                        );
-                    }
-                    replayed.steps.push_back(Step::Start {
-                        tag,
-                        snapshot: snapshot.clone(),
-                    });
-                    open = spec.period.is_some().then_some(tag);
-                }
-                Event::Sample { device, bytes } => samples
-                    .entry(device.clone())
-                    .or_default()
-                    .push_back((tag, bytes.clone())),
-                Event::Handled { source, seq } => replayed.steps.push_back(Step::Handle {
-                    key: MessageKey {
-                        tag,
-                        source: source.clone(),
-                        seq: *seq,
-                    },
-                    fault: None,
-                }),
-                Event::DeadlineMiss => {
-                    replayed.misses.insert(tag);
-                }
-                Event::Fault { kind } => match open.take() {
-                    Some(first) => replayed.steps.push_back(Step::Ticks {
-                        next: first,
-                        last: tag,
-                        fault: Some(kind.clone()),
-                    }),
-                    None => match replayed.steps.back_mut() {
-                        Some(Step::Handle { key, fault }) if key.tag == tag => {
-                            *fault = Some(kind.clone())
-                        }
-                        _ => bail!("recording of {name:?}: a fault at {tag} follows no call"),
-                    },
-                },
-                Event::Tardy {
-                    source,
-                    visible,
-                    seq,
-                } => {
-                    replayed.tardy.insert((source.clone(), *visible, *seq), tag);
-                }
-                Event::Dropped { source, seq } => {
-                    replayed.dropped.insert((source.clone(), tag, *seq));
-                }
-                Event::Stop { chain } => {
-                    if let Some(first) = open.take().filter(|first| *first <= tag) {
-                        replayed.steps.push_back(Step::Ticks {
-                            next: first,
-                            last: tag,
-                            fault: None,
-                        });
-                    }
-                    replayed.live_chain = *chain;
-                    stopped = true;
-                }
-            }
-        }
-        if !stopped {
-            bail!(
-                "recording of {name:?} has no end: the live run did not stop cleanly (was it killed?), so it cannot be replayed"
-            );
-        }
+        let inbox = Arc::new(Inbox::new(spec.mailbox, roster.clone()));
+        inbox.admit_with(Arc::new(plan.arrivals));
+        let mut devices = Devices::new();
+        let mut samples = plan.samples;
         for device in spec.capabilities.iter().filter_map(|c| match c {
             Capability::Device(d) => Some(d),
             _ => None,
@@ -287,12 +202,31 @@ impl Replayed {
                 samples: Mutex::new(samples.remove(device).unwrap_or_default()),
                 divergence: divergence.clone(),
             };
-            replayed.env.devices.add(device, Arc::new(feed));
+            devices.add(device, Arc::new(feed));
         }
-        Ok(replayed)
+        Ok(Replayed {
+            program,
+            releases,
+            env: ProcessEnv {
+                id,
+                seed: process_seed(app.seed, name.as_str()),
+                inbox,
+                devices,
+                log_sink: None,
+                recorder: None,
+            },
+            process: None,
+            steps: plan.steps,
+            misses: plan.misses,
+            completed: None,
+            calls: 0,
+            live_chain: plan.live_chain,
+            chain: HashChain::default(),
+            divergence,
+        })
     }
 
-    fn name(&self) -> &str {
+    fn name(&self) -> &ProcessName {
         &self.program.spec.name
     }
 
@@ -309,7 +243,7 @@ impl Replayed {
 
     fn report(&self) -> ReplayedProcess {
         ReplayedProcess {
-            name: self.name().to_string(),
+            name: self.name().clone(),
             calls: self.calls,
             last_tag_ns: self.completed.map(|t| t.0),
             chain: self.chain.hex(),
@@ -322,12 +256,12 @@ impl Replayed {
         match self.steps.pop_front().expect("ready() saw a step") {
             Step::Start { snapshot, .. } => self.start(router, snapshot).await,
             Step::Ticks { next, last, fault } => {
-                let period = self.program.spec.period.expect("periodic").as_nanos() as u64;
+                let grid = self.releases.as_ref().expect("ticks of a periodic process");
                 if next < last {
                     self.steps.push_front(Step::Ticks {
-                        next: Tag(next.0 + period),
+                        next: grid.tag(grid.index(next) + 1),
                         last,
-                        fault: fault.clone(),
+                        fault,
                     });
                 }
                 let expected = if next == last { fault } else { None };
@@ -347,7 +281,10 @@ impl Replayed {
     fn incarnation(&mut self, tag: Tag) -> Result<&mut Process> {
         let name = self.program.spec.name.clone();
         self.process.as_mut().with_context(|| {
-            format!("recording of {name:?}: a call at {tag} while the process was not running")
+            format!(
+                "recording of {:?}: a call at {tag} while the process was not running",
+                name.as_str()
+            )
         })
     }
 
@@ -355,7 +292,7 @@ impl Replayed {
         let process = match snapshot {
             Some(bytes) => {
                 let snapshot = Snapshot::decode(&bytes)
-                    .with_context(|| format!("recorded snapshot of {:?}", self.name()))?;
+                    .with_context(|| format!("recorded snapshot of {:?}", self.name().as_str()))?;
                 Process::restore(self.program.clone(), self.env.clone(), &snapshot).await?
             }
             None => {
@@ -383,14 +320,19 @@ impl Replayed {
         if let Some(reason) = self.divergence.lock().unwrap().take() {
             bail!("replay diverged: {reason}");
         }
-        let name = self.name().to_string();
+        let name = self.name().as_str().to_string();
         self.calls += 1;
         match (result, expected) {
             (Ok(report), None) => {
                 let missed = self.misses.contains(&tag);
                 let process = self.process.as_mut().expect("it just ran");
                 let outputs = apply_miss_policy(process, report.outputs, missed);
-                process.publish(router, tag, outputs);
+                let (_, overflowed) = process.publish(router, tag, outputs);
+                if overflowed > 0 {
+                    bail!(
+                        "replay diverged: a receiver's mailbox overflowed with what {name:?} sent at {tag}, but it did not in the live run"
+                    );
+                }
                 self.chain = process.chain();
                 self.completed = Some(tag);
                 self.env.inbox.completed(tag);
@@ -412,9 +354,174 @@ impl Replayed {
     }
 }
 
+/// A process's recorded events, turned into what the replay does.
+#[derive(Default)]
+struct Plan {
+    steps: VecDeque<Step>,
+    misses: BTreeSet<Tag>,
+    arrivals: Arrivals,
+    samples: HashMap<String, VecDeque<(Tag, Vec<u8>)>>,
+    live_chain: HashChain,
+}
+
+impl Plan {
+    fn from_events(
+        name: &ProcessName,
+        releases: Option<&Releases>,
+        roster: &Roster,
+        events: &[(Tag, Event)],
+    ) -> Result<Plan> {
+        let mut planner = Planner {
+            name: name.as_str(),
+            releases,
+            roster,
+            plan: Plan::default(),
+            open: None,
+            stopped: false,
+        };
+        for (tag, event) in events {
+            planner.event(*tag, event)?;
+        }
+        planner.finish()
+    }
+
+    fn ticks(&mut self, next: Tag, last: Tag, fault: Option<FaultKind>) {
+        self.steps.push_back(Step::Ticks { next, last, fault });
+    }
+}
+
+/// Reads a process's events in order into its [`Plan`].
+struct Planner<'a> {
+    name: &'a str,
+    releases: Option<&'a Releases>,
+    roster: &'a Roster,
+    plan: Plan,
+    /// The first release of the incarnation running, if periodic.
+    open: Option<Tag>,
+    stopped: bool,
+}
+
+impl Planner<'_> {
+    fn event(&mut self, tag: Tag, event: &Event) -> Result<()> {
+        match event {
+            Event::Start { snapshot } => self.start(tag, snapshot)?,
+            Event::Sample { device, bytes } => self
+                .plan
+                .samples
+                .entry(device.clone())
+                .or_default()
+                .push_back((tag, bytes.clone())),
+            Event::Handled { source, seq } => {
+                let key = MessageKey {
+                    tag,
+                    source: self.id(source)?,
+                    seq: *seq,
+                };
+                self.plan.steps.push_back(Step::Handle { key, fault: None });
+            }
+            Event::DeadlineMiss => {
+                self.plan.misses.insert(tag);
+            }
+            Event::Fault { kind } => self.fault(tag, *kind)?,
+            Event::Skip { resume } => self.skip(tag, *resume)?,
+            Event::Tardy {
+                source,
+                visible,
+                seq,
+            } => {
+                let id = self.id(source)?;
+                self.plan.arrivals.tardy.insert((id, *visible, *seq), tag);
+            }
+            Event::Dropped { source, seq } => {
+                let id = self.id(source)?;
+                self.plan.arrivals.dropped.insert((id, tag, *seq));
+            }
+            Event::Stop { chain } => self.stop(tag, *chain),
+        }
+        Ok(())
+    }
+
+    fn id(&self, source: &ProcessName) -> Result<ProcessId> {
+        self.roster.id(source.as_str()).with_context(|| {
+            format!(
+                "recording of {:?}: a message from {source:?}, which the app does not have",
+                self.name
+            )
+        })
+    }
+
+    fn start(&mut self, tag: Tag, snapshot: &Option<Vec<u8>>) -> Result<()> {
+        if self.open.is_some() {
+            bail!(
+                "recording of {:?}: an incarnation starts at {tag} before the previous one ended",
+                self.name
+            );
+        }
+        self.plan.steps.push_back(Step::Start {
+            tag,
+            snapshot: snapshot.clone(),
+        });
+        self.open = self.releases.map(|_| tag);
+        Ok(())
+    }
+
+    /// A fault ends the open incarnation's releases, or the message-driven
+    /// call it followed.
+    fn fault(&mut self, tag: Tag, kind: FaultKind) -> Result<()> {
+        if let Some(first) = self.open.take() {
+            self.plan.ticks(first, tag, Some(kind));
+            return Ok(());
+        }
+        match self.plan.steps.back_mut() {
+            Some(Step::Handle { key, fault }) if key.tag == tag => {
+                *fault = Some(kind);
+                Ok(())
+            }
+            _ => bail!(
+                "recording of {:?}: a fault at {tag} follows no call",
+                self.name
+            ),
+        }
+    }
+
+    /// The releases before a skip ran; the next one is at `resume`.
+    fn skip(&mut self, tag: Tag, resume: Tag) -> Result<()> {
+        let (Some(first), Some(grid)) = (self.open, self.releases) else {
+            bail!(
+                "recording of {:?}: a skip at {tag} outside a periodic incarnation",
+                self.name
+            );
+        };
+        if first < tag {
+            let last = grid.tag(grid.index(tag).saturating_sub(1));
+            self.plan.ticks(first, last, None);
+        }
+        self.open = Some(resume);
+        Ok(())
+    }
+
+    fn stop(&mut self, tag: Tag, chain: HashChain) {
+        if let Some(first) = self.open.take().filter(|first| *first <= tag) {
+            self.plan.ticks(first, tag, None);
+        }
+        self.plan.live_chain = chain;
+        self.stopped = true;
+    }
+
+    fn finish(self) -> Result<Plan> {
+        if !self.stopped {
+            bail!(
+                "recording of {:?} has no end: the live run did not stop cleanly (was it killed?), so it cannot be replayed",
+                self.name
+            );
+        }
+        Ok(self.plan)
+    }
+}
+
 /// A device that answers reads with the samples the live run recorded.
 struct RecordedDevice {
-    process: String,
+    process: ProcessName,
     device: String,
     samples: Mutex<VecDeque<(Tag, Vec<u8>)>>,
     divergence: Arc<Mutex<Option<String>>>,
@@ -431,7 +538,8 @@ impl Device for RecordedDevice {
                 });
                 self.divergence.lock().unwrap().get_or_insert(format!(
                     "{:?} read device {:?} at {tag}, but {recorded}",
-                    self.process, self.device
+                    self.process.as_str(),
+                    self.device
                 ));
                 Vec::new()
             }
@@ -457,11 +565,6 @@ impl Device for RecordedDevice {
 struct Replay {
     procs: Vec<Replayed>,
     router: Router,
-    routes: HashMap<(String, String), Vec<RouteTo>>,
-    outbox: Arc<Collected>,
-    /// Tardy messages held back until their receiver completes the tag
-    /// after which they arrived live: (receiver index, tag, message).
-    held: Vec<(usize, Tag, Message)>,
 }
 
 impl Replay {
@@ -477,61 +580,7 @@ impl Replay {
                 return self.check_finished();
             };
             self.procs[i].step(&self.router).await?;
-            self.route()?;
-            self.release_held(i)?;
         }
-    }
-
-    /// Delivers what the last call published, as the live run did.
-    fn route(&mut self) -> Result<()> {
-        let published = std::mem::take(&mut *self.outbox.0.lock().unwrap());
-        for (sender, port, tag, seq, payload) in published {
-            for route in self
-                .routes
-                .get(&(sender.clone(), port))
-                .into_iter()
-                .flatten()
-            {
-                let r = self.procs.iter().position(|p| p.name() == route.receiver);
-                let Some(r) = r else { continue };
-                let receiver = &self.procs[r];
-                let visible = tag.after(route.delay);
-                let id = (sender.clone(), visible, seq);
-                if receiver.dropped.contains(&id) {
-                    continue;
-                }
-                let message = Message {
-                    key: MessageKey {
-                        tag: visible,
-                        source: sender.clone(),
-                        seq,
-                    },
-                    port: route.port,
-                    payload: payload.clone(),
-                };
-                match receiver.tardy.get(&id) {
-                    Some(&after) if receiver.completed.is_none_or(|c| c < after) => {
-                        self.held.push((r, after, message))
-                    }
-                    _ => push(receiver, message)?,
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn release_held(&mut self, receiver: usize) -> Result<()> {
-        let Some(done) = self.procs[receiver].completed else {
-            return Ok(());
-        };
-        let (ready, waiting) = std::mem::take(&mut self.held)
-            .into_iter()
-            .partition(|(r, after, _)| *r == receiver && *after <= done);
-        self.held = waiting;
-        for (_, _, message) in ready {
-            push(&self.procs[receiver], message)?;
-        }
-        Ok(())
     }
 
     fn check_finished(&self) -> Result<()> {
@@ -539,22 +588,13 @@ impl Replay {
             if let Some(Step::Handle { key, .. }) = p.steps.front() {
                 bail!(
                     "replay diverged: {:?} took message {} seq {} from {:?} in the live run, but no process produced it",
-                    p.name(),
+                    p.name().as_str(),
                     key.tag,
                     key.seq,
-                    key.source
+                    p.env.inbox.roster().name(key.source).as_str()
                 );
             }
         }
         Ok(())
     }
-}
-
-fn push(receiver: &Replayed, message: Message) -> Result<()> {
-    receiver.env.inbox.push(message).map_err(|_| {
-        anyhow::anyhow!(
-            "replay diverged: the mailbox of {:?} is full, but it was not in the live run",
-            receiver.name()
-        )
-    })
 }

@@ -8,15 +8,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// What the node can offer rt processes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RtClass {
-    /// `SCHED_FIFO` is permitted: rt threads preempt everything else.
-    Hard,
-    /// No `SCHED_FIFO`: rt threads run at normal priority.
-    Soft,
-}
+use weft_types::RtClass;
 
 /// Priority of rt process threads (of 1..=99; leaves room above for IRQ threads).
 pub const RT_PRIORITY: i32 = 80;

@@ -17,16 +17,19 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use wasmtime::{Extern, Val};
+use wasmtime::{Extern, Instance, Store, Val};
 use weft_abi::exports;
 
-use crate::module::ModuleDigest;
-use crate::ports::InboxState;
-use crate::process::{HashChain, Process, ProcessEnv, Program};
-use crate::tag::Tag;
+use weft_types::{ModuleDigest, ProcessName, Tag};
+
+use crate::host::Host;
+use crate::inbox::InboxState;
+use crate::process::{Process, ProcessEnv};
+use crate::program::Program;
+use crate::types::HashChain;
 
 const MAGIC: &[u8; 8] = b"WEFTSNAP";
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,7 +54,7 @@ pub struct InstanceState {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
-    pub process: String,
+    pub process: ProcessName,
     pub last_tag: Option<Tag>,
     pub instances: Vec<InstanceState>,
     pub kv: BTreeMap<Vec<u8>, Vec<u8>>,
@@ -208,7 +211,7 @@ impl Process {
         }
         let host = self.store.data();
         Ok(Snapshot {
-            process: self.name().to_string(),
+            process: self.name().clone(),
             last_tag: self.last_tag,
             instances,
             kv: host.kv.clone(),
@@ -236,111 +239,134 @@ impl Process {
         env: ProcessEnv,
         snapshot: &Snapshot,
     ) -> Result<Process> {
-        let count = program.module_count();
-        if snapshot.instances.len() != count {
-            bail!(
-                "snapshot of {:?} has {} module instances but process {:?} has {count}",
-                snapshot.process,
-                snapshot.instances.len(),
-                program.spec.name
-            );
-        }
-        for (i, state) in snapshot.instances.iter().enumerate() {
-            let digest = program.module_digest(i);
-            if state.digest != digest {
-                bail!(
-                    "snapshot of {:?} was taken from module {} but process {:?} runs module {digest}; refusing to restore state into a different module",
-                    snapshot.process,
-                    state.digest,
-                    program.spec.name
-                );
-            }
-        }
+        check_same_modules(&program, snapshot)?;
         let mut process = Process::instantiate(program, env)
             .await
             .map_err(|f| anyhow::anyhow!(f))?;
         for (i, state) in snapshot.instances.iter().enumerate() {
             let instance = process.instances[i];
-            for (index, bytes) in &state.memories {
-                let name = format!("{}{index}", exports::SNAPSHOT_MEMORY_PREFIX);
-                let memory = instance
-                    .get_memory(&mut process.store, &name)
-                    .with_context(|| {
-                        format!("snapshot has memory {index} but the module has none")
-                    })?;
-                let current = memory.data_size(&process.store);
-                if bytes.len() < current || bytes.len() % 65536 != 0 {
-                    bail!(
-                        "snapshot memory {index} has {} bytes; the module starts with {current}",
-                        bytes.len()
-                    );
-                }
-                let grow = ((bytes.len() - current) / 65536) as u64;
-                if grow > 0 {
-                    memory
-                        .grow(&mut process.store, grow)
-                        .map_err(anyhow::Error::from)
-                        .with_context(|| {
-                            format!(
-                                "cannot grow memory {index} to the snapshot's {} bytes",
-                                bytes.len()
-                            )
-                        })?;
-                }
-                memory.data_mut(&mut process.store).copy_from_slice(bytes);
-            }
-            for (index, value) in &state.globals {
-                let name = format!("{}{index}", exports::SNAPSHOT_GLOBAL_PREFIX);
-                let global = instance
-                    .get_global(&mut process.store, &name)
-                    .with_context(|| {
-                        format!("snapshot has global {index} but the module has none")
-                    })?;
-                let value = match value {
-                    GlobalValue::I32(v) => Val::I32(*v),
-                    GlobalValue::I64(v) => Val::I64(*v),
-                    GlobalValue::F32(v) => Val::F32(*v),
-                    GlobalValue::F64(v) => Val::F64(*v),
-                    GlobalValue::V128(v) => Val::V128((*v).into()),
-                };
-                global
-                    .set(&mut process.store, value)
-                    .map_err(anyhow::Error::from)
-                    .with_context(|| {
-                        format!("snapshot global {index} does not fit the module's global")
-                    })?;
-            }
+            restore_memories(&mut process.store, instance, state)?;
+            restore_globals(&mut process.store, instance, state)?;
         }
-        let host = process.store.data_mut();
-        host.kv = snapshot.kv.clone();
-        host.rng =
-            <rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::from_seed(snapshot.rng_seed);
-        host.rng.set_stream(snapshot.rng_stream);
-        host.rng.set_word_pos(snapshot.rng_word_pos);
-        host.inbox.restore(snapshot.inbox.clone());
-        host.opened = Vec::with_capacity(snapshot.opened_devices.len());
-        for opened in &snapshot.opened_devices {
-            let device = host.devices.get(&opened.name).with_context(|| {
-                format!(
-                    "snapshot of {:?} uses device {:?}, which this node does not have",
-                    snapshot.process, opened.name
-                )
-            })?;
-            if let Some(model) = &opened.model {
-                device
-                    .load(model)
-                    .map_err(anyhow::Error::msg)
-                    .with_context(|| {
-                        format!("cannot restore the state of device {:?}", opened.name)
-                    })?;
-            }
-            host.opened.push(opened.name.clone());
-        }
+        restore_host(process.store.data_mut(), snapshot)?;
         process.seq = snapshot.seq;
         process.chain = snapshot.chain;
         process.last_tag = snapshot.last_tag;
         Ok(process)
     }
+}
+
+/// State only fits the modules it was taken from: refuses a snapshot of
+/// another program before anything is instantiated.
+fn check_same_modules(program: &Program, snapshot: &Snapshot) -> Result<()> {
+    let count = program.module_count();
+    if snapshot.instances.len() != count {
+        bail!(
+            "snapshot of {:?} has {} module instances but process {:?} has {count}",
+            snapshot.process,
+            snapshot.instances.len(),
+            program.spec.name
+        );
+    }
+    for (i, state) in snapshot.instances.iter().enumerate() {
+        let digest = program.module_digest(i);
+        if state.digest != digest {
+            bail!(
+                "snapshot of {:?} was taken from module {} but process {:?} runs module {digest}; refusing to restore state into a different module",
+                snapshot.process,
+                state.digest,
+                program.spec.name
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Grows each memory to the snapshot's size, then overwrites it.
+fn restore_memories(
+    store: &mut Store<Host>,
+    instance: Instance,
+    state: &InstanceState,
+) -> Result<()> {
+    for (index, bytes) in &state.memories {
+        let name = format!("{}{index}", exports::SNAPSHOT_MEMORY_PREFIX);
+        let memory = instance
+            .get_memory(&mut *store, &name)
+            .with_context(|| format!("snapshot has memory {index} but the module has none"))?;
+        let current = memory.data_size(&*store);
+        if bytes.len() < current || bytes.len() % 65536 != 0 {
+            bail!(
+                "snapshot memory {index} has {} bytes; the module starts with {current}",
+                bytes.len()
+            );
+        }
+        let grow = ((bytes.len() - current) / 65536) as u64;
+        if grow > 0 {
+            memory
+                .grow(&mut *store, grow)
+                .map_err(anyhow::Error::from)
+                .with_context(|| {
+                    format!(
+                        "cannot grow memory {index} to the snapshot's {} bytes",
+                        bytes.len()
+                    )
+                })?;
+        }
+        memory.data_mut(&mut *store).copy_from_slice(bytes);
+    }
+    Ok(())
+}
+
+fn restore_globals(
+    store: &mut Store<Host>,
+    instance: Instance,
+    state: &InstanceState,
+) -> Result<()> {
+    for (index, value) in &state.globals {
+        let name = format!("{}{index}", exports::SNAPSHOT_GLOBAL_PREFIX);
+        let global = instance
+            .get_global(&mut *store, &name)
+            .with_context(|| format!("snapshot has global {index} but the module has none"))?;
+        let value = match value {
+            GlobalValue::I32(v) => Val::I32(*v),
+            GlobalValue::I64(v) => Val::I64(*v),
+            GlobalValue::F32(v) => Val::F32(*v),
+            GlobalValue::F64(v) => Val::F64(*v),
+            GlobalValue::V128(v) => Val::V128((*v).into()),
+        };
+        global
+            .set(&mut *store, value)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("snapshot global {index} does not fit the module's global"))?;
+    }
+    Ok(())
+}
+
+/// The host state: kv, PRNG position, mailbox, and the opened devices with
+/// the model state of simulated ones.
+fn restore_host(host: &mut Host, snapshot: &Snapshot) -> Result<()> {
+    host.kv = snapshot.kv.clone();
+    host.rng = <rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::from_seed(snapshot.rng_seed);
+    host.rng.set_stream(snapshot.rng_stream);
+    host.rng.set_word_pos(snapshot.rng_word_pos);
+    host.inbox.restore(snapshot.inbox.clone());
+    host.opened = Vec::with_capacity(snapshot.opened_devices.len());
+    for opened in &snapshot.opened_devices {
+        let device = host.devices.get(&opened.name).with_context(|| {
+            format!(
+                "snapshot of {:?} uses device {:?}, which this node does not have",
+                snapshot.process, opened.name
+            )
+        })?;
+        if let Some(model) = &opened.model {
+            device
+                .load(model)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("cannot restore the state of device {:?}", opened.name))?;
+        }
+        host.opened.push(opened.name.clone());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -349,7 +375,7 @@ mod tests {
 
     fn sample() -> Snapshot {
         Snapshot {
-            process: "p".into(),
+            process: "p".parse().unwrap(),
             last_tag: Some(Tag(10)),
             instances: vec![],
             kv: BTreeMap::from([(b"k".to_vec(), b"v".to_vec())]),
@@ -358,7 +384,7 @@ mod tests {
             rng_word_pos: 5,
             inbox: InboxState::default(),
             seq: 3,
-            chain: HashChain([9; 32]),
+            chain: HashChain([9; 16]),
             opened_devices: vec![],
         }
     }
@@ -368,7 +394,7 @@ mod tests {
     #[test]
     fn memory_bytes_keep_the_wire_format() {
         let state = InstanceState {
-            digest: crate::module::ModuleDigest([3; 32]),
+            digest: ModuleDigest([3; 32]),
             memories: BTreeMap::from([(0, vec![1, 2, 255])]),
             globals: BTreeMap::new(),
         };

@@ -8,9 +8,11 @@ use std::time::Duration;
 use common::*;
 use tempfile::tempdir;
 use weft_manifest::ProcessSpec;
+use weft_manifest::module::Files;
+use weft_runtime::HashChain;
 use weft_runtime::device::Devices;
-use weft_runtime::ports::Router;
-use weft_runtime::process::{HashChain, run_sync};
+use weft_runtime::process::run_sync;
+use weft_runtime::router::Router;
 use weft_runtime::{Node, Process, RuntimeConfig, Snapshot, SnapshotError, Tag};
 
 /// A module whose every tick depends on memory, a global, kv and the PRNG.
@@ -40,7 +42,7 @@ fn stateful_spec(dir: &std::path::Path) -> ProcessSpec {
     let m = write(dir, "stateful.wat", STATEFUL);
     let mut spec = rt_spec("stateful", &m, Duration::from_millis(1), 1_000_000);
     caps(&mut spec, &["random", "kv", "ports"]);
-    spec.outputs = vec!["out".into()];
+    spec.outputs = vec!["out".parse().unwrap()];
     spec
 }
 
@@ -60,7 +62,7 @@ fn restore(
     devices: Devices,
 ) -> anyhow::Result<Process> {
     let spec = Arc::new(spec);
-    let program = Arc::new(node.prepare(spec.clone())?);
+    let program = Arc::new(node.prepare(spec.clone(), &Files)?);
     let mut env = node.env(&spec, 1);
     env.devices = devices;
     run_sync(Process::restore(program, env, snapshot))
@@ -103,8 +105,8 @@ fn snapshot_of_the_rust_pid_controller_continues_identically() {
         1_000_000,
     );
     caps(&mut spec, &["ports", "log", "device:plant"]);
-    spec.inputs = vec!["setpoint".into()];
-    spec.outputs = vec!["telemetry".into()];
+    spec.inputs = vec!["setpoint".parse().unwrap()];
+    spec.outputs = vec!["telemetry".parse().unwrap()];
     let run = |p: &mut Process, range: std::ops::Range<u64>| {
         let router = Router::default();
         for k in range {
@@ -115,7 +117,7 @@ fn snapshot_of_the_rust_pid_controller_continues_identically() {
     };
     let make = |devices: Devices| {
         let spec = Arc::new(spec.clone());
-        let program = Arc::new(node.prepare(spec.clone()).unwrap());
+        let program = Arc::new(node.prepare(spec.clone(), &Files).unwrap());
         let mut env = node.env(&spec, 1);
         env.devices = devices;
         let mut p = run_sync(Process::instantiate(program, env)).unwrap();
@@ -167,7 +169,7 @@ fn corrupt_or_foreign_snapshots_are_refused() {
         &STATEFUL.replace("i64.const 31", "i64.const 37"),
     );
     let mut other_spec = spec.clone();
-    other_spec.module = other;
+    other_spec.module = weft_manifest::ModuleRef::Path(other);
     let err = restore(&node, other_spec, &snapshot, Devices::simulated())
         .err()
         .unwrap();
@@ -200,14 +202,17 @@ fn linked_modules_call_each_other() {
               (drop (call $send (i32.const 0) (i32.const 0) (i32.const 8)))))"#,
     );
     let mut spec = rt_spec("linked", &app, Duration::from_millis(1), 1_000_000);
-    spec.links = vec![("mathlib".into(), dir.path().join("mathlib.wat"))];
+    spec.links = vec![(
+        "mathlib".into(),
+        weft_manifest::ModuleRef::Path(dir.path().join("mathlib.wat")),
+    )];
     caps(&mut spec, &["ports"]);
-    spec.outputs = vec!["out".into()];
+    spec.outputs = vec!["out".parse().unwrap()];
     let mut p = instantiate(&node(), spec.clone()).unwrap();
     let values: Vec<i64> = (0..3)
         .map(|k| {
             let report = run_sync(p.tick(Tag(k))).unwrap();
-            i64::from_le_bytes(report.outputs[0].payload.clone().try_into().unwrap())
+            i64::from_le_bytes(report.outputs[0].payload[..].try_into().unwrap())
         })
         .collect();
     assert_eq!(values, [43, 44, 45], "42 + the library's own call counter");
@@ -246,7 +251,7 @@ fn nan_canonicalisation_gives_the_same_bits_every_run() {
                 spec.fuel_per_tick = None;
             }
             caps(&mut spec, &["ports"]);
-            spec.outputs = vec!["out".into()];
+            spec.outputs = vec!["out".parse().unwrap()];
             let mut p = instantiate(&node(), spec).unwrap();
             let report = block(p.tick(Tag(0))).unwrap();
             bits.push(report.outputs[0].payload.clone());
@@ -267,9 +272,12 @@ fn a_second_start_uses_the_compiled_module_cache() {
     let config = RuntimeConfig::default()
         .max_processes(8)
         .cache_dir(Some(cache.path().to_owned()));
-    let first = Node::new(&config).unwrap().prepare(spec.clone()).unwrap();
+    let first = Node::new(&config)
+        .unwrap()
+        .prepare(spec.clone(), &Files)
+        .unwrap();
     assert!(!first.from_cache());
-    let second = Node::new(&config).unwrap().prepare(spec).unwrap();
+    let second = Node::new(&config).unwrap().prepare(spec, &Files).unwrap();
     assert!(second.from_cache(), "second start compiled again");
 }
 
@@ -327,7 +335,7 @@ fn large_memories_survive_a_snapshot_bit_for_bit() {
         );
         let mut spec = rt_spec("big", &path, Duration::from_millis(1), u64::MAX / 4);
         caps(&mut spec, &["ports"]);
-        spec.outputs = vec!["out".into()];
+        spec.outputs = vec!["out".parse().unwrap()];
         spec.memory = 64 << 20;
         let mut original = instantiate(&node, spec.clone()).unwrap();
         run_sync(original.init()).unwrap();
@@ -349,4 +357,48 @@ fn large_memories_survive_a_snapshot_bit_for_bit() {
             "{pages} pages: continuation differs"
         );
     }
+}
+
+/// A handover asks which processes were holding their outputs after a
+/// stall when they stopped: their state skipped ahead and is not handed on.
+/// The answer is read as they stop, not from an earlier look.
+#[test]
+fn a_stopped_app_says_which_processes_were_held() {
+    let dir = tempdir().unwrap();
+    write(
+        dir.path(),
+        "tick.wat",
+        r#"(module (memory 1) (func (export "weft_tick") (param i64)))"#,
+    );
+    let app = manifest(
+        dir.path(),
+        r#"name = "held"
+           [[process]]
+           name = "held"
+           module = "tick.wat"
+           period = "10ms"
+           [[process]]
+           name = "live"
+           module = "tick.wat"
+           period = "10ms""#,
+    );
+    let node = node();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let options = weft_runtime::StartOptions {
+        supervised: true,
+        held: ["held".parse().unwrap()].into(),
+        ..Default::default()
+    };
+    let running = node
+        .start_with(&app, &Files, runtime.handle(), options)
+        .expect("starts");
+    assert!(wait_until(Duration::from_secs(20), || {
+        running.report().processes.iter().all(|p| p.ticks >= 3)
+    }));
+    let stopped = runtime.block_on(running.stop_with_snapshots());
+    let held: Vec<&str> = stopped.held.iter().map(|p| p.as_str()).collect();
+    assert_eq!(held, ["held"]);
+    let mut snapshots: Vec<&str> = stopped.snapshots.keys().map(|p| p.as_str()).collect();
+    snapshots.sort();
+    assert_eq!(snapshots, ["held", "live"], "both stopped at a boundary");
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use weft_manifest::module::Files;
 use weft_manifest::{AppManifest, Class, ProcessSpec};
 use weft_runtime::{Node, Process, RuntimeConfig};
 
@@ -36,7 +37,7 @@ pub fn rt_spec(name: &str, module: &Path, period: Duration, fuel: u64) -> Proces
 /// Prepares and instantiates a process directly (no scheduler).
 pub fn instantiate(node: &Node, spec: ProcessSpec) -> anyhow::Result<Process> {
     let spec = Arc::new(spec);
-    let program = Arc::new(node.prepare(spec.clone())?);
+    let program = Arc::new(node.prepare(spec.clone(), &Files)?);
     let env = node.env(&spec, 1);
     Ok(block(Process::instantiate(program, env))?)
 }
@@ -49,8 +50,11 @@ pub fn block<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// A manifest whose module paths are relative to `dir`.
 pub fn manifest(dir: &Path, toml: &str) -> AppManifest {
-    AppManifest::parse(toml, Path::new("test.toml"), dir).expect("valid manifest")
+    let mut manifest = AppManifest::parse(toml, "test.toml").expect("valid manifest");
+    manifest.resolve_paths(dir);
+    manifest
 }
 
 /// Polls `check` until it returns true or `timeout` passes.

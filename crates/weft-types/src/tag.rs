@@ -3,11 +3,13 @@
 use std::fmt;
 use std::time::Duration;
 
-/// A logical instant in nanoseconds since the app started. Processes never
-/// see wall-clock time, only tags, which is what makes them replayable.
-#[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,
-)]
+use serde::{Deserialize, Serialize};
+
+/// A logical instant in nanoseconds since the app's epoch (its tag 0).
+/// Processes never see wall-clock time, only tags, which is what makes
+/// them replayable.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Tag(pub u64);
 
 impl Tag {
@@ -21,8 +23,14 @@ impl Tag {
         Duration::from_nanos(self.0)
     }
 
+    /// This tag plus `delay` (saturating).
     pub fn after(self, delay: Duration) -> Tag {
         Tag(self.0.saturating_add(delay.as_nanos() as u64))
+    }
+
+    /// Nanoseconds since the app's epoch.
+    pub fn ns(self) -> u64 {
+        self.0
     }
 }
 

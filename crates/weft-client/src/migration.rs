@@ -17,13 +17,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
 use serde::Serialize;
+use weft_fabric::Keys;
+use weft_fabric::codec::PortMessage;
+use weft_fabric::proto::PsEntry;
+use weft_types::{AppName, NodeName, ProcessName, ProcessRef, ProcessState};
 
-use crate::Keys;
-use crate::codec::PortMessage;
-use crate::proto::{ControlRequest, ControlResponse, PsEntry};
-use crate::rpc;
+use crate::{Client, ClientError};
 
 /// How long to keep watching the outputs after the switch.
 pub const WATCH_AFTER: Duration = Duration::from_millis(300);
@@ -35,17 +35,17 @@ pub const DIRTY_TRACKING: &str = "none needed: state sent once, then kept in ste
 /// What `weft migrate --json` prints.
 #[derive(Debug, Clone, Serialize)]
 pub struct MigrationReport {
-    pub app: String,
-    pub process: String,
-    pub from: String,
-    pub to: String,
+    pub app: AppName,
+    pub process: ProcessName,
+    pub from: NodeName,
+    pub to: NodeName,
     /// The longest pause between new output tags, beyond the process's
     /// period, seen on its output ports during the move.
     pub downtime_us: Option<f64>,
     /// From the request until the target reported the process live.
     pub total_us: f64,
     /// Size of the state the replica started from.
-    pub state_bytes: usize,
+    pub state_bytes: u64,
     /// Output tags, between the first and the last seen, that never arrived.
     pub missed_ticks: Option<u64>,
     /// How memory written during the move reaches the target.
@@ -73,13 +73,12 @@ impl OutputWatch {
     pub async fn start(
         session: &zenoh::Session,
         keys: &Keys,
-        app: &str,
-        process: &str,
-    ) -> Result<OutputWatch> {
+        who: &ProcessRef,
+    ) -> Result<OutputWatch, ClientError> {
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let sink = seen.clone();
         let subscriber = session
-            .declare_subscriber(keys.port(app, process, "*"))
+            .declare_subscriber(keys.ports_of(&who.app, &who.process))
             .callback(move |sample| {
                 if let Ok(m) = PortMessage::decode(&sample.payload().to_bytes()) {
                     sink.lock().unwrap().push((Instant::now(), m.tag, m.seq));
@@ -102,27 +101,23 @@ impl OutputWatch {
 
 /// A move the controller accepted, with the process's outputs watched.
 pub struct Migration<'a> {
-    session: &'a zenoh::Session,
-    keys: &'a Keys,
-    app: String,
-    process: String,
-    pub from: String,
-    pub to: String,
+    client: &'a Client,
+    who: ProcessRef,
+    pub from: NodeName,
+    pub to: NodeName,
     started: Instant,
     outputs: OutputWatch,
 }
 
-/// Moves `app/process` to node `to`, waits (up to `timeout`) until it runs
-/// live there, and reports what its outputs showed.
+/// Moves `who` to node `to`, waits (up to `timeout`) until it runs live
+/// there, and reports what its outputs showed.
 pub async fn migrate(
-    session: &zenoh::Session,
-    keys: &Keys,
-    app: &str,
-    process: &str,
-    to: &str,
+    client: &Client,
+    who: &ProcessRef,
+    to: &NodeName,
     timeout: Duration,
-) -> Result<Moved> {
-    Migration::begin(session, keys, app, process, to)
+) -> Result<Moved, ClientError> {
+    Migration::begin(client, who, to)
         .await?
         .finish(timeout)
         .await
@@ -132,32 +127,18 @@ impl<'a> Migration<'a> {
     /// Subscribes to the process's output ports, then asks the controller
     /// to move it; returns once the controller has accepted the move.
     pub async fn begin(
-        session: &'a zenoh::Session,
-        keys: &'a Keys,
-        app: &str,
-        process: &str,
-        to: &str,
-    ) -> Result<Migration<'a>> {
-        let outputs = OutputWatch::start(session, keys, app, process).await?;
-
+        client: &'a Client,
+        who: &ProcessRef,
+        to: &NodeName,
+    ) -> Result<Migration<'a>, ClientError> {
+        let outputs = OutputWatch::start(client.session(), client.keys(), who).await?;
         let started = Instant::now();
-        let request = ControlRequest::Migrate {
-            app: app.into(),
-            process: process.into(),
-            to: to.into(),
-        };
-        let (from, to) = match control(session, keys, request).await? {
-            ControlResponse::Migrating { from, to, .. } => (from, to),
-            ControlResponse::NotFound { what } => bail!("no such {what}"),
-            other => bail!("unexpected answer: {other:?}"),
-        };
+        let from = client.migrate(who, to).await?;
         Ok(Migration {
-            session,
-            keys,
-            app: app.into(),
-            process: process.into(),
+            client,
+            who: who.clone(),
             from,
-            to,
+            to: to.clone(),
             started,
             outputs,
         })
@@ -165,27 +146,17 @@ impl<'a> Migration<'a> {
 
     /// Waits (up to `timeout`) until the process runs live on its target,
     /// keeps watching its outputs for [`WATCH_AFTER`], and reports.
-    pub async fn finish(self, timeout: Duration) -> Result<Moved> {
-        let (session, keys) = (self.session, self.keys);
-        let (app, process) = (self.app.as_str(), self.process.as_str());
-        let entry = wait_live(session, keys, app, process, &self.to, timeout).await?;
+    pub async fn finish(self, timeout: Duration) -> Result<Moved, ClientError> {
+        let entry = wait_live(self.client, &self.who, &self.to, timeout).await?;
         let total_us = self.started.elapsed().as_secs_f64() * 1e6;
         tokio::time::sleep(WATCH_AFTER).await;
         let period = entry.period_ns.filter(|p| *p > 0);
         let observed = period.and_then(|p| self.outputs.finish(p));
-
-        let request = ControlRequest::GetCheckpoint {
-            app: app.into(),
-            process: process.into(),
-        };
-        let state_bytes = match control(session, keys, request).await? {
-            ControlResponse::Checkpoint { bytes, .. } => bytes.0.len(),
-            _ => 0,
-        };
+        let (_, state_bytes) = self.client.checkpoint_info(&self.who).await?;
         let (downtime_us, missed_ticks) = observed.unzip();
         let report = MigrationReport {
-            app: self.app,
-            process: self.process,
+            app: self.who.app,
+            process: self.who.process,
             from: self.from,
             to: self.to,
             downtime_us,
@@ -198,53 +169,27 @@ impl<'a> Migration<'a> {
     }
 }
 
-/// One request to the controller; its `Error` answers become errors.
-async fn control(
-    session: &zenoh::Session,
-    keys: &Keys,
-    request: ControlRequest,
-) -> Result<ControlResponse> {
-    let response = rpc::call(
-        session,
-        &keys.controller_rpc(),
-        &request,
-        rpc::DEFAULT_TIMEOUT,
-    )
-    .await
-    .context("is the controller running? (`weft up` or `weft controller`)")?;
-    match response {
-        ControlResponse::Error { message } => bail!("{message}"),
-        other => Ok(other),
-    }
-}
-
-/// Polls `ps` until `process` runs live (not as a replica) on `to`.
+/// Polls `ps` until `who` runs live (not as a replica) on `to`.
 async fn wait_live(
-    session: &zenoh::Session,
-    keys: &Keys,
-    app: &str,
-    process: &str,
-    to: &str,
+    client: &Client,
+    who: &ProcessRef,
+    to: &NodeName,
     timeout: Duration,
-) -> Result<PsEntry> {
+) -> Result<PsEntry, ClientError> {
     let deadline = Instant::now() + timeout;
     loop {
-        let processes = match control(session, keys, ControlRequest::Ps).await? {
-            ControlResponse::Ps { processes } => processes,
-            other => bail!("unexpected answer: {other:?}"),
-        };
-        let entry = processes
-            .into_iter()
-            .find(|p| p.app == app && p.name == process);
-        if let Some(p) = entry.filter(|p| p.node.as_deref() == Some(to) && p.state == "running") {
+        let entry = client.process(&who.app, &who.process).await?;
+        let live =
+            |p: &PsEntry| p.node.as_ref() == Some(to) && p.status.state == ProcessState::Running;
+        if let Some(p) = entry.filter(live) {
             return Ok(p);
         }
         if Instant::now() > deadline {
-            bail!(
-                "{app}/{process} is not running on {to} after {timeout:?}; it keeps running where it was. \
+            return Err(ClientError::Timeout(format!(
+                "{who} is not running on {to} after {timeout:?}; it keeps running where it was. \
                  Its replica on {to} starts from a checkpoint of the process: see that node's log \
                  (\"waits for one\" means none has reached the controller yet) and `weft ps`"
-            );
+            )));
         }
         tokio::time::sleep(POLL_EVERY).await;
     }

@@ -1,0 +1,71 @@
+//! Checkpoints on their way from the fabric to the store.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use zenoh::bytes::ZBytes;
+use zenoh::sample::Sample;
+
+/// Checkpoints received and not stored yet: the newest of each process.
+/// Storing a large checkpoint takes longer than the fabric takes to bring
+/// the next one, so a queue of them would fall further behind with every
+/// checkpoint (and hold them all in memory); a newer checkpoint of a
+/// process replaces its older one here instead, never another process's.
+#[derive(Default)]
+pub(crate) struct Inbound {
+    latest: Mutex<HashMap<String, ZBytes>>,
+    ready: tokio::sync::Notify,
+}
+
+impl Inbound {
+    pub(crate) fn arrived(&self, sample: Sample) {
+        self.put(
+            sample.key_expr().as_str().to_string(),
+            sample.payload().clone(),
+        );
+    }
+
+    fn put(&self, key: String, payload: ZBytes) {
+        self.latest.lock().unwrap().insert(key, payload);
+        self.ready.notify_one();
+    }
+
+    /// Waits for checkpoints and takes them all.
+    pub(crate) async fn take(&self) -> HashMap<String, ZBytes> {
+        loop {
+            let batch = std::mem::take(&mut *self.latest.lock().unwrap());
+            if !batch.is_empty() {
+                return batch;
+            }
+            self.ready.notified().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_newer_checkpoint_replaces_a_waiting_one_of_its_process_only() {
+        let inbound = Inbound::default();
+        inbound.put("cp/app/a".into(), vec![1].into());
+        inbound.put("cp/app/b".into(), vec![2].into());
+        inbound.put("cp/app/a".into(), vec![3].into());
+        let batch = inbound.take().await;
+        let got: std::collections::BTreeMap<_, _> = batch
+            .into_iter()
+            .map(|(k, v)| (k, v.to_bytes().to_vec()))
+            .collect();
+        let want = [
+            ("cp/app/a".to_string(), vec![3]),
+            ("cp/app/b".to_string(), vec![2]),
+        ];
+        assert_eq!(got, want.into_iter().collect());
+        // Taken: the next take waits for the next arrival.
+        let next = tokio::time::timeout(Duration::from_millis(50), inbound.take()).await;
+        assert!(next.is_err(), "nothing new arrived");
+    }
+}

@@ -1,0 +1,395 @@
+//! The controller service: recovers its state from redb, joins the fabric,
+//! watches nodes (liveliness and status) and checkpoints, serves requests,
+//! modules and checkpoints, and reconciles every `sync_interval` and right
+//! after any change.
+//!
+//! On restart the controller reloads apps, placements and intents from
+//! redb. For `startup_grace` it presumes that nodes named in placements but
+//! not yet seen are alive, so their processes are not moved while nodes
+//! reconnect; a move or handover that was in flight carries on.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use tracing::{debug, error, info, warn};
+use weft_fabric::codec::{self, CheckpointFrame};
+use weft_fabric::keys::MIN_TAG;
+use weft_fabric::proto::{ControlRequest, NodeStatus};
+use weft_fabric::{FabricConfig, Keys};
+use weft_manifest::AppManifest;
+use weft_types::{NodeName, ProcessRef, Tag};
+use zenoh::sample::SampleKind;
+
+use crate::api;
+use crate::inbound::Inbound;
+use crate::model::{App, Observed, Spec, State};
+use crate::reconcile::{SyncTracker, reconcile};
+use crate::shared::{Shared, SharedRef, blocking};
+use crate::store::Store;
+
+/// How the controller runs, builder style.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Holds `controller.redb`.
+    pub data_dir: PathBuf,
+    pub fabric: FabricConfig,
+    /// Period of the reconciliation loop.
+    pub sync_interval: Duration,
+    /// After a start, how long nodes named in stored placements are
+    /// presumed alive before their processes are moved elsewhere.
+    pub startup_grace: Duration,
+}
+
+impl ControllerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>, fabric: FabricConfig) -> ControllerConfig {
+        ControllerConfig {
+            data_dir: data_dir.into(),
+            fabric,
+            sync_interval: Duration::from_millis(500),
+            startup_grace: Duration::from_secs(5),
+        }
+    }
+    pub fn sync_interval(mut self, interval: Duration) -> Self {
+        self.sync_interval = interval;
+        self
+    }
+    pub fn startup_grace(mut self, grace: Duration) -> Self {
+        self.startup_grace = grace;
+        self
+    }
+}
+
+/// How long a checkpoint query waits for one at or past its `min_tag`.
+const CHECKPOINT_WAIT: Duration = Duration::from_millis(1500);
+
+/// Runs the controller until a fatal error.
+pub async fn run(config: ControllerConfig) -> Result<()> {
+    run_until(config, std::future::pending()).await
+}
+
+/// Runs the controller until `shutdown` completes (then returns `Ok`) or a
+/// fatal error. Dropping the returned future stops everything it started.
+pub async fn run_until(config: ControllerConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let store = Arc::new(Store::open(&config.data_dir)?);
+    let state = recover(&store)?;
+    let persisted = state.current.clone();
+    let keys = Keys::new(&config.fabric.cluster);
+    let session = config.fabric.open().await?;
+    let _token = session
+        .liveliness()
+        .declare_token(keys.controller_alive())
+        .await
+        .map_err(|e| anyhow!("{e}"))
+        .context("cannot declare the controller's liveliness token")?;
+    let shared = Arc::new(Shared {
+        store,
+        keys: keys.clone(),
+        session: session.clone(),
+        state: Mutex::new(state),
+        kick: tokio::sync::Notify::new(),
+        checkpoint_arrived: tokio::sync::Notify::new(),
+        started: Instant::now(),
+        grace: config.startup_grace,
+        writes: tokio::sync::Mutex::new(()),
+        reconciling: tokio::sync::Mutex::new(persisted),
+        sync: Arc::new(SyncTracker::default()),
+    });
+    let apps = shared.state().spec.apps.len();
+    info!(cluster = %config.fabric.cluster, data = %config.data_dir.display(), apps, "controller started");
+    let result = tokio::select! {
+        r = serve(&shared, &session) => r,
+        r = watch(&shared, &session) => r,
+        _ = reconcile_loop(&shared, config.sync_interval) => Err(anyhow!("the reconciliation loop stopped")),
+        _ = shutdown => Ok(()),
+    };
+    drop(shared);
+    if let Err(e) = session.close().await {
+        debug!("closing the fabric session: {e}");
+    }
+    result
+}
+
+/// Loads apps, placements, intents and drained nodes. An app whose stored
+/// manifest no longer parses is kept on disk and not run.
+fn recover(store: &Store) -> Result<State> {
+    let mut state = State {
+        spec: Spec {
+            drained: store.drained()?,
+            ..Spec::default()
+        },
+        observed: Observed {
+            checkpoints: store.checkpoint_tags()?,
+            ..Observed::default()
+        },
+        current: store.current()?,
+        ..State::default()
+    };
+    for (name, record) in store.apps()? {
+        match AppManifest::parse(&record.manifest, format!("stored app \"{name}\"")) {
+            Ok(manifest) => {
+                let placed = state.current.placed.get(&name).map_or(0, |p| p.len());
+                info!(app = %name, generation = record.generation, placed, "recovered app");
+                let manifest = Arc::new(manifest);
+                state.spec.apps.insert(name, App { record, manifest });
+            }
+            Err(e) => error!(app = %name, "cannot recover app (kept on disk, not run): {e:#}"),
+        }
+    }
+    let (moves, handovers) = (state.current.moves.len(), state.current.handovers.len());
+    if moves + handovers > 0 {
+        info!(moves, handovers, "resuming what was in flight");
+    }
+    Ok(state)
+}
+
+async fn reconcile_loop(shared: &SharedRef, interval: Duration) {
+    loop {
+        reconcile(shared).await;
+        tokio::select! {
+            _ = shared.kick.notified() => {}
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// The queryables: requests, deploys, modules, checkpoints.
+async fn serve(shared: &SharedRef, session: &zenoh::Session) -> Result<()> {
+    let keys = &shared.keys;
+    let rpc = {
+        let shared = shared.clone();
+        weft_fabric::rpc::serve(
+            session.clone(),
+            keys.controller_rpc(),
+            move |r: ControlRequest| {
+                let shared = shared.clone();
+                async move { api::handle(&shared, r).await }
+            },
+        )
+    };
+    let deploy = {
+        let shared = shared.clone();
+        weft_fabric::rpc::serve_raw(
+            session.clone(),
+            keys.controller_deploy(),
+            move |_, _, bytes| {
+                let shared = shared.clone();
+                async move { Ok(codec::encode(&api::deploy(&shared, bytes).await)) }
+            },
+        )
+    };
+    let modules = {
+        let shared = shared.clone();
+        weft_fabric::rpc::serve_raw(session.clone(), keys.all_modules(), move |key, _, _| {
+            let shared = shared.clone();
+            async move { module(&shared, &key).await }
+        })
+    };
+    let checkpoints = {
+        let shared = shared.clone();
+        weft_fabric::rpc::serve_raw(
+            session.clone(),
+            keys.all_checkpoints(),
+            move |key, params, _| {
+                let shared = shared.clone();
+                async move { latest_checkpoint(&shared, &key, &params).await }
+            },
+        )
+    };
+    tokio::select! {
+        r = rpc => r.context("the controller RPC queryable stopped"),
+        r = deploy => r.context("the deploy queryable stopped"),
+        r = modules => r.context("the module queryable stopped"),
+        r = checkpoints => r.context("the checkpoint queryable stopped"),
+    }
+}
+
+async fn module(shared: &SharedRef, key: &str) -> Result<Vec<u8>, String> {
+    let digest = shared
+        .keys
+        .module_of(key)
+        .ok_or_else(|| format!("{key} does not name a module digest"))?;
+    let store = shared.store.clone();
+    match blocking(move || store.module(&digest)).await {
+        Ok(Some(bytes)) => Ok(codec::encode_module(&bytes)),
+        Ok(None) => Err(format!("the controller has no module {digest}")),
+        Err(e) => Err(format!("{e:#}")),
+    }
+}
+
+/// The latest checkpoint of a process, waiting up to [`CHECKPOINT_WAIT`]
+/// for one at or past the query's `min_tag`; empty when there is none.
+async fn latest_checkpoint(shared: &SharedRef, key: &str, params: &str) -> Result<Vec<u8>, String> {
+    let who = shared
+        .keys
+        .checkpoint_of(key)
+        .ok_or_else(|| format!("{key} does not name a process"))?;
+    let min_tag = zenoh::query::Parameters::from(params)
+        .get(MIN_TAG)
+        .and_then(|t| t.parse().ok())
+        .map(Tag);
+    let deadline = tokio::time::Instant::now() + CHECKPOINT_WAIT;
+    loop {
+        let arrived = shared.checkpoint_arrived.notified();
+        let (store, w) = (shared.store.clone(), who.clone());
+        let latest = blocking(move || store.checkpoint(&w))
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        // Without a `min_tag`, the latest there is (or none) is the answer.
+        let fresh = match min_tag {
+            None => true,
+            Some(min) => latest.as_ref().is_some_and(|c| c.tag >= min),
+        };
+        if fresh || tokio::time::Instant::now() >= deadline {
+            return Ok(latest.map_or_else(Vec::new, |c| {
+                CheckpointFrame::encode_parts(c.tag, &c.snapshot)
+            }));
+        }
+        let _ = tokio::time::timeout_at(deadline, arrived).await;
+    }
+}
+
+/// The subscriptions: node liveliness, node statuses, checkpoints.
+async fn watch(shared: &SharedRef, session: &zenoh::Session) -> Result<()> {
+    let keys = &shared.keys;
+    let alive = session
+        .liveliness()
+        .declare_subscriber(keys.all_nodes_alive())
+        .history(true)
+        .await
+        .map_err(|e| anyhow!("cannot watch node liveliness: {e}"))?;
+    let statuses = session
+        .declare_subscriber(keys.all_node_status())
+        .await
+        .map_err(|e| anyhow!("cannot subscribe to node status: {e}"))?;
+    let inbound = Arc::new(Inbound::default());
+    let _checkpoints = {
+        let inbound = inbound.clone();
+        session
+            .declare_subscriber(keys.all_checkpoints())
+            .callback(move |sample| inbound.arrived(sample))
+            .await
+            .map_err(|e| anyhow!("cannot subscribe to checkpoints: {e}"))?
+    };
+    let liveliness = async {
+        while let Ok(sample) = alive.recv_async().await {
+            let key = sample.key_expr().as_str();
+            match shared.keys.node_of(key) {
+                Some(node) => node_liveliness(shared, node, sample.kind() == SampleKind::Put),
+                None => warn!(key, "liveliness token outside the node key space; ignored"),
+            }
+        }
+    };
+    let status = async {
+        while let Ok(sample) = statuses.recv_async().await {
+            node_status(
+                shared,
+                sample.key_expr().as_str(),
+                &sample.payload().to_bytes(),
+            );
+        }
+    };
+    let stored = async {
+        loop {
+            for (key, payload) in inbound.take().await {
+                checkpoint(shared, &key, &payload.to_bytes()).await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = liveliness => Err(anyhow!("the node liveliness subscription closed")),
+        _ = status => Err(anyhow!("the node status subscription closed")),
+        _ = stored => Err(anyhow!("the checkpoint subscription closed")),
+    }
+}
+
+fn node_liveliness(shared: &SharedRef, node: NodeName, alive: bool) {
+    {
+        let mut state = shared.state();
+        let seen = state.observed.nodes.entry(node.clone()).or_default();
+        if seen.alive == alive {
+            return;
+        }
+        seen.alive = alive;
+    }
+    match alive {
+        true => info!(node = %node, "node joined"),
+        false => warn!(node = %node, "node is gone"),
+    }
+    shared.kick.notify_one();
+}
+
+fn node_status(shared: &SharedRef, key: &str, bytes: &[u8]) {
+    let Some(node) = shared.keys.node_of(key) else {
+        warn!(key, "status outside the node key space; dropped");
+        return;
+    };
+    let status = match codec::decode::<NodeStatus>(bytes) {
+        Ok(status) if status.name == node => status,
+        Ok(status) => {
+            warn!(node = %node, named = %status.name, "dropping node status published under another node's key");
+            return;
+        }
+        Err(e) => {
+            warn!(node = %node, "dropping malformed node status: {e}");
+            return;
+        }
+    };
+    let mut state = shared.state();
+    let in_flight = !state.current.moves.is_empty() || !state.current.handovers.is_empty();
+    let seen = state.observed.nodes.entry(node).or_default();
+    let first = seen.status.is_none() && seen.alive;
+    seen.status = Some(status);
+    drop(state);
+    if first || in_flight {
+        shared.kick.notify_one();
+    }
+}
+
+async fn checkpoint(shared: &SharedRef, key: &str, bytes: &[u8]) {
+    let Some(who) = shared.keys.checkpoint_of(key) else {
+        warn!(key, "checkpoint outside the checkpoint key space; dropped");
+        return;
+    };
+    let frame = match CheckpointFrame::decode(bytes) {
+        Ok(frame) => frame,
+        Err(e) => {
+            warn!(process = %who, "dropping malformed checkpoint: {e}");
+            return;
+        }
+    };
+    if !known(shared, &who) {
+        warn!(process = %who, "dropping checkpoint of an unknown process");
+        return;
+    }
+    let (store, w, tag) = (shared.store.clone(), who.clone(), frame.tag);
+    match blocking(move || store.put_checkpoint(&w, tag, &frame.snapshot)).await {
+        Ok(true) => debug!(process = %who, tag = %tag, "checkpoint stored"),
+        Ok(false) => debug!(process = %who, tag = %tag, "older checkpoint ignored"),
+        Err(e) => {
+            error!(process = %who, "{e:#}");
+            return;
+        }
+    }
+    let handing_over = {
+        let mut state = shared.state();
+        let newest = state.observed.checkpoints.entry(who.clone()).or_insert(tag);
+        *newest = (*newest).max(tag);
+        state.current.handovers.contains_key(&who)
+    };
+    shared.checkpoint_arrived.notify_waiters();
+    if handing_over {
+        shared.kick.notify_one();
+    }
+}
+
+fn known(shared: &SharedRef, who: &ProcessRef) -> bool {
+    shared
+        .state()
+        .spec
+        .apps
+        .get(&who.app)
+        .is_some_and(|a| a.spec(who.process.as_str()).is_some())
+}

@@ -1,0 +1,138 @@
+//! The store keeps what it acknowledged across a reopen.
+
+use super::*;
+use crate::model::{Handover, MoveIntent};
+use weft_types::Role;
+
+fn app(generation: u64) -> StoredApp {
+    StoredApp {
+        manifest: "name = \"a\"\n".into(),
+        generation,
+        epoch_unix_ns: 42,
+    }
+}
+
+fn name<T: std::str::FromStr>(s: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    s.parse().unwrap()
+}
+
+fn unit(process: &str, role: Role) -> Unit {
+    Unit {
+        process: name(process),
+        role,
+    }
+}
+
+#[test]
+fn round_trip_and_persistence_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b): (AppName, AppName) = (name("a"), name("b"));
+    let digest = ModuleDigest([1; 32]);
+    let who: ProcessRef = name("a/p");
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .put_app(&a, &app(1), &BTreeMap::from([(digest, vec![1, 2, 3])]))
+            .unwrap();
+        store.put_app(&b, &app(2), &BTreeMap::new()).unwrap();
+        let mut first = Current::default();
+        first.placed.insert(
+            a.clone(),
+            Placed::from([
+                (unit("p", Role::Primary), name("n1")),
+                (unit("p", Role::Standby), name("n2")),
+            ]),
+        );
+        first.placed.insert(
+            b.clone(),
+            Placed::from([(unit("x", Role::Primary), name("n1"))]),
+        );
+        first.moves.insert(
+            who.clone(),
+            MoveIntent {
+                to: name("n3"),
+                since_ms: 7,
+            },
+        );
+        store.save_current(&Current::default(), &first).unwrap();
+        assert!(store.put_checkpoint(&who, Tag(10), b"snap10").unwrap());
+        assert!(
+            !store.put_checkpoint(&who, Tag(5), b"old").unwrap(),
+            "older tag is ignored"
+        );
+        assert!(
+            !store.put_checkpoint(&who, Tag(10), b"same").unwrap(),
+            "same tag is ignored"
+        );
+        assert!(store.drain(&name("n3")).unwrap());
+        assert!(!store.drain(&name("n3")).unwrap());
+        // Replace a's placement entirely, finish the move, start a handover.
+        let mut second = first.clone();
+        second.placed.insert(
+            a.clone(),
+            Placed::from([(unit("p", Role::Primary), name("n2"))]),
+        );
+        second.moves.clear();
+        second.handovers.insert(
+            who.clone(),
+            Handover {
+                from: name("n1"),
+                since_ms: 9,
+            },
+        );
+        store.save_current(&first, &second).unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let apps = store.apps().unwrap();
+    assert_eq!(apps.len(), 2);
+    assert_eq!(apps[&a], app(1));
+    assert_eq!(apps[&b].generation, 2);
+    assert_eq!(store.module(&digest).unwrap(), Some(vec![1, 2, 3]));
+    assert!(store.has_module(&digest).unwrap());
+    assert_eq!(store.module(&ModuleDigest([9; 32])).unwrap(), None);
+    let current = store.current().unwrap();
+    assert_eq!(
+        current.placed[&a],
+        Placed::from([(unit("p", Role::Primary), name("n2"))])
+    );
+    assert_eq!(current.placed[&b][&unit("x", Role::Primary)], "n1");
+    assert!(current.moves.is_empty());
+    assert_eq!(current.handovers[&who].from, "n1");
+    assert_eq!(
+        store.checkpoint(&who).unwrap(),
+        Some(StoredCheckpoint {
+            tag: Tag(10),
+            snapshot: b"snap10".to_vec()
+        })
+    );
+    assert_eq!(store.checkpoint_tags().unwrap()[&who], Tag(10));
+    assert_eq!(store.checkpoint(&name("a/q")).unwrap(), None);
+    assert_eq!(store.drained().unwrap(), [name("n3")].into());
+
+    assert!(store.remove_app(&a).unwrap());
+    assert!(!store.remove_app(&a).unwrap());
+    let current = store.current().unwrap();
+    assert!(!current.placed.contains_key(&a) && current.handovers.is_empty());
+    assert_eq!(store.checkpoint(&who).unwrap(), None);
+    assert!(
+        store.module(&digest).unwrap().is_some(),
+        "modules outlive apps"
+    );
+    assert!(store.undrain(&name("n3")).unwrap());
+    assert!(store.drained().unwrap().is_empty());
+}
+
+#[test]
+fn unusable_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let e = Store::open(&file.join("sub")).err().expect("must fail");
+    assert!(
+        format!("{e:#}").contains("cannot create the controller data directory"),
+        "{e:#}"
+    );
+}
