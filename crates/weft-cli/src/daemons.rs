@@ -53,7 +53,8 @@ pub struct NodeArgs {
     /// Where to keep fetched modules.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Most processes (and replicas) this node runs.
+    /// Most processes (and replicas) this node runs; the kernel's
+    /// vm.max_map_count bounds it (about 10,700 at the default 65,530).
     #[arg(long, default_value_t = 256)]
     pub max_processes: u32,
     #[command(flatten)]

@@ -331,3 +331,20 @@ fn a_closed_stdout_ends_a_command_quietly() {
         assert_eq!(out.status.code(), Some(0), "weft {args:?}:\n{stderr}");
     }
 }
+
+/// A node whose process slots the kernel's mapping limit cannot hold says
+/// so at start, with the limit to raise, instead of a bare ENOMEM.
+#[test]
+fn a_node_too_big_for_the_kernel_s_mapping_limit_is_refused_at_start() {
+    let out = weft()
+        .args(["node", "--name", "big", "--max-processes", "4000000000"])
+        .args(["--connect", "tcp/127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("room for 4000000000 processes") && err.contains("vm.max_map_count"),
+        "{err}"
+    );
+}

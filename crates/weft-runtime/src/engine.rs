@@ -84,6 +84,61 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache/weft"))
 }
 
+/// Memory mappings (VMAs) the pooling allocator reserves per instance slot
+/// of one engine at start: a fiber stack and its guard page.
+const MAPPINGS_PER_SLOT: u64 = 2;
+/// Mappings a running process adds: its memory made accessible inside the
+/// slot's reservation splits it in three.
+const MAPPINGS_PER_PROCESS: u64 = 2;
+/// Room left for everything else (threads, heap, compiled code, sockets).
+const MAPPING_HEADROOM: u64 = 1024;
+
+/// Refuses a pool that the kernel's limit on memory mappings
+/// (`vm.max_map_count`) cannot hold once its processes run, before any is
+/// reserved: otherwise `engines` engines of `max_processes` slots either
+/// fail to start with a bare ENOMEM or start and fail at some later
+/// instantiation. `in_use` is how many mappings the process has already.
+pub fn check_mapping_budget(
+    max_processes: u32,
+    engines: u64,
+    max_map_count: u64,
+    in_use: u64,
+) -> Result<()> {
+    let n = u64::from(max_processes);
+    let per_process = engines * MAPPINGS_PER_SLOT + MAPPINGS_PER_PROCESS;
+    let needed = n * per_process + MAPPING_HEADROOM;
+    let room = max_map_count.saturating_sub(in_use);
+    if needed <= room {
+        return Ok(());
+    }
+    let fits = room.saturating_sub(MAPPING_HEADROOM) / per_process;
+    anyhow::bail!(
+        "room for {n} processes needs about {needed} memory mappings ({} per process slot \
+         reserved at start, {MAPPINGS_PER_PROCESS} more per running process), but this kernel \
+         allows {max_map_count} (vm.max_map_count) and {in_use} are in use: allow at most \
+         {fits} processes, or raise the limit (for example `sysctl -w vm.max_map_count=262144`)",
+        engines * MAPPINGS_PER_SLOT
+    )
+}
+
+/// [`check_mapping_budget`] against this machine's limit; a kernel that
+/// does not say (not Linux) is not checked.
+pub(crate) fn check_mappings_here(config: &RuntimeConfig, engines: u64) -> Result<()> {
+    if !config.pooling {
+        return Ok(());
+    }
+    let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    let in_use = std::fs::read_to_string("/proc/self/maps").map(|s| s.lines().count() as u64);
+    match (limit, in_use) {
+        (Some(limit), Ok(in_use)) => {
+            check_mapping_budget(config.max_processes, engines, limit, in_use)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Which metering an engine compiles in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Metering {
@@ -261,5 +316,39 @@ impl Drop for EpochTicker {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_mapping_budget;
+
+    #[test]
+    fn the_mapping_budget_follows_the_kernel_limit() {
+        // (max_processes, engines, max_map_count, in_use, fits)
+        let cases = [
+            (256, 2, 65_530, 100, true),
+            (10_000, 2, 65_530, 100, true),
+            (11_000, 2, 65_530, 100, false),
+            (20_000, 2, 65_530, 100, false),
+            (20_000, 2, 262_144, 100, true),
+            (10_000, 2, 65_530, 10_000, false),
+            (0, 2, 0, 0, false),
+        ];
+        for (n, engines, limit, in_use, fits) in cases {
+            let got = check_mapping_budget(n, engines, limit, in_use);
+            assert_eq!(
+                got.is_ok(),
+                fits,
+                "{n} processes, limit {limit}, {in_use} in use: {got:?}"
+            );
+        }
+        let e = check_mapping_budget(20_000, 2, 65_530, 100)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("vm.max_map_count") && e.contains("at most 10734 processes"),
+            "{e}"
+        );
     }
 }
