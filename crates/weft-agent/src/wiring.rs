@@ -11,7 +11,10 @@
 //!   slower than its senders, the queue fills and a sender waits for room:
 //!   a slow link slows the processes that use it (their deadline misses
 //!   show it) instead of memory growing without end, and nothing is
-//!   dropped, so receivers still see every message once.
+//!   dropped, so receivers still see every message once. That holds while
+//!   the link is up: a peer that reads nothing for longer than the fabric
+//!   lease (a frozen node) has its link closed by Zenoh, and what Zenoh
+//!   held in flight on that link is lost with it.
 //! * log lines: a bounded queue ([`LOG_QUEUE_BYTES`]); when it is full a
 //!   line is dropped and counted, never waited for.
 //! * checkpoints: a newest-wins slot per process, encoded and sent at
@@ -410,10 +413,9 @@ mod tests {
             .port()
     }
 
-    /// Port messages to a node that stopped reading wait in a bounded
-    /// queue, then hold their senders back: memory does not grow without
-    /// end, and nothing is dropped. The receiving node here is a session
-    /// whose subscriber blocks, so it stops reading its link.
+    /// Port messages to a node that reads slower than they come wait in a
+    /// bounded queue, then hold their senders back: memory does not grow
+    /// without end, and every message arrives once the reader catches up.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stalled_link_holds_senders_back() {
         const MESSAGES: u64 = 20_000;
@@ -437,14 +439,24 @@ mod tests {
         );
         let (release, blocked) = std::sync::mpsc::channel::<()>();
         let blocked = Mutex::new(blocked);
+        let received = Arc::new(AtomicU64::new(0));
+        let seen = received.clone();
+        let key = keys.port(&app, &p, &o);
         let _subscriber = receiver
-            .declare_subscriber(keys.port(&app, &p, &o))
+            .declare_subscriber(key.clone())
             .callback(move |_| {
-                let _ = blocked.lock().unwrap().recv();
+                seen.fetch_add(1, Ordering::Relaxed);
+                // A slow reader, not a dead one: the link stays busy, so
+                // neither side's lease closes it while senders are held.
+                let _ = blocked
+                    .lock()
+                    .unwrap()
+                    .recv_timeout(Duration::from_millis(5));
             })
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        wait_until_subscribed(&sender, &key).await;
+
         let outbox = Outbox::start(sender.clone(), keys);
         let sink = outbox.remote_sink(&app).port(&p, &o);
         let published = Arc::new(AtomicU64::new(0));
@@ -456,16 +468,59 @@ mod tests {
                 counter.fetch_add(1, Ordering::Relaxed);
             }
         });
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        let queued = wait_until_full(&outbox, &producer).await;
         let held_at = published.load(Ordering::Relaxed);
+        assert!(
+            queued <= PORT_QUEUE_BYTES && held_at < MESSAGES,
+            "{held_at} of {MESSAGES} messages published, {queued} bytes queued \
+             (bound {PORT_QUEUE_BYTES}) for a node that reads slowly"
+        );
+        eprintln!("{held_at} of {MESSAGES} published while the link was slow");
+
         drop(release);
         tokio::task::spawn_blocking(move || producer.join().unwrap())
             .await
             .unwrap();
-        eprintln!("{held_at} of {MESSAGES} published before the link stalled");
-        assert!(
-            held_at < MESSAGES,
-            "{held_at} of {MESSAGES} messages of 8 KiB queued for a node that read none"
-        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while received.load(Ordering::Relaxed) < MESSAGES {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {MESSAGES} messages arrived after the link resumed",
+                received.load(Ordering::Relaxed)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `session` sees a subscriber on `key`, so the first
+    /// message is not published into a route that does not exist yet.
+    async fn wait_until_subscribed(session: &zenoh::Session, key: &str) {
+        let probe = session.declare_publisher(key.to_owned()).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !probe.matching_status().await.unwrap().matching() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the subscriber on {key} never became visible to the sender"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until the port lane is full and returns the bytes it holds;
+    /// panics if the producer finished first, which means the queue in
+    /// front of the slow link never filled.
+    async fn wait_until_full(outbox: &Outbox, producer: &std::thread::JoinHandle<()>) -> usize {
+        const MESSAGE: usize = 8 << 10;
+        loop {
+            let queued = outbox.lanes.ports.state.lock().unwrap().bytes;
+            if queued + MESSAGE > PORT_QUEUE_BYTES {
+                return queued;
+            }
+            assert!(
+                !producer.is_finished(),
+                "the producer published every message to a node that reads slowly"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
