@@ -396,6 +396,11 @@ fn a_process_placement_moves_off_a_live_node_is_handed_over() {
     seen.checkpoints.insert(who("cell/pid"), Tag(4 * S));
     let older = plan(&spec, &seen, &current, NOW + 2);
     assert!(older.current.handovers.contains_key(&who("cell/pid")));
+    // A node slow to stop (5 s, longer than any RPC timeout) loses nothing:
+    // the final state travels as a checkpoint, not in a reply that can
+    // time out, and the handover waits for it.
+    let slow = plan(&spec, &seen, &current, NOW + 5_000);
+    assert!(slow.current.handovers.contains_key(&who("cell/pid")));
     seen.checkpoints.insert(who("cell/pid"), Tag(5 * S));
     let done = plan(&spec, &seen, &current, NOW + 3);
     assert!(done.current.handovers.is_empty());
