@@ -110,7 +110,8 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         status_seq: AtomicU64::new(0),
     });
     let apps: Arc<AsyncMutex<BTreeMap<AppName, LocalApp>>> = Arc::default();
-    tracing::info!(node = %config.name, rt_class = %rt_class, "node agent up");
+    let dirty_tracking = weft_runtime::dirty_tracking();
+    tracing::info!(node = %config.name, rt_class = %rt_class, %dirty_tracking, "node agent up");
 
     let server = {
         let (ctx, apps) = (ctx.clone(), apps.clone());
@@ -173,6 +174,7 @@ async fn publish_status(
             labels: config.labels.clone(),
             devices: config.devices.clone(),
             rt_class,
+            dirty_tracking: Some(weft_runtime::dirty_tracking()),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             memory_bytes: total_memory(),
             free_slots: config.max_processes.saturating_sub(processes.len() as u32),

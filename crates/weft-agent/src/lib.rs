@@ -4,11 +4,13 @@
 //! * `agent`: the main loop: liveliness, status, the sync RPC.
 //! * `share`: what a change to this node's share of an app takes (pure).
 //! * `apps`: starting, reconfiguring and stopping this node's share of an app.
+//! * `checkpoints`: this node's checkpoints, applied and sent.
 //! * `fetch`: modules and checkpoints from the controller.
 //! * `wiring`: cross-node ports, checkpoints and logs over Zenoh.
 
 mod agent;
 mod apps;
+mod checkpoints;
 mod fetch;
 mod share;
 mod wiring;

@@ -17,17 +17,18 @@
 //!   held in flight on that link is lost with it.
 //! * log lines: a bounded queue ([`LOG_QUEUE_BYTES`]); when it is full a
 //!   line is dropped and counted, never waited for.
-//! * checkpoints: a newest-wins slot per process, encoded and sent at
-//!   background priority by a task of their own.
+//! * checkpoints: applied, encoded and sent at background priority by a
+//!   task of their own (`checkpoints`).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::Notify;
 use weft_fabric::Keys;
-use weft_fabric::codec::{CheckpointFrame, PortMessage};
+
+use crate::checkpoints::{self, PendingCheckpoints};
+use weft_fabric::codec::PortMessage;
 use weft_manifest::{AppManifest, PortRef};
 use weft_runtime::router::{RemotePort, RemoteSink};
 use weft_runtime::{CheckpointSink, Checkpointing, InletPort, LogSink, RemoteInlet, Snapshot, Tag};
@@ -155,14 +156,6 @@ impl Lane {
     }
 }
 
-/// Checkpoints waiting to be sent, newest per key: if the link is slower
-/// than the checkpoints come, older ones are replaced rather than queued.
-#[derive(Default)]
-struct PendingCheckpoints {
-    latest: Mutex<BTreeMap<String, (Tag, Box<Snapshot>)>>,
-    ready: Notify,
-}
-
 /// The lanes of one node; closing them (when the last [`Outbox`] goes)
 /// ends their threads.
 struct Lanes {
@@ -206,7 +199,7 @@ impl Outbox {
             ),
         };
         let checkpoints = Arc::new(PendingCheckpoints::default());
-        tokio::spawn(send_checkpoints(session, checkpoints.clone()));
+        tokio::spawn(checkpoints::send(session, checkpoints.clone()));
         Outbox {
             lanes: Arc::new(lanes),
             checkpoints,
@@ -221,16 +214,10 @@ impl Outbox {
         })
     }
 
-    /// Queues a checkpoint of `who` (replacing an older one not yet sent).
+    /// Queues the next checkpoint link of `who`.
     pub(crate) fn checkpoint(&self, who: &ProcessRef, tag: Tag, snapshot: Snapshot) {
         let key = self.keys.checkpoint(&who.app, &who.process);
-        let pending = &self.checkpoints;
-        pending
-            .latest
-            .lock()
-            .unwrap()
-            .insert(key, (tag, Box::new(snapshot)));
-        pending.ready.notify_one();
+        self.checkpoints.push(key, tag, snapshot);
     }
 
     pub(crate) fn checkpointing(&self, app: &AppName, every: std::time::Duration) -> Checkpointing {
@@ -344,28 +331,6 @@ impl PortInlet {
 
 /// Encodes and sends the newest checkpoint of each process, one at a time,
 /// at background priority.
-async fn send_checkpoints(session: zenoh::Session, pending: Arc<PendingCheckpoints>) {
-    loop {
-        pending.ready.notified().await;
-        let batch = std::mem::take(&mut *pending.latest.lock().unwrap());
-        for (key, (tag, snapshot)) in batch {
-            let frame = CheckpointFrame::encode_parts(tag, &snapshot.encode());
-            if frame.len() as u64 > weft_types::limits::MAX_CHECKPOINT {
-                tracing::warn!(key = %key, bytes = frame.len(), "checkpoint too large for the fabric; not sent");
-                continue;
-            }
-            let sent = session
-                .put(&key, frame)
-                .priority(Priority::Background)
-                .congestion_control(CongestionControl::Block)
-                .await;
-            if let Err(e) = sent {
-                tracing::warn!(key = %key, "cannot send checkpoint: {e}");
-            }
-        }
-    }
-}
-
 /// Subscribes to a remote sender's output port of `app` and feeds it to
 /// `inlet`. Malformed messages, and messages naming another source than
 /// their key, are logged and dropped.

@@ -150,17 +150,19 @@ pub async fn nodes(client: ClientArgs) -> Result<()> {
 
 pub fn nodes_table(nodes: &[NodeEntry]) -> String {
     let mut out = format!(
-        "{:<10} {:>8} {:<9} {:<7} {:>5}  {:<28} {}\n",
-        "NODE", "PID", "STATE", "RT", "PROCS", "LABELS", "DEVICES"
+        "{:<10} {:>8} {:<9} {:<7} {:<14} {:>5}  {:<28} {}\n",
+        "NODE", "PID", "STATE", "RT", "DIRTY-PAGES", "PROCS", "LABELS", "DEVICES"
     );
     for n in nodes {
         let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         out += &format!(
-            "{:<10} {:>8} {:<9} {:<7} {:>5}  {:<28} {}\n",
+            "{:<10} {:>8} {:<9} {:<7} {:<14} {:>5}  {:<28} {}\n",
             n.name,
             n.pid,
             n.state,
             n.rt_class.map_or("unknown".to_string(), |c| c.to_string()),
+            n.dirty_tracking
+                .map_or("unknown".to_string(), |d| d.to_string()),
             n.processes,
             labels.join(","),
             n.devices.join(",")

@@ -726,6 +726,16 @@ fn weft_up_runs_the_demo_and_heals() {
                 .count()
                 == 4
     });
+    for node in json(&["nodes"]) {
+        let way = node["dirty_tracking"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            ["write-protect", "page-hash"].contains(&way.as_str()),
+            "each node says how it finds written pages: {node}"
+        );
+    }
     let pid_node = node_of("pid").unwrap();
     assert!(
         pid_node.starts_with("edge-"),

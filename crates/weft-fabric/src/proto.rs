@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use weft_types::{
-    AppName, NodeName, NodeState, ProcessName, ProcessRef, ProcessState, ReplicaState, RtClass, Tag,
+    AppName, DirtyTracking, NodeName, NodeState, ProcessName, ProcessRef, ProcessState,
+    ReplicaState, RtClass, Tag,
 };
 
 /// What a node announces about itself, periodically, on `node/<name>/status`.
@@ -18,6 +19,10 @@ pub struct NodeStatus {
     pub devices: Vec<String>,
     /// `hard` when SCHED_FIFO is permitted, else `soft`.
     pub rt_class: RtClass,
+    /// How this node finds the pages its processes wrote between
+    /// checkpoints (`None` from a node that predates incremental ones).
+    #[serde(default)]
+    pub dirty_tracking: Option<DirtyTracking>,
     pub cores: u32,
     pub memory_bytes: u64,
     /// How many more processes this node accepts.
@@ -327,6 +332,8 @@ pub struct NodeEntry {
     pub devices: Vec<String>,
     /// `None` until the node has reported its status.
     pub rt_class: Option<RtClass>,
+    #[serde(default)]
+    pub dirty_tracking: Option<DirtyTracking>,
     pub free_slots: u32,
     pub processes: usize,
 }

@@ -46,7 +46,9 @@ pub use program::Program;
 pub use record::{Recorder, Recording};
 pub use replay::{ReplayReport, replay};
 pub use sched::{CheckpointSink, Checkpointing, Stop};
-pub use snapshot::{Snapshot, SnapshotError};
+pub use snapshot::{
+    ChainError, DirtyTracking, Link, MemoryImage, Snapshot, SnapshotError, dirty_tracking,
+};
 pub use types::{
     CallReport, Fault, FaultKind, HashChain, LogLine, LogSink, Message, MessageKey, Output,
     ProcessId, Roster,

@@ -28,6 +28,7 @@ use crate::inbox::Inbox;
 use crate::program::Program;
 use crate::record::ProcessRecorder;
 use crate::router::Router;
+use crate::snapshot::Tracking;
 use crate::types::{
     CallReport, DeadlineExceeded, Fault, FaultKind, HashChain, LogLine, LogSink, Message, Output,
     ProcessId,
@@ -129,6 +130,9 @@ where
 
 /// One live incarnation of a process.
 pub struct Process {
+    /// The chain of checkpoints and the page trackers of its memories
+    /// (first, so it stops tracking before the memories go).
+    pub(crate) tracking: Option<Tracking>,
     pub(crate) program: Arc<Program>,
     pub(crate) store: Store<Host>,
     pub(crate) instances: Vec<Instance>,
@@ -169,6 +173,7 @@ impl Process {
         }
         let instances = instantiate_modules(&program, &mut store).await?;
         Ok(Process {
+            tracking: None,
             program,
             store,
             instances,

@@ -173,7 +173,8 @@ fn every_host_function_returns_its_documented_status() {
     let node = node_with_devices();
     let mut process = probe(&node, PROBE);
     let call = run_sync(process.tick(Tag::ZERO)).expect("no call faults");
-    let memory = &process.snapshot().unwrap().instances[0].memories[&0];
+    let snapshot = process.snapshot().unwrap();
+    let memory = snapshot.instances[0].memories[&0].full().unwrap();
     let got = |i: usize| i32::from_le_bytes(memory[4096 + 4 * i..][..4].try_into().unwrap());
     let wrong: Vec<String> = EXPECTED
         .iter()

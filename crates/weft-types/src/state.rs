@@ -106,6 +106,17 @@ text_enum!(
 );
 
 text_enum!(
+    /// How a node finds the memory pages a process wrote since its last
+    /// checkpoint (incremental checkpoints carry only those).
+    DirtyTracking, "dirty-page tracking" {
+        /// userfaultfd write-protection read with `PAGEMAP_SCAN` (Linux ≥ 6.7).
+        WriteProtect => "write-protect",
+        /// A hash of every page, compared at each checkpoint.
+        PageHash => "page-hash",
+    }
+);
+
+text_enum!(
     /// Where a process is in its life, as its node or the controller sees it.
     ProcessState, "process state" {
         /// No node can take it (the controller says why).

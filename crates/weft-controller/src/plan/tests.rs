@@ -77,6 +77,7 @@ fn alive(name: &str, tier: &str) -> NodeSeen {
             labels: BTreeMap::from([("tier".into(), tier.into())]),
             devices: Vec::new(),
             rt_class: RtClass::Soft,
+            dirty_tracking: None,
             cores: 2,
             memory_bytes: 1 << 30,
             free_slots: 10,

@@ -1,7 +1,9 @@
 //! Periodic checkpoints of a running process, handed to the node's sink.
 //!
-//! A checkpoint is a full snapshot taken at a call boundary on the
-//! process's own thread (the sink encodes and sends it elsewhere). A held
+//! A checkpoint is taken at a call boundary on the process's own thread:
+//! a base, or only the pages written since the previous one
+//! (`snapshot::checkpoint`); the sink applies, encodes and sends it
+//! elsewhere. A held
 //! standby takes none: its primary's are the process's. A process that
 //! cannot be snapshotted stops being checkpointed after saying why once.
 
@@ -33,7 +35,7 @@ impl Checkpointer {
             return;
         }
         self.last_ns = now_ns;
-        match process.snapshot() {
+        match process.checkpoint() {
             Ok(snapshot) => (config.sink)(process.name(), tag, snapshot),
             Err(e) => {
                 tracing::warn!(process = %process.name(), "cannot checkpoint: {e:#}");

@@ -76,8 +76,10 @@ impl Stop {
     }
 }
 
-/// Receives periodic checkpoints: (process, tag, snapshot). Called on the
-/// process's own (possibly rt) thread: encode and send elsewhere.
+/// Receives periodic checkpoints: (process, tag, snapshot), each a base or
+/// the increment after the previous one (apply them in order: see
+/// [`Snapshot::apply`]). Called on the process's own (possibly rt) thread:
+/// apply, encode and send elsewhere.
 pub type CheckpointSink = Arc<dyn Fn(&ProcessName, Tag, Snapshot) + Send + Sync>;
 
 /// How often a process is checkpointed, and where the checkpoints go.

@@ -28,8 +28,18 @@ use crate::process::{Process, ProcessEnv};
 use crate::program::Program;
 use crate::types::HashChain;
 
+mod checkpoint;
+mod dirty;
+mod image;
+mod uffd;
+
+pub use checkpoint::REBASE_EVERY;
+pub(crate) use checkpoint::Tracking;
+pub use dirty::{DirtyTracking, dirty_tracking};
+pub use image::{ChainError, Link, MemoryImage};
+
 const MAGIC: &[u8; 8] = b"WEFTSNAP";
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,8 +56,7 @@ pub enum GlobalValue {
 pub struct InstanceState {
     pub digest: ModuleDigest,
     /// Memories by index (`weft:memory:<i>`).
-    #[serde(with = "byte_values")]
-    pub memories: BTreeMap<u32, Vec<u8>>,
+    pub memories: BTreeMap<u32, MemoryImage>,
     /// Mutable globals by index (`weft:global:<i>`).
     pub globals: BTreeMap<u32, GlobalValue>,
 }
@@ -55,6 +64,8 @@ pub struct InstanceState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub process: ProcessName,
+    /// Where this snapshot sits in its chain of checkpoints.
+    pub link: Link,
     pub last_tag: Option<Tag>,
     pub instances: Vec<InstanceState>,
     pub kv: BTreeMap<Vec<u8>, Vec<u8>>,
@@ -73,27 +84,6 @@ pub struct Snapshot {
 pub struct OpenedDevice {
     pub name: String,
     pub model: Option<Vec<u8>>,
-}
-
-/// Memories as byte strings: the same postcard bytes as a sequence of
-/// `u8`, but copied in one piece instead of one element at a time (a 64 MiB
-/// memory encodes in milliseconds rather than hundreds of them).
-mod byte_values {
-    use std::collections::BTreeMap;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-    use serde_bytes::{ByteBuf, Bytes};
-
-    pub fn serialize<S: Serializer>(map: &BTreeMap<u32, Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(map.iter().map(|(k, v)| (k, Bytes::new(v))))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<u32, Vec<u8>>, D::Error> {
-        let map = BTreeMap::<u32, ByteBuf>::deserialize(d)?;
-        Ok(map.into_iter().map(|(k, v)| (k, v.into_vec())).collect())
-    }
 }
 
 /// Why a snapshot cannot be used.
@@ -151,13 +141,19 @@ impl Snapshot {
         postcard::from_bytes(body).map_err(|e| SnapshotError::Body(e.to_string()))
     }
 
-    /// Total bytes of linear memory in the snapshot.
+    /// Total bytes of linear memory of the process the snapshot is of.
     pub fn memory_bytes(&self) -> u64 {
         self.instances
             .iter()
             .flat_map(|i| i.memories.values())
-            .map(|m| m.len() as u64)
+            .map(MemoryImage::len)
             .sum()
+    }
+
+    /// Bytes of memory content the snapshot carries (all of it for a base,
+    /// the written pages for an increment).
+    pub fn carried_bytes(&self) -> u64 {
+        self.instances.iter().map(InstanceState::carried).sum()
     }
 }
 
@@ -166,8 +162,18 @@ fn index_after(name: &str, prefix: &str) -> Option<u32> {
 }
 
 impl Process {
-    /// Captures the process between two calls.
+    /// Captures the whole process between two calls.
     pub fn snapshot(&mut self) -> Result<Snapshot> {
+        self.capture(Link::ALONE, |_, memory| MemoryImage::Full(memory.to_vec()))
+    }
+
+    /// Captures the process with each memory as `image` makes it from the
+    /// memory's (instance, index) and bytes.
+    pub(crate) fn capture(
+        &mut self,
+        link: Link,
+        mut image: impl FnMut((usize, u32), &[u8]) -> MemoryImage,
+    ) -> Result<Snapshot> {
         if self.spec().grants(&weft_abi::Capability::Wasi) {
             bail!(
                 "process {:?} uses WASI; WASI host state (open files, streams) cannot be snapshotted",
@@ -189,22 +195,12 @@ impl Process {
                 if let (Some(index), Extern::Memory(m)) =
                     (index_after(&name, exports::SNAPSHOT_MEMORY_PREFIX), &ext)
                 {
-                    state.memories.insert(index, m.data(&self.store).to_vec());
+                    let captured = image((i, index), m.data(&self.store));
+                    state.memories.insert(index, captured);
                 } else if let (Some(index), Extern::Global(g)) =
                     (index_after(&name, exports::SNAPSHOT_GLOBAL_PREFIX), &ext)
                 {
-                    let value = match g.get(&mut self.store) {
-                        Val::I32(v) => GlobalValue::I32(v),
-                        Val::I64(v) => GlobalValue::I64(v),
-                        Val::F32(v) => GlobalValue::F32(v),
-                        Val::F64(v) => GlobalValue::F64(v),
-                        Val::V128(v) => GlobalValue::V128(v.as_u128()),
-                        _ => bail!(
-                            "process {:?}: mutable reference global {index} cannot be snapshotted",
-                            self.name()
-                        ),
-                    };
-                    state.globals.insert(index, value);
+                    state.globals.insert(index, self.global_value(index, g)?);
                 }
             }
             instances.push(state);
@@ -212,6 +208,7 @@ impl Process {
         let host = self.store.data();
         Ok(Snapshot {
             process: self.name().clone(),
+            link,
             last_tag: self.last_tag,
             instances,
             kv: host.kv.clone(),
@@ -232,6 +229,20 @@ impl Process {
         })
     }
 
+    fn global_value(&mut self, index: u32, global: &wasmtime::Global) -> Result<GlobalValue> {
+        Ok(match global.get(&mut self.store) {
+            Val::I32(v) => GlobalValue::I32(v),
+            Val::I64(v) => GlobalValue::I64(v),
+            Val::F32(v) => GlobalValue::F32(v),
+            Val::F64(v) => GlobalValue::F64(v),
+            Val::V128(v) => GlobalValue::V128(v.as_u128()),
+            _ => bail!(
+                "process {:?}: mutable reference global {index} cannot be snapshotted",
+                self.name()
+            ),
+        })
+    }
+
     /// Instantiates `program` afresh and puts the snapshot's state into it.
     /// `weft_init` is not called: the state already is initialised.
     pub async fn restore(
@@ -240,6 +251,13 @@ impl Process {
         snapshot: &Snapshot,
     ) -> Result<Process> {
         check_same_modules(&program, snapshot)?;
+        if !snapshot.is_base() {
+            bail!(
+                "snapshot of {:?} is an increment (link {} of its chain): apply it to its base before restoring",
+                snapshot.process,
+                snapshot.link.index
+            );
+        }
         let mut process = Process::instantiate(program, env)
             .await
             .map_err(|f| anyhow::anyhow!(f))?;
@@ -288,7 +306,10 @@ fn restore_memories(
     instance: Instance,
     state: &InstanceState,
 ) -> Result<()> {
-    for (index, bytes) in &state.memories {
+    for (index, image) in &state.memories {
+        let bytes = image
+            .full()
+            .with_context(|| format!("snapshot memory {index} is not whole"))?;
         let name = format!("{}{index}", exports::SNAPSHOT_MEMORY_PREFIX);
         let memory = instance
             .get_memory(&mut *store, &name)
@@ -376,6 +397,7 @@ mod tests {
     fn sample() -> Snapshot {
         Snapshot {
             process: "p".parse().unwrap(),
+            link: Link::ALONE,
             last_tag: Some(Tag(10)),
             instances: vec![],
             kv: BTreeMap::from([(b"k".to_vec(), b"v".to_vec())]),
@@ -389,26 +411,14 @@ mod tests {
         }
     }
 
-    /// Memories encode as byte strings, which postcard writes exactly like
-    /// a sequence of bytes: snapshots of either encoding read the same.
+    /// A whole memory encodes as one byte string, not byte by byte (a
+    /// 64 MiB memory encodes in milliseconds rather than hundreds of them).
     #[test]
-    fn memory_bytes_keep_the_wire_format() {
-        let state = InstanceState {
-            digest: ModuleDigest([3; 32]),
-            memories: BTreeMap::from([(0, vec![1, 2, 255])]),
-            globals: BTreeMap::new(),
-        };
-        let plain = postcard::to_stdvec(&(
-            [3u8; 32],
-            BTreeMap::from([(0u32, vec![1u8, 2, 255])]),
-            BTreeMap::<u32, GlobalValue>::new(),
-        ))
-        .unwrap();
-        assert_eq!(postcard::to_stdvec(&state).unwrap(), plain);
-        assert_eq!(
-            postcard::from_bytes::<InstanceState>(&plain).unwrap(),
-            state
-        );
+    fn a_whole_memory_is_one_byte_string() {
+        let image = MemoryImage::Full(vec![1, 2, 255]);
+        let bytes = postcard::to_stdvec(&image).unwrap();
+        assert_eq!(bytes, [0, 3, 1, 2, 255]);
+        assert_eq!(postcard::from_bytes::<MemoryImage>(&bytes).unwrap(), image);
     }
 
     #[test]

@@ -1,0 +1,270 @@
+//! Memory images and checkpoint chains: a snapshot whose memories are
+//! whole (a *base*), or only the pages written since an earlier snapshot
+//! of the same chain (an *increment*).
+//!
+//! Every snapshot names its place in a chain with a [`Link`]: the chain
+//! (one per base a process took), its index, and for an increment the index
+//! it applies to. Applying an increment to anything else — a gap left by a
+//! lost or refused link, another chain — is refused, so a chain is either
+//! restored exactly or not at all. Host state and globals are small and
+//! travel whole in every link; only memories are split into pages.
+//!
+//! Two increments of a chain merge into one (the newer pages win): a sender
+//! that could not send an increment before the next one was taken sends the
+//! two as one, and the chain stays whole.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::uffd::PAGE;
+use super::{InstanceState, Snapshot};
+
+/// The contents of one linear memory in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemoryImage {
+    /// Every byte.
+    Full(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The memory is `len` bytes long; the pages listed (4 KiB each, in
+    /// ascending order, their bytes one after another in `data`) changed.
+    Pages {
+        len: u64,
+        pages: Vec<u32>,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+}
+
+impl MemoryImage {
+    /// The pages `written` of `memory`, copied.
+    pub(crate) fn pages_of(memory: &[u8], written: &[u32]) -> MemoryImage {
+        let mut data = Vec::with_capacity(written.len() * PAGE);
+        for &page in written {
+            let start = page as usize * PAGE;
+            data.extend_from_slice(&memory[start..(start + PAGE).min(memory.len())]);
+        }
+        MemoryImage::Pages {
+            len: memory.len() as u64,
+            pages: written.to_vec(),
+            data,
+        }
+    }
+
+    /// Bytes of memory content carried.
+    pub fn carried(&self) -> u64 {
+        match self {
+            MemoryImage::Full(bytes) => bytes.len() as u64,
+            MemoryImage::Pages { data, .. } => data.len() as u64,
+        }
+    }
+
+    /// The memory's length in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            MemoryImage::Full(bytes) => bytes.len() as u64,
+            MemoryImage::Pages { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole memory, if this image has it.
+    pub fn full(&self) -> Option<&[u8]> {
+        match self {
+            MemoryImage::Full(bytes) => Some(bytes),
+            MemoryImage::Pages { .. } => None,
+        }
+    }
+
+    /// Each changed page with its bytes.
+    fn each_page(&self) -> impl Iterator<Item = (u32, &[u8])> {
+        let (pages, data): (&[u32], &[u8]) = match self {
+            MemoryImage::Pages { pages, data, .. } => (pages, data),
+            MemoryImage::Full(_) => (&[], &[]),
+        };
+        let mut offset = 0;
+        pages.iter().map(move |&page| {
+            let len = PAGE.min(data.len() - offset);
+            let bytes = &data[offset..offset + len];
+            offset += len;
+            (page, bytes)
+        })
+    }
+
+    /// Checks the layout an increment's decoder cannot: pages in order,
+    /// inside the memory, and exactly as many bytes as they need.
+    fn check(&self) -> Result<(), ChainError> {
+        let MemoryImage::Pages { len, pages, data } = self else {
+            return Ok(());
+        };
+        let in_order = pages.windows(2).all(|w| w[0] < w[1]);
+        let needed = pages.iter().try_fold(0u64, |sum, &page| {
+            let left = len
+                .checked_sub(page as u64 * PAGE as u64)
+                .filter(|&l| l > 0)?;
+            Some(sum + left.min(PAGE as u64))
+        });
+        if !in_order || needed != Some(data.len() as u64) {
+            return Err(ChainError::Malformed);
+        }
+        Ok(())
+    }
+
+    /// Lays `newer` over this image: what `newer` says changed replaces
+    /// what is here. A whole image on top of anything replaces it.
+    fn overlay(&mut self, newer: &MemoryImage) {
+        match (&mut *self, newer) {
+            (_, MemoryImage::Full(_)) => *self = newer.clone(),
+            (MemoryImage::Full(bytes), MemoryImage::Pages { len, .. }) => {
+                bytes.resize(*len as usize, 0);
+                for (page, data) in newer.each_page() {
+                    let start = page as usize * PAGE;
+                    bytes[start..start + data.len()].copy_from_slice(data);
+                }
+            }
+            (MemoryImage::Pages { .. }, MemoryImage::Pages { len, .. }) => {
+                let mut merged: BTreeMap<u32, &[u8]> = self.each_page().collect();
+                merged.extend(newer.each_page());
+                let pages: Vec<u32> = merged.keys().copied().collect();
+                let data = merged.values().flat_map(|d| d.iter().copied()).collect();
+                *self = MemoryImage::Pages {
+                    len: *len,
+                    pages,
+                    data,
+                };
+            }
+        }
+    }
+}
+
+/// A snapshot's place in its chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    /// The chain: a fresh id for every base.
+    pub chain: u64,
+    /// 0 for the base, then one more per checkpoint.
+    pub index: u32,
+    /// For an increment: the index of the snapshot it applies to. `None`:
+    /// every memory is whole, and the snapshot stands alone.
+    pub parent: Option<u32>,
+}
+
+impl Link {
+    /// A snapshot outside any chain (a final snapshot, a test's).
+    pub const ALONE: Link = Link {
+        chain: 0,
+        index: 0,
+        parent: None,
+    };
+}
+
+/// Why an increment cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    #[error(
+        "checkpoint chain broken: have link {have} of chain {have_chain:016x}, got link {got} (for link {wants}) of chain {got_chain:016x}"
+    )]
+    Gap {
+        have_chain: u64,
+        have: u32,
+        got_chain: u64,
+        got: u32,
+        wants: u32,
+    },
+    #[error("checkpoint increment does not fit its base: {0}")]
+    Mismatch(String),
+    #[error(
+        "checkpoint increment is malformed (pages out of order, outside memory, or wrong size)"
+    )]
+    Malformed,
+}
+
+impl Snapshot {
+    /// True when every memory is whole: the snapshot restores on its own.
+    pub fn is_base(&self) -> bool {
+        self.link.parent.is_none()
+    }
+
+    /// Applies `next`, the following link of this snapshot's chain (or a
+    /// base, which replaces it). Applied to a base, the result is the base
+    /// of `next`'s place in the chain; applied to an increment, it is one
+    /// increment doing the work of both (what a sender sends when it could
+    /// not send the first before the second was taken). On error nothing
+    /// changed.
+    pub fn apply(&mut self, next: Snapshot) -> Result<(), ChainError> {
+        let Some(wants) = next.link.parent else {
+            *self = next;
+            return Ok(());
+        };
+        if self.link.chain != next.link.chain || self.link.index != wants {
+            return Err(ChainError::Gap {
+                have_chain: self.link.chain,
+                have: self.link.index,
+                got_chain: next.link.chain,
+                got: next.link.index,
+                wants,
+            });
+        }
+        self.check_fits(&next)?;
+        let mut instances = std::mem::take(&mut self.instances);
+        for (mine, theirs) in instances.iter_mut().zip(&next.instances) {
+            for (index, image) in &theirs.memories {
+                if let Some(memory) = mine.memories.get_mut(index) {
+                    memory.overlay(image);
+                }
+            }
+            mine.globals = theirs.globals.clone();
+        }
+        let parent = self.link.parent;
+        *self = Snapshot {
+            instances,
+            link: Link {
+                parent,
+                ..next.link
+            },
+            ..next
+        };
+        Ok(())
+    }
+
+    fn check_fits(&self, next: &Snapshot) -> Result<(), ChainError> {
+        let mismatch = |why: String| Err(ChainError::Mismatch(why));
+        if self.instances.len() != next.instances.len() {
+            return mismatch(format!(
+                "{} module instances, the base has {}",
+                next.instances.len(),
+                self.instances.len()
+            ));
+        }
+        for (mine, theirs) in self.instances.iter().zip(&next.instances) {
+            if mine.digest != theirs.digest {
+                return mismatch(format!(
+                    "module {} where the base has {}",
+                    theirs.digest, mine.digest
+                ));
+            }
+            for (index, image) in &theirs.memories {
+                image.check()?;
+                let Some(before) = mine.memories.get(index).map(MemoryImage::len) else {
+                    return mismatch(format!("memory {index}, which the base does not have"));
+                };
+                if image.len() < before {
+                    return mismatch(format!(
+                        "memory {index} shrank from {before} to {} bytes",
+                        image.len()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl InstanceState {
+    /// Bytes of memory content carried.
+    pub fn carried(&self) -> u64 {
+        self.memories.values().map(MemoryImage::carried).sum()
+    }
+}
