@@ -21,6 +21,8 @@
 //!   restore against CRIU dumping and restoring a native process with the
 //!   same memory (`criu`); and missed tags and the output pause when a hot
 //!   standby takes over after `kill -9` of its process's node (`takeover`).
+//! * `state`: rt jitter and deadline misses of a 1 kHz process while its
+//!   64 MiB of state is checkpointed, against the same with 64 KiB.
 //! * `stats` and `report`: figures, verdicts and the two output files.
 
 mod checkpoint;
@@ -34,6 +36,7 @@ mod migration;
 mod modules;
 mod report;
 mod startup;
+mod state;
 mod stats;
 mod takeover;
 
@@ -53,7 +56,7 @@ pub struct BenchArgs {
     /// Directory to write BENCHMARKS.md and benchmarks.json to (default: the repository root).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Run only these benchmark groups: startup, memory, latency, metering, cluster, migration, jitter (repeatable).
+    /// Run only these benchmark groups: startup, memory, latency, metering, cluster, migration, state, jitter (repeatable).
     #[arg(long, value_name = "NAME")]
     pub only: Vec<String>,
 }
@@ -73,7 +76,7 @@ pub(crate) fn progress(f: &Figure) {
 
 type Group = fn(&Ctx) -> Result<Vec<Figure>>;
 
-/// The groups in running order. Jitter runs last: it locks the process's
+/// The groups in running order. State and jitter run last: they lock the process's
 /// memory (as a node with rt processes does), which would distort the RSS
 /// figures and slow the others. Cluster runs before it for the same reason
 /// (its controller and nodes are separate processes, but the bench's own
@@ -90,6 +93,7 @@ const GROUPS: &[(&str, Group)] = &[
     ("metering", metering::metering),
     ("cluster", cluster::cluster),
     ("migration", migration::migration),
+    ("state", state::state),
     ("jitter", jitter::jitter),
 ];
 

@@ -50,6 +50,7 @@ enum Way {
     Hashes(Vec<u64>),
 }
 
+#[cfg(test)]
 fn hashes(memory: &[u8]) -> Vec<u64> {
     memory.chunks(PAGE).map(xxh3_64).collect()
 }
@@ -61,6 +62,15 @@ fn pages_in(len: usize) -> u32 {
 impl PageTracker {
     /// Starts tracking `memory` as it is now: every page counts as clean.
     pub(crate) fn start(memory: &[u8]) -> PageTracker {
+        let mut tracker = PageTracker::begin(memory);
+        tracker.clean(memory, 0..memory.len());
+        tracker
+    }
+
+    /// Starts tracking `memory` with every page counted as written until
+    /// [`PageTracker::clean`] covers it (a base copied in slices cleans
+    /// each slice as it copies it).
+    pub(crate) fn begin(memory: &[u8]) -> PageTracker {
         let aligned =
             (memory.as_ptr() as usize).is_multiple_of(PAGE) && memory.len().is_multiple_of(PAGE);
         let kernel =
@@ -69,7 +79,33 @@ impl PageTracker {
                 .flatten();
         PageTracker {
             base: memory.as_ptr() as usize,
-            way: kernel.map_or_else(|| Way::Hashes(hashes(memory)), Way::Kernel),
+            way: kernel.map_or_else(
+                || Way::Hashes(vec![0; pages_in(memory.len()) as usize]),
+                Way::Kernel,
+            ),
+        }
+    }
+
+    /// Counts the pages of `range` (page-aligned, within `memory`) as clean
+    /// from here on.
+    pub(crate) fn clean(&mut self, memory: &[u8], range: std::ops::Range<usize>) {
+        match &mut self.way {
+            Way::Kernel(protected) => {
+                if let Err(e) = protected.protect(range.start, range.len()) {
+                    tracing::warn!(
+                        "kernel dirty-page tracking failed ({e}); hashing pages from now on"
+                    );
+                    self.way = Way::Hashes(vec![0; pages_in(memory.len()) as usize]);
+                    self.clean(memory, range);
+                }
+            }
+            Way::Hashes(hashes) => {
+                hashes.resize(hashes.len().max(pages_in(memory.len()) as usize), 0);
+                let first = range.start / PAGE;
+                for (i, page) in memory[range].chunks(PAGE).enumerate() {
+                    hashes[first + i] = xxh3_64(page);
+                }
+            }
         }
     }
 
@@ -95,7 +131,8 @@ impl PageTracker {
                     tracing::warn!(
                         "kernel dirty-page tracking failed ({e}); hashing pages from now on"
                     );
-                    self.way = Way::Hashes(hashes(memory));
+                    self.way = Way::Hashes(vec![0; pages_in(memory.len()) as usize]);
+                    self.clean(memory, 0..memory.len());
                     (0..pages_in(memory.len())).collect()
                 }
             },
@@ -193,6 +230,24 @@ mod tests {
         assert_eq!(tracker.take_written(grown), vec![8, 9]);
         grown[9 * PAGE + 1] = 1;
         assert_eq!(tracker.take_written(grown), vec![9]);
+    }
+
+    /// A tracker begun with every page written counts a page clean once
+    /// its slice is cleaned, and sees writes to it from then on.
+    #[test]
+    fn pages_cleaned_slice_by_slice_are_tracked_from_then_on() {
+        let mut buf = Aligned::new(16);
+        let memory = buf.memory(8);
+        let mut tracker = PageTracker::begin(memory);
+        tracker.clean(memory, 0..4 * PAGE);
+        memory[PAGE] = 1;
+        tracker.clean(memory, 4 * PAGE..8 * PAGE);
+        memory[6 * PAGE] = 1;
+        // A base copied to its end cleans an empty slice last.
+        tracker.clean(memory, 8 * PAGE..8 * PAGE);
+        assert_eq!(tracker.way(), dirty_tracking());
+        assert_eq!(tracker.take_written(memory), vec![1, 6]);
+        assert!(tracker.take_written(memory).is_empty());
     }
 
     #[test]

@@ -114,7 +114,7 @@ impl MemoryImage {
 
     /// Lays `newer` over this image: what `newer` says changed replaces
     /// what is here. A whole image on top of anything replaces it.
-    fn overlay(&mut self, newer: &MemoryImage) {
+    pub(crate) fn overlay(&mut self, newer: &MemoryImage) {
         match (&mut *self, newer) {
             (_, MemoryImage::Full(_)) => *self = newer.clone(),
             (MemoryImage::Full(bytes), MemoryImage::Pages { len, .. }) => {

@@ -33,7 +33,6 @@ mod dirty;
 mod image;
 mod uffd;
 
-pub use checkpoint::REBASE_EVERY;
 pub(crate) use checkpoint::Tracking;
 pub use dirty::{DirtyTracking, dirty_tracking};
 pub use image::{ChainError, Link, MemoryImage};

@@ -148,6 +148,14 @@ impl Tracker {
     }
 }
 
+fn write_protect(tracker: &Tracker, range: UffdioRange) -> io::Result<()> {
+    let mut protect = UffdioWriteprotect {
+        range,
+        mode: UFFDIO_WRITEPROTECT_MODE_WP,
+    };
+    ioctl(&tracker.uffd, UFFDIO_WRITEPROTECT, &mut protect).map(drop)
+}
+
 fn tracker() -> Option<&'static Tracker> {
     static TRACKER: OnceLock<Option<Tracker>> = OnceLock::new();
     TRACKER
@@ -171,15 +179,16 @@ pub(crate) struct Protected {
 }
 
 impl Protected {
-    /// Starts tracking writes to `start..start+len` (page-aligned). Every
-    /// page counts as clean from here on.
+    /// Starts tracking writes to `start..start+len` (page-aligned), with
+    /// no page protected yet: until [`Protected::protect`] covers a
+    /// page, it counts as written.
     pub(crate) fn new(start: *const u8, len: usize) -> io::Result<Protected> {
         let tracker = tracker().ok_or_else(|| io::Error::other("no userfaultfd"))?;
         let mut range = Protected {
             start: start as u64,
             len: 0,
         };
-        range.extend(tracker, len)?;
+        range.extend(tracker, len, false)?;
         Ok(range)
     }
 
@@ -188,13 +197,27 @@ impl Protected {
         self.len as usize
     }
 
-    /// Also tracks the range's next `to - len` bytes (a memory grew).
+    /// Also tracks the range's next `to - len` bytes (a memory grew),
+    /// protected at once.
     pub(crate) fn grow(&mut self, to: usize) -> io::Result<()> {
         let tracker = tracker().ok_or_else(|| io::Error::other("no userfaultfd"))?;
-        self.extend(tracker, to)
+        self.extend(tracker, to, true)
     }
 
-    fn extend(&mut self, tracker: &Tracker, to: usize) -> io::Result<()> {
+    /// Counts `offset..offset+len` of the range as clean from now on.
+    pub(crate) fn protect(&self, offset: usize, len: usize) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let tracker = tracker().ok_or_else(|| io::Error::other("no userfaultfd"))?;
+        let range = UffdioRange {
+            start: self.start + offset as u64,
+            len: len as u64,
+        };
+        write_protect(tracker, range)
+    }
+
+    fn extend(&mut self, tracker: &Tracker, to: usize, protect: bool) -> io::Result<()> {
         let to = to as u64;
         if to <= self.len {
             return Ok(());
@@ -212,12 +235,7 @@ impl Protected {
             ioctls: 0,
         };
         ioctl(&tracker.uffd, UFFDIO_REGISTER, &mut register)?;
-        let mut protect = UffdioWriteprotect {
-            range,
-            mode: UFFDIO_WRITEPROTECT_MODE_WP,
-        };
-        let protected = ioctl(&tracker.uffd, UFFDIO_WRITEPROTECT, &mut protect);
-        if let Err(e) = protected {
+        if protect && let Err(e) = write_protect(tracker, range) {
             let mut undo = range;
             let _ = ioctl(&tracker.uffd, UFFDIO_UNREGISTER, &mut undo);
             return Err(e);
