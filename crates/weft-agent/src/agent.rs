@@ -43,7 +43,7 @@ impl AgentConfig {
             devices: Vec::new(),
             fabric: FabricConfig::default(),
             data_dir: data_dir.into(),
-            max_processes: 256,
+            max_processes: weft_runtime::engine::machine_max_processes(&RuntimeConfig::default()),
             checkpoint_every: Duration::from_millis(500),
             status_every: Duration::from_millis(250),
         }
@@ -111,7 +111,13 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     });
     let apps: Arc<AsyncMutex<BTreeMap<AppName, LocalApp>>> = Arc::default();
     let dirty_tracking = weft_runtime::dirty_tracking();
-    tracing::info!(node = %config.name, rt_class = %rt_class, %dirty_tracking, "node agent up");
+    tracing::info!(
+        node = %config.name,
+        rt_class = %rt_class,
+        %dirty_tracking,
+        max_processes = config.max_processes,
+        "node agent up"
+    );
 
     let server = {
         let (ctx, apps) = (ctx.clone(), apps.clone());

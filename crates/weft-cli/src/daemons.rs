@@ -53,10 +53,15 @@ pub struct NodeArgs {
     /// Where to keep fetched modules.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Most processes (and replicas) this node runs; the kernel's
-    /// vm.max_map_count bounds it (about 10,700 at the default 65,530).
-    #[arg(long, default_value_t = 256)]
-    pub max_processes: u32,
+    /// Most processes (and replicas) this node runs. The kernel's
+    /// vm.max_map_count bounds it (about 16,000 at the default 65,530), and
+    /// so do the address space (about 65,000 at the default 256 MiB
+    /// largest memory) and the machine's memory; a value they cannot hold
+    /// is refused at start with the reason [default: half of what the
+    /// mapping limit allows, or less if memory or address space are
+    /// tighter]
+    #[arg(long)]
+    pub max_processes: Option<u32>,
     #[command(flatten)]
     pub fabric: FabricArgs,
 }
@@ -94,8 +99,11 @@ pub async fn node(mut args: NodeArgs) -> Result<()> {
     let config = weft_agent::AgentConfig::new(args.name.clone(), data_dir)
         .labels(parse_labels(&args.labels).bad_input()?)
         .devices(args.devices.clone())
-        .max_processes(args.max_processes)
         .fabric(args.fabric.config(Mode::Peer));
+    let config = match args.max_processes {
+        Some(n) => config.max_processes(n),
+        None => config,
+    };
     weft_agent::run(config).await
 }
 

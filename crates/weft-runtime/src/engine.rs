@@ -85,7 +85,8 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 }
 
 /// Memory mappings (VMAs) the pooling allocator reserves per instance slot
-/// of one engine at start: a fiber stack and its guard page.
+/// of an engine with fiber stacks (the be engine) at start: a stack and its
+/// guard page.
 const MAPPINGS_PER_SLOT: u64 = 2;
 /// Mappings a running process adds: its memory made accessible inside the
 /// slot's reservation splits it in three.
@@ -97,7 +98,8 @@ const MAPPING_HEADROOM: u64 = 1024;
 /// (`vm.max_map_count`) cannot hold once its processes run, before any is
 /// reserved: otherwise `engines` engines of `max_processes` slots either
 /// fail to start with a bare ENOMEM or start and fail at some later
-/// instantiation. `in_use` is how many mappings the process has already.
+/// instantiation. `engines` counts the engines that reserve fiber stacks;
+/// `in_use` is how many mappings the process has already.
 pub fn check_mapping_budget(
     max_processes: u32,
     engines: u64,
@@ -127,6 +129,7 @@ pub(crate) fn check_mappings_here(config: &RuntimeConfig, engines: u64) -> Resul
     if !config.pooling {
         return Ok(());
     }
+    check_address_budget(config.max_processes, config.max_memory)?;
     let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count")
         .ok()
         .and_then(|s| s.trim().parse().ok());
@@ -137,6 +140,62 @@ pub(crate) fn check_mappings_here(config: &RuntimeConfig, engines: u64) -> Resul
         }
         _ => Ok(()),
     }
+}
+
+/// The address space a process may use on x86-64 and aarch64 Linux.
+const USER_ADDRESS_SPACE: u64 = 1 << 47;
+/// Memory a process needs at the least: one 64 KiB page and its host state.
+const MIN_PROCESS_MEMORY: u64 = 80 << 10;
+
+/// How many processes a node fits, when it is not told: half of what the
+/// kernel's mapping limit leaves room for (threads, sockets and checkpoint
+/// tracking take more as the node runs), half of the address space at one
+/// reservation of `max_memory` per memory slot (two engines, two memories
+/// per process), and what the machine's memory holds at the smallest
+/// process. The least of the three, at least 1.
+pub fn fitting_processes(max_map_count: u64, in_use: u64, max_memory: u64, memory: u64) -> u32 {
+    let per_process = MAPPINGS_PER_SLOT + MAPPINGS_PER_PROCESS;
+    let by_maps = max_map_count.saturating_sub(in_use + MAPPING_HEADROOM) / per_process / 2;
+    let by_address = USER_ADDRESS_SPACE / 2 / (4 * (max_memory + (64 << 10)));
+    let by_memory = memory / MIN_PROCESS_MEMORY;
+    let fits = by_maps.min(by_address).min(by_memory).max(1);
+    u32::try_from(fits).unwrap_or(u32::MAX)
+}
+
+/// Refuses a pool whose memory reservations (two engines, two memories per
+/// process, each `max_memory` plus a guard) do not fit in the address space.
+pub fn check_address_budget(max_processes: u32, max_memory: u64) -> Result<()> {
+    let per_process = 4 * (max_memory + (64 << 10));
+    let fits = USER_ADDRESS_SPACE / per_process;
+    if u64::from(max_processes) <= fits {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "room for {max_processes} processes needs {} TiB of address space ({} MiB reserved per \
+         process for memories of up to {} MiB), but a process has 128 TiB: allow at most {fits} \
+         processes, or a smaller largest memory",
+        u64::from(max_processes).saturating_mul(per_process) >> 40,
+        per_process >> 20,
+        max_memory >> 20
+    )
+}
+
+/// [`fitting_processes`] for this machine and `config`'s `max_memory`.
+pub fn machine_max_processes(config: &RuntimeConfig) -> u32 {
+    let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65_530);
+    let in_use = std::fs::read_to_string("/proc/self/maps").map_or(0, |s| s.lines().count() as u64);
+    // SAFETY: sysconf has no preconditions.
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let memory = (pages.max(0) as u64) * (size.max(0) as u64);
+    fitting_processes(limit, in_use, config.max_memory, memory)
 }
 
 /// Which metering an engine compiles in.
@@ -163,7 +222,14 @@ pub fn engine_config(config: &RuntimeConfig, metering: Metering) -> Config {
         pool.total_core_instances(config.max_processes.saturating_mul(2))
             .total_memories(config.max_processes.saturating_mul(2))
             .total_tables(config.max_processes.saturating_mul(2))
-            .total_stacks(config.max_processes)
+            // Only calls that may suspend (be processes, epoch-metered)
+            // run on fiber stacks; each reserved stack costs two memory
+            // mappings, so the rt engine reserves none.
+            .total_stacks(if metering == Metering::Epoch {
+                config.max_processes
+            } else {
+                0
+            })
             .max_memory_size(config.max_memory as usize)
             // Keep a little of each freed memory resident so re-instantiation
             // does not fault pages in again.
@@ -324,16 +390,53 @@ mod tests {
     use super::check_mapping_budget;
 
     #[test]
+    fn a_pool_must_fit_the_address_space() {
+        assert!(super::check_address_budget(150_000, 256 << 20).is_err());
+        assert!(super::check_address_budget(100_000, 256 << 20).is_ok());
+        assert!(super::check_address_budget(100_000, 64 << 20).is_ok());
+        let e = super::check_address_budget(200_000, 256 << 20)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("address space") && e.contains("at most 131040"),
+            "{e}"
+        );
+    }
+
+    /// The default node size: the least of what mappings, address space
+    /// and memory allow.
+    #[test]
+    fn a_node_fits_what_the_machine_allows() {
+        const GIB: u64 = 1 << 30;
+        // (max_map_count, in_use, max_memory, memory, fits)
+        let cases = [
+            (65_530, 500, 256 << 20, 16 * GIB, 8_000),
+            (1_048_576, 500, 256 << 20, 16 * GIB, 65_520),
+            (1_048_576, 500, 64 << 20, 16 * GIB, 130_881),
+            (1_048_576, 500, 64 << 20, GIB, 13_107),
+            (1_000, 2_000, 64 << 20, GIB, 1),
+        ];
+        for (limit, in_use, max_memory, memory, fits) in cases {
+            assert_eq!(
+                super::fitting_processes(limit, in_use, max_memory, memory),
+                fits,
+                "limit {limit}, {in_use} in use, max_memory {max_memory}, memory {memory}"
+            );
+        }
+    }
+
+    #[test]
     fn the_mapping_budget_follows_the_kernel_limit() {
         // (max_processes, engines, max_map_count, in_use, fits)
         let cases = [
-            (256, 2, 65_530, 100, true),
+            (256, 1, 65_530, 100, true),
+            (16_000, 1, 65_530, 100, true),
             (10_000, 2, 65_530, 100, true),
             (11_000, 2, 65_530, 100, false),
-            (20_000, 2, 65_530, 100, false),
-            (20_000, 2, 262_144, 100, true),
-            (10_000, 2, 65_530, 10_000, false),
-            (0, 2, 0, 0, false),
+            (17_000, 1, 65_530, 100, false),
+            (60_000, 1, 262_144, 100, true),
+            (16_000, 1, 65_530, 10_000, false),
+            (0, 1, 0, 0, false),
         ];
         for (n, engines, limit, in_use, fits) in cases {
             let got = check_mapping_budget(n, engines, limit, in_use);
@@ -343,11 +446,11 @@ mod tests {
                 "{n} processes, limit {limit}, {in_use} in use: {got:?}"
             );
         }
-        let e = check_mapping_budget(20_000, 2, 65_530, 100)
+        let e = check_mapping_budget(20_000, 1, 65_530, 100)
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("vm.max_map_count") && e.contains("at most 10734 processes"),
+            e.contains("vm.max_map_count") && e.contains("at most 16101 processes"),
             "{e}"
         );
     }

@@ -49,7 +49,7 @@ impl Node {
     }
 
     pub fn with_devices(config: &RuntimeConfig, devices: Devices) -> Result<Node> {
-        crate::engine::check_mappings_here(config, 2)?;
+        crate::engine::check_mappings_here(config, 1)?;
         let rt = WeftEngine::new(config, Metering::Fuel)?;
         let be = WeftEngine::new(config, Metering::Epoch)?;
         let mut rt_linker = Linker::new(&rt.engine);
