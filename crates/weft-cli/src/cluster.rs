@@ -41,15 +41,30 @@ impl ClientArgs {
     }
 }
 
-pub async fn deploy(client: ClientArgs, path: PathBuf) -> Result<()> {
+/// Deploys the app at `path`; with `wait`, then waits that long for its
+/// processes to run, saying how far it got on stderr as the counts change.
+pub async fn deploy(client: ClientArgs, path: PathBuf, wait: Option<Duration>) -> Result<()> {
     let bundle = weft_client::bundle(&path).bad_input()?;
-    let deployed = client.with(async |c| Ok(c.deploy(&bundle).await?)).await?;
+    let (deployed, progress) = client
+        .with(async |c| {
+            let deployed = c.deploy(&bundle).await?;
+            let Some(timeout) = wait else {
+                return Ok((deployed, None));
+            };
+            let (app, generation) = (&deployed.app, deployed.generation);
+            let report = |p: &weft_client::Progress| eprintln!("  {app}: {p}");
+            let progress = c.wait_deployed(app, generation, timeout, report).await?;
+            Ok((deployed, Some(progress)))
+        })
+        .await?;
     if client.json {
         let value = serde_json::json!({
             "app": deployed.app,
             "generation": deployed.generation,
             "pending": deployed.pending,
             "warnings": deployed.warnings,
+            "running": progress.as_ref().map(|p| p.running),
+            "total": progress.as_ref().map(|p| p.total),
         });
         outln!("{value}");
         return Ok(());
@@ -59,6 +74,9 @@ pub async fn deploy(client: ClientArgs, path: PathBuf) -> Result<()> {
         deployed.app,
         deployed.generation
     );
+    if let Some(p) = &progress {
+        outln!("  {p}");
+    }
     for p in deployed.pending {
         outln!(
             "  pending {}: {}",

@@ -55,9 +55,16 @@ enum Command {
     Controller(daemons::ControllerArgs),
     /// Run a Zenoh router that joins sites.
     Router(daemons::FabricArgs),
-    /// Deploy (or update) an app on the cluster.
+    /// Deploy (or update) an app on the cluster, and wait until it runs.
     Deploy {
         manifest: PathBuf,
+        /// Return once the controller took the app, without waiting for
+        /// its processes to run.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for every process to run (exit status 6 after).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "120s")]
+        timeout: std::time::Duration,
         #[command(flatten)]
         client: cluster::ClientArgs,
     },
@@ -136,7 +143,16 @@ fn main() -> ExitCode {
         Command::Node(args) => block_on(daemons::node(args)),
         Command::Controller(args) => block_on(daemons::controller(args)),
         Command::Router(args) => block_on(daemons::router(args)),
-        Command::Deploy { manifest, client } => block_on(cluster::deploy(client, manifest)),
+        Command::Deploy {
+            manifest,
+            no_wait,
+            timeout,
+            client,
+        } => block_on(cluster::deploy(
+            client,
+            manifest,
+            (!no_wait).then_some(timeout),
+        )),
         Command::Rm { app, client } => block_on(cluster::remove(client, app)),
         Command::Ps { client } => block_on(cluster::ps(client)),
         Command::Nodes { client } => block_on(cluster::nodes(client)),

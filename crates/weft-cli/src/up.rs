@@ -35,6 +35,8 @@ pub struct UpArgs {
 }
 
 /// How long the nodes have to join.
+/// How long `weft up` waits for the demo's processes to run.
+const DEMO_TIMEOUT: Duration = Duration::from_secs(60);
 const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The nodes of an N-node cluster: edge nodes with the simulated plant,
@@ -92,9 +94,11 @@ pub async fn up(args: UpArgs) -> Result<()> {
         json: false,
     };
     if !args.no_demo {
-        cluster::deploy(client.clone(), args.app.clone()).await?;
-        eprintln!("waiting for the demo to start…");
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        eprintln!(
+            "deploying {} and waiting for it to run…",
+            args.app.display()
+        );
+        cluster::deploy(client.clone(), args.app.clone(), Some(DEMO_TIMEOUT)).await?;
     }
     let c = client.client().await?;
     let (nodes, ps) = (c.nodes().await?, c.ps().await?);

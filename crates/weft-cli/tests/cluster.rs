@@ -167,13 +167,13 @@ impl Cluster {
         });
     }
 
-    fn deploy(&self, manifest: &Path) {
+    /// `weft deploy`, which waits until the app runs; returns its stdout
+    /// and stderr.
+    fn deploy(&self, manifest: &Path) -> (String, String) {
         let out = self.client(&["deploy", manifest.to_str().unwrap()]);
-        assert!(
-            out.status.success(),
-            "deploy failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "deploy failed: {stderr}");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
     }
 
     /// Tag of the controller's latest checkpoint of `app/process`, if any.
@@ -271,12 +271,20 @@ fn deploy_honours_labels_and_devices_and_reports_unsatisfiable_apps() {
             assert!(n.get(key).is_some(), "{key} missing in {n}");
         }
     }
-    c.deploy(&repo().join("examples/cluster-cell.toml"));
-    c.wait("the cell running", |c| {
+    // `weft deploy` waits until the cell runs, saying how far it got.
+    let (out, progress) = c.deploy(&repo().join("examples/cluster-cell.toml"));
+    assert!(out.contains("4/4 running"), "{out}");
+    assert!(
+        progress.contains("placed") && progress.contains("running"),
+        "{progress}"
+    );
+    assert!(
         ["pid", "supervisor", "analytics", "heartbeat"]
             .iter()
-            .all(|p| c.running_on(p).is_some())
-    });
+            .all(|p| c.running_on(p).is_some()),
+        "{:#?}",
+        c.ps()
+    );
     assert_eq!(
         c.running_on("pid").as_deref(),
         Some("edge-1"),
@@ -326,14 +334,18 @@ fn deploy_honours_labels_and_devices_and_reports_unsatisfiable_apps() {
         "nowhere",
         "placement = { labels = { zone = \"line-9\" } }",
     );
-    c.deploy(&app);
-    c.wait("a pending reason", |c| {
-        c.ps().iter().any(|p| {
-            p["app"] == "nowhere"
-                && p["state"] == "pending"
-                && p["reason"].as_str().is_some_and(|r| r.contains("zone"))
-        })
-    });
+    // An app no node can take: the deploy says so and returns, without
+    // waiting for a node that may never come.
+    let (out, _) = c.deploy(&app);
+    assert!(
+        out.contains("1 no node can take") && out.contains("zone"),
+        "{out}"
+    );
+    assert!(c.ps().iter().any(|p| {
+        p["app"] == "nowhere"
+            && p["state"] == "pending"
+            && p["reason"].as_str().is_some_and(|r| r.contains("zone"))
+    }));
 }
 
 #[test]

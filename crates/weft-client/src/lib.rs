@@ -5,6 +5,7 @@
 //!   answered with the one reply it expects or a typed [`ClientError`].
 //! * `bundle`: a deploy bundle built from a manifest file.
 //! * `migration`: moving a process live, measured as its consumers see it.
+//! * `progress`: how far a deploy has got, and waiting for it.
 //! * `cluster`: a local cluster of real controller and node processes
 //!   (`weft up`, the tests, `weft bench`).
 //!
@@ -13,6 +14,7 @@
 pub mod bundle;
 pub mod cluster;
 pub mod migration;
+pub mod progress;
 
 use std::time::Duration;
 
@@ -24,6 +26,7 @@ use weft_types::{AppName, NodeName, ProcessName, ProcessRef, Tag};
 
 pub use bundle::bundle;
 pub use cluster::{LocalCluster, free_port};
+pub use progress::Progress;
 
 /// Why a request to the cluster did not succeed.
 #[derive(Debug, thiserror::Error)]

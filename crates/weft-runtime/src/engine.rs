@@ -180,13 +180,15 @@ pub fn check_address_budget(max_processes: u32, max_memory: u64) -> Result<()> {
     )
 }
 
-/// [`fitting_processes`] for this machine and `config`'s `max_memory`.
+/// [`fitting_processes`] for this machine and `config`'s `max_memory`,
+/// rounded down to a hundred. It counts none of the mappings the node
+/// already has (the headroom is for them), so machines alike get the same
+/// default, and their nodes offer placement the same room.
 pub fn machine_max_processes(config: &RuntimeConfig) -> u32 {
     let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(65_530);
-    let in_use = std::fs::read_to_string("/proc/self/maps").map_or(0, |s| s.lines().count() as u64);
     // SAFETY: sysconf has no preconditions.
     let (pages, size) = unsafe {
         (
@@ -195,7 +197,8 @@ pub fn machine_max_processes(config: &RuntimeConfig) -> u32 {
         )
     };
     let memory = (pages.max(0) as u64) * (size.max(0) as u64);
-    fitting_processes(limit, in_use, config.max_memory, memory)
+    let fits = fitting_processes(limit, 0, config.max_memory, memory);
+    (fits / 100 * 100).max(fits.min(100))
 }
 
 /// Which metering an engine compiles in.
