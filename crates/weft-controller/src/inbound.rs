@@ -1,4 +1,5 @@
-//! Checkpoints on their way from the fabric to the store.
+//! Node statuses and checkpoints on their way from the fabric to the
+//! controller: the newest of each key waits, nothing else.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -6,11 +7,13 @@ use std::sync::Mutex;
 use zenoh::bytes::ZBytes;
 use zenoh::sample::Sample;
 
-/// Checkpoints received and not stored yet: the newest of each process.
-/// Storing a large checkpoint takes longer than the fabric takes to bring
-/// the next one, so a queue of them would fall further behind with every
-/// checkpoint (and hold them all in memory); a newer checkpoint of a
-/// process replaces its older one here instead, never another process's.
+/// Samples received and not handled yet: the newest of each key (a node's
+/// status, a process's checkpoint). Storing a large checkpoint takes
+/// longer than the fabric takes to bring the next one, and a busy
+/// controller may take longer than a node's status interval, so a queue
+/// would fall further behind with every item (and hold them all in
+/// memory); a newer sample replaces the older one of its key here
+/// instead, never another key's. Bounded by the number of keys.
 #[derive(Default)]
 pub(crate) struct Inbound {
     latest: Mutex<HashMap<String, ZBytes>>,

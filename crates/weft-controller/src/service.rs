@@ -260,10 +260,19 @@ async fn watch(shared: &SharedRef, session: &zenoh::Session) -> Result<()> {
         .history(true)
         .await
         .map_err(|e| anyhow!("cannot watch node liveliness: {e}"))?;
-    let statuses = session
-        .declare_subscriber(keys.all_node_status())
-        .await
-        .map_err(|e| anyhow!("cannot subscribe to node status: {e}"))?;
+    // Statuses and checkpoints wait newest-wins per key (per node, per
+    // process): the controller is level-triggered and needs only the
+    // latest of each, so a slow controller falls behind by one item per
+    // key at most and never holds Zenoh's receive path back.
+    let statuses = Arc::new(Inbound::default());
+    let _statuses = {
+        let statuses = statuses.clone();
+        session
+            .declare_subscriber(keys.all_node_status())
+            .callback(move |sample| statuses.arrived(sample))
+            .await
+            .map_err(|e| anyhow!("cannot subscribe to node status: {e}"))?
+    };
     let inbound = Arc::new(Inbound::default());
     let _checkpoints = {
         let inbound = inbound.clone();
@@ -283,12 +292,10 @@ async fn watch(shared: &SharedRef, session: &zenoh::Session) -> Result<()> {
         }
     };
     let status = async {
-        while let Ok(sample) = statuses.recv_async().await {
-            node_status(
-                shared,
-                sample.key_expr().as_str(),
-                &sample.payload().to_bytes(),
-            );
+        loop {
+            for (key, payload) in statuses.take().await {
+                node_status(shared, &key, &payload.to_bytes());
+            }
         }
     };
     let stored = async {
