@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -108,6 +108,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         checkpoint_every: config.checkpoint_every,
         handed_over: Mutex::default(),
         status_seq: AtomicU64::new(0),
+        settled: AtomicBool::new(false),
     });
     let apps: Arc<AsyncMutex<BTreeMap<AppName, LocalApp>>> = Arc::default();
     let dirty_tracking = weft_runtime::dirty_tracking();
@@ -131,6 +132,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
                         apps: desired,
                         seen,
                     } = request;
+                    tracing::debug!(apps = desired.len(), "sync from the controller");
                     let mut apps = apps.lock().await;
                     let errors = apps::sync(&ctx, &mut apps, desired, seen).await;
                     if errors.is_empty() {
@@ -168,12 +170,13 @@ async fn publish_status(
     let key = ctx.keys.node_status(&config.name);
     loop {
         every.tick().await;
-        let processes: Vec<_> = apps
-            .lock()
-            .await
-            .values()
-            .flat_map(|a| a.status())
-            .collect();
+        let (processes, wants_sync) = {
+            let apps = apps.lock().await;
+            let processes: Vec<_> = apps.values().flat_map(|a| a.status()).collect();
+            let wants =
+                !ctx.settled.load(Ordering::SeqCst) || apps.values().any(|a| a.wants_sync());
+            (processes, wants)
+        };
         let status = NodeStatus {
             name: config.name.clone(),
             pid: std::process::id(),
@@ -187,6 +190,7 @@ async fn publish_status(
             processes,
             handed_over: ctx.handed_over(),
             seq: ctx.status_seq.fetch_add(1, Ordering::SeqCst) + 1,
+            wants_sync,
         };
         if let Err(e) = ctx.session.put(&key, codec::encode(&status)).await {
             tracing::warn!("cannot publish status: {e}");

@@ -19,7 +19,7 @@
 //! controller). The age wanted doubles with each failed attempt.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -83,6 +83,14 @@ impl LocalApp {
                 .is_some_and(|next| Instant::now() < next.due)
     }
 
+    /// Whether this share needs a `Sync` to move on: processes held after
+    /// a stall (noticed or not yet), or replicas still to start.
+    pub(crate) fn wants_sync(&self) -> bool {
+        !self.stalled.is_empty()
+            || !self.running.stalled().is_empty()
+            || !self.missing_replicas.is_empty()
+    }
+
     /// Notes the processes newly held after a stall: only a `Sync` written
     /// after the node's next status speaks for the node as it is now.
     fn note_stalled(&mut self, next_status: u64) {
@@ -127,6 +135,9 @@ pub(crate) struct Context {
     pub handed_over: Mutex<Vec<(HandedOver, Instant)>>,
     /// The `seq` of this node's newest status.
     pub status_seq: AtomicU64,
+    /// The last `Sync` left nothing to do: every app it named runs here as
+    /// it said, whole. Until then the node's status asks for another.
+    pub settled: AtomicBool,
 }
 
 impl Context {
@@ -153,6 +164,7 @@ pub(crate) async fn sync(
         .filter(|a| !share::all(a, &ctx.name).is_empty())
         .map(|a| (a.app.clone(), a))
         .collect();
+    let received: Vec<AppAssignment> = desired.values().cloned().collect();
     let names: Vec<AppName> = apps.keys().cloned().collect();
     for name in names {
         let app = apps.get_mut(&name).expect("listed");
@@ -213,6 +225,14 @@ pub(crate) async fn sync(
     for e in &errors {
         tracing::error!("{e}");
     }
+    let settled = errors.is_empty()
+        && apps.len() == received.len()
+        && received.iter().all(|a| {
+            apps.get(&a.app).is_some_and(|local| {
+                local.assignment == *a && local.complete() && !local.wants_sync()
+            })
+        });
+    ctx.settled.store(settled, Ordering::SeqCst);
     errors
 }
 

@@ -1,14 +1,18 @@
 //! The I/O around the plan: take the state, plan, keep the result, persist
 //! what changed (outside the state lock), then send every alive node its
-//! complete desired state. Level-triggered: every run starts from what is,
-//! so a lost message or a failed write is made good by the next run.
+//! complete desired state when it changed, when the node asks for one, or
+//! after [`SYNC_REFRESH`] regardless. Level-triggered: every run starts
+//! from what is, so a lost message or a failed write is made good by the
+//! next run; a node whose state stays the same is not told it again every
+//! half second (with thousands of processes that was most of the
+//! controller's traffic).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info, warn};
-use weft_fabric::proto::{NodeRequest, NodeResponse};
+use weft_fabric::proto::{AppAssignment, NodeRequest, NodeResponse, StatusMark};
 use weft_types::NodeName;
 
 use crate::plan::{self, Event};
@@ -17,12 +21,43 @@ use crate::views;
 
 /// Time a node has to answer a `Sync`.
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(2);
+/// A node is sent its unchanged desired state at least this often.
+pub const SYNC_REFRESH: Duration = Duration::from_secs(10);
 
-/// Which nodes have a `Sync` in flight, and which failed last time.
+/// Which nodes have a `Sync` in flight, which failed last time, and what
+/// each was last told successfully.
 #[derive(Default)]
 pub(crate) struct SyncTracker {
     in_flight: Mutex<BTreeSet<NodeName>>,
     failing: Mutex<BTreeSet<NodeName>>,
+    told: Mutex<HashMap<NodeName, Told>>,
+}
+
+/// A `Sync` a node answered: to which incarnation, what, and when.
+struct Told {
+    pid: Option<u32>,
+    apps: Vec<AppAssignment>,
+    at: Instant,
+}
+
+impl SyncTracker {
+    /// Whether `node` must be sent `apps` now.
+    fn due(
+        &self,
+        node: &NodeName,
+        seen: Option<StatusMark>,
+        wants: bool,
+        apps: &[AppAssignment],
+    ) -> bool {
+        let told = self.told.lock().unwrap();
+        let Some(told) = told.get(node) else {
+            return true;
+        };
+        wants
+            || told.pid != seen.map(|m| m.pid)
+            || told.apps != apps
+            || told.at.elapsed() >= SYNC_REFRESH
+    }
 }
 
 /// One reconciliation. Nodes are told only what has been persisted, so a
@@ -48,8 +83,10 @@ pub(crate) async fn reconcile(shared: &SharedRef) {
         *persisted = current;
     }
     drop(persisted);
-    for (node, seen, apps) in syncs {
-        send_sync(shared, node, NodeRequest::Sync { apps, seen });
+    for (node, seen, wants, apps) in syncs {
+        if shared.sync.due(&node, seen, wants, &apps) {
+            send_sync(shared, node, NodeRequest::Sync { apps, seen });
+        }
     }
 }
 
@@ -118,6 +155,20 @@ fn send_sync(shared: &SharedRef, node: NodeName, request: NodeRequest) {
         )
         .await;
         shared.sync.in_flight.lock().unwrap().remove(&node);
+        let NodeRequest::Sync { apps, seen } = request;
+        match &result {
+            Ok(NodeResponse::Ok {}) => {
+                let told = Told {
+                    pid: seen.map(|m| m.pid),
+                    apps,
+                    at: Instant::now(),
+                };
+                shared.sync.told.lock().unwrap().insert(node.clone(), told);
+            }
+            _ => {
+                shared.sync.told.lock().unwrap().remove(&node);
+            }
+        }
         let failure = match result {
             Ok(NodeResponse::Ok {}) => None,
             Ok(NodeResponse::Error { message }) => Some(message),
@@ -133,4 +184,40 @@ fn send_sync(shared: &SharedRef, node: NodeName, request: NodeRequest) {
             None => {}
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node is told again when what it should run changed, when it
+    /// restarted, when it asks, or after the refresh; otherwise not.
+    #[test]
+    fn a_sync_is_due_on_change_request_restart_or_refresh() {
+        let node: NodeName = "a".parse().unwrap();
+        let mark = |pid| Some(StatusMark { pid, seq: 7 });
+        let apps: Vec<AppAssignment> = Vec::new();
+        let tracker = SyncTracker::default();
+        assert!(tracker.due(&node, mark(1), false, &apps), "never told");
+        tracker.told.lock().unwrap().insert(
+            node.clone(),
+            Told {
+                pid: Some(1),
+                apps: apps.clone(),
+                at: Instant::now(),
+            },
+        );
+        assert!(
+            !tracker.due(&node, mark(1), false, &apps),
+            "nothing changed"
+        );
+        assert!(tracker.due(&node, mark(1), true, &apps), "the node asks");
+        assert!(
+            tracker.due(&node, mark(2), false, &apps),
+            "the node restarted"
+        );
+        let old = Instant::now().checked_sub(SYNC_REFRESH).unwrap();
+        tracker.told.lock().unwrap().get_mut(&node).unwrap().at = old;
+        assert!(tracker.due(&node, mark(1), false, &apps), "refresh");
+    }
 }

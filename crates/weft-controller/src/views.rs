@@ -155,7 +155,9 @@ fn units_on(current: &Current, node: &NodeName) -> Vec<(AppName, Unit)> {
 
 /// The complete desired state of every alive node: for each app that has a
 /// unit on it, the assignment it is told.
-pub fn syncs(state: &State) -> Vec<(NodeName, Option<StatusMark>, Vec<AppAssignment>)> {
+/// Each alive node's `Sync`: the status it answers, whether the node asked
+/// for one regardless of change, and its desired state.
+pub fn syncs(state: &State) -> Vec<(NodeName, Option<StatusMark>, bool, Vec<AppAssignment>)> {
     state
         .observed
         .nodes
@@ -172,7 +174,9 @@ pub fn syncs(state: &State) -> Vec<(NodeName, Option<StatusMark>, Vec<AppAssignm
                     Some(assignment(&state.current, app, a, placed, node))
                 })
                 .collect();
-            (node.clone(), seen.status.as_ref().map(|s| s.mark()), apps)
+            let status = seen.status.as_ref();
+            let wants = status.is_none_or(|s| s.wants_sync);
+            (node.clone(), status.map(|s| s.mark()), wants, apps)
         })
         .collect()
 }

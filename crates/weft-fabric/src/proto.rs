@@ -36,6 +36,17 @@ pub struct NodeStatus {
     /// status a `Sync` was written after (see [`StatusMark`]).
     #[serde(default)]
     pub seq: u64,
+    /// The node has work a `Sync` drives even if its desired state did not
+    /// change: processes held after a stall that want confirming, replicas
+    /// to retry, a change applied only in part. A node that says `false`
+    /// is sent a `Sync` only when its desired state changes (and now and
+    /// then regardless); one that does not say is sent one every time.
+    #[serde(default = "always")]
+    pub wants_sync: bool,
+}
+
+fn always() -> bool {
+    true
 }
 
 impl NodeStatus {

@@ -84,6 +84,7 @@ fn alive(name: &str, tier: &str) -> NodeSeen {
             processes: Vec::new(),
             handed_over: Vec::new(),
             seq: 1,
+            wants_sync: true,
         }),
     }
 }
