@@ -10,7 +10,10 @@ use weft_fabric::session::DEFAULT_ENDPOINT;
 use weft_fabric::{FabricConfig, Mode};
 use weft_types::NodeName;
 
-use crate::error::InputResult;
+use crate::error::{BadInput, InputResult};
+
+/// The most often `weft node --checkpoint-every` may checkpoint.
+const MIN_CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Where a component joins the fabric.
 #[derive(Args, Debug, Clone)]
@@ -62,6 +65,10 @@ pub struct NodeArgs {
     /// tighter]
     #[arg(long)]
     pub max_processes: Option<u32>,
+    /// How often each process here is checkpointed (its state for restarts,
+    /// standbys and moves elsewhere).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "500ms")]
+    pub checkpoint_every: std::time::Duration,
     #[command(flatten)]
     pub fabric: FabricArgs,
 }
@@ -96,9 +103,17 @@ pub async fn node(mut args: NodeArgs) -> Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("weft-node-{}", args.name)));
+    if args.checkpoint_every < MIN_CHECKPOINT_EVERY {
+        return Err(BadInput(anyhow::anyhow!(
+            "--checkpoint-every {:?} is too often: at least {MIN_CHECKPOINT_EVERY:?}",
+            args.checkpoint_every
+        ))
+        .into());
+    }
     let config = weft_agent::AgentConfig::new(args.name.clone(), data_dir)
         .labels(parse_labels(&args.labels).bad_input()?)
         .devices(args.devices.clone())
+        .checkpoint_every(args.checkpoint_every)
         .fabric(args.fabric.config(Mode::Peer));
     let config = match args.max_processes {
         Some(n) => config.max_processes(n),

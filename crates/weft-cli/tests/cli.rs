@@ -368,3 +368,16 @@ fn a_node_too_big_for_the_machine_is_refused_at_start() {
         );
     }
 }
+
+/// A checkpoint interval a node cannot keep is refused before it starts.
+#[test]
+fn a_node_refuses_a_checkpoint_interval_too_short() {
+    let out = weft()
+        .args(["node", "--name", "n", "--checkpoint-every", "1ms"])
+        .args(["--connect", "tcp/127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "invalid input");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--checkpoint-every 1ms is too often"), "{err}");
+}
