@@ -348,6 +348,46 @@ fn deploy_honours_labels_and_devices_and_reports_unsatisfiable_apps() {
     }));
 }
 
+/// An app of 2,000 processes deploys onto three nodes and runs, and
+/// `weft deploy` shows how far it got while it waits. Checkpoints are
+/// rare here: until they live on nodes, 2,000 of them every 500 ms would
+/// all pass through the controller.
+#[test]
+fn two_thousand_processes_deploy_and_run_with_progress() {
+    let mut c = Cluster::new();
+    for name in ["m1", "m2", "m3"] {
+        let node = NodeSpec::new(name).checkpoint_every(Duration::from_secs(60));
+        c.inner.start_node(&node).unwrap();
+    }
+    c.wait_nodes_alive(3);
+    let dir = c.dir.path().to_owned();
+    std::fs::write(
+        dir.join("idle.wat"),
+        r#"(module (memory 1) (func (export "weft_tick") (param i64)))"#,
+    )
+    .unwrap();
+    let mut manifest = String::from("name = \"many\"\n");
+    for i in 0..2000 {
+        manifest.push_str(&format!(
+            "[[process]]\nname = \"p{i}\"\nmodule = \"idle.wat\"\nperiod = \"1s\"\nmemory = \"64KiB\"\n"
+        ));
+    }
+    let path = dir.join("many.toml");
+    std::fs::write(&path, manifest).unwrap();
+    let (out, progress) = c.deploy(&path);
+    assert!(out.contains("2000/2000 running"), "{out}");
+    assert!(progress.contains("/2000 placed"), "{progress}");
+    let ps = c.ps();
+    let running = ps
+        .iter()
+        .filter(|p| p["app"] == "many" && p["state"] == "running")
+        .count();
+    assert_eq!(running, 2000);
+    let on: std::collections::BTreeSet<&str> =
+        ps.iter().filter_map(|p| p["node"].as_str()).collect();
+    assert_eq!(on.len(), 3, "spread over the three nodes: {on:?}");
+}
+
 #[test]
 fn a_killed_node_s_processes_restart_elsewhere_from_their_checkpoint() {
     let mut c = Cluster::new();

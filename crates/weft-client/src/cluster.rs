@@ -37,6 +37,8 @@ pub struct NodeSpec {
     /// Simulated devices it offers.
     pub devices: Vec<String>,
     pub max_processes: Option<u32>,
+    /// How often it checkpoints its processes (the node's default if unset).
+    pub checkpoint_every: Option<std::time::Duration>,
 }
 
 impl NodeSpec {
@@ -46,6 +48,7 @@ impl NodeSpec {
             labels: Vec::new(),
             devices: Vec::new(),
             max_processes: None,
+            checkpoint_every: None,
         }
     }
     pub fn label(mut self, key: &str, value: &str) -> Self {
@@ -58,6 +61,10 @@ impl NodeSpec {
     }
     pub fn max_processes(mut self, n: u32) -> Self {
         self.max_processes = Some(n);
+        self
+    }
+    pub fn checkpoint_every(mut self, every: std::time::Duration) -> Self {
+        self.checkpoint_every = Some(every);
         self
     }
 }
@@ -194,6 +201,12 @@ impl LocalCluster {
         }
         if let Some(n) = node.max_processes {
             args.extend(["--max-processes".into(), n.to_string()]);
+        }
+        if let Some(every) = node.checkpoint_every {
+            args.extend([
+                "--checkpoint-every".into(),
+                format!("{}ms", every.as_millis()),
+            ]);
         }
         let child = self.spawn(name, &args)?;
         self.nodes.insert(node.name.clone(), child);
