@@ -185,7 +185,7 @@ async fn publish_status(
             rt_class,
             dirty_tracking: Some(weft_runtime::dirty_tracking()),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
-            memory_bytes: total_memory(),
+            memory_bytes: weft_runtime::engine::total_memory(),
             free_slots: config.max_processes.saturating_sub(processes.len() as u32),
             processes,
             handed_over: ctx.handed_over(),
@@ -196,15 +196,4 @@ async fn publish_status(
             tracing::warn!("cannot publish status: {e}");
         }
     }
-}
-
-fn total_memory() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let (pages, size) = unsafe {
-        (
-            libc::sysconf(libc::_SC_PHYS_PAGES),
-            libc::sysconf(libc::_SC_PAGESIZE),
-        )
-    };
-    (pages.max(0) as u64) * (size.max(0) as u64)
 }

@@ -243,18 +243,8 @@ fn cyclictest_run(loaded: bool, dur: Duration) -> Result<Run> {
 /// each round's median and p99 (robust to a burst of load from another
 /// tenant hitting one round), the largest maximum, all samples counted.
 fn combine(runs: Vec<Run>) -> Run {
-    let mid = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let first = &runs[0].summary;
-    let summary = Summary::from_values(
-        first.label.clone(),
-        mid(runs.iter().map(|r| r.summary.median).collect()),
-        mid(runs.iter().map(|r| r.summary.p99).collect()),
-        runs.iter().map(|r| r.summary.max).fold(0.0, f64::max),
-        runs.iter().map(|r| r.summary.samples).sum(),
-    );
+    let summary = Summary::of_rounds(runs.iter().map(|r| &r.summary));
     let mut notes: Vec<String> = Vec::new();
     if runs.len() > 1 {
         let p99s: Vec<String> = runs

@@ -145,18 +145,8 @@ fn round(
 /// Rounds of one size combined: the median across rounds of each round's
 /// median and p99, the largest maximum, every sample, miss and checkpoint.
 fn combine(rounds: &[Round]) -> (Summary, String) {
-    let mid = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let first = &rounds[0].summary;
-    let summary = Summary::from_values(
-        first.label.clone(),
-        mid(rounds.iter().map(|r| r.summary.median).collect()),
-        mid(rounds.iter().map(|r| r.summary.p99).collect()),
-        rounds.iter().map(|r| r.summary.max).fold(0.0, f64::max),
-        rounds.iter().map(|r| r.summary.samples).sum(),
-    );
+    let summary = Summary::of_rounds(rounds.iter().map(|r| &r.summary));
     let sum = |f: fn(&Round) -> u64| rounds.iter().map(f).sum::<u64>();
     let p99s: Vec<String> = rounds
         .iter()

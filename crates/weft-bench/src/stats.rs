@@ -104,6 +104,26 @@ impl Summary {
     }
 }
 
+impl Summary {
+    /// Rounds of one measurement combined: the median across rounds of
+    /// each round's median and p99 (robust to a burst of load from another
+    /// tenant hitting one round), the largest maximum, all samples counted.
+    pub fn of_rounds<'a>(rounds: impl IntoIterator<Item = &'a Summary>) -> Summary {
+        let rounds: Vec<&Summary> = rounds.into_iter().collect();
+        let mid = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        Summary::from_values(
+            rounds[0].label.clone(),
+            mid(rounds.iter().map(|r| r.median).collect()),
+            mid(rounds.iter().map(|r| r.p99).collect()),
+            rounds.iter().map(|r| r.max).fold(0.0, f64::max),
+            rounds.iter().map(|r| r.samples).sum(),
+        )
+    }
+}
+
 /// Which statistic a goal is judged on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -99,7 +99,11 @@ impl Client {
             if last.as_ref() != Some(&progress) {
                 report(&progress);
             }
-            if progress.settled() {
+            // Processes no node can take end the wait only once the same
+            // counts are seen twice: right after a deploy, a process may
+            // be pending for a moment before it is placed.
+            let stable = progress.unplaced == 0 || last.as_ref() == Some(&progress);
+            if progress.settled() && stable {
                 return Ok(progress);
             }
             if Instant::now() >= end {

@@ -130,9 +130,7 @@ pub(crate) fn check_mappings_here(config: &RuntimeConfig, engines: u64) -> Resul
         return Ok(());
     }
     check_address_budget(config.max_processes, config.max_memory)?;
-    let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count")
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
+    let limit = max_map_count();
     let in_use = std::fs::read_to_string("/proc/self/maps").map(|s| s.lines().count() as u64);
     match (limit, in_use) {
         (Some(limit), Ok(in_use)) => {
@@ -185,10 +183,20 @@ pub fn check_address_budget(max_processes: u32, max_memory: u64) -> Result<()> {
 /// already has (the headroom is for them), so machines alike get the same
 /// default, and their nodes offer placement the same room.
 pub fn machine_max_processes(config: &RuntimeConfig) -> u32 {
-    let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+    let limit = max_map_count().unwrap_or(65_530);
+    let fits = fitting_processes(limit, 0, config.max_memory, total_memory());
+    (fits / 100 * 100).max(fits.min(100))
+}
+
+/// The kernel's limit on memory mappings per process, where it says.
+fn max_map_count() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(65_530);
+}
+
+/// This machine's memory in bytes.
+pub fn total_memory() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let (pages, size) = unsafe {
         (
@@ -196,9 +204,7 @@ pub fn machine_max_processes(config: &RuntimeConfig) -> u32 {
             libc::sysconf(libc::_SC_PAGESIZE),
         )
     };
-    let memory = (pages.max(0) as u64) * (size.max(0) as u64);
-    let fits = fitting_processes(limit, 0, config.max_memory, memory);
-    (fits / 100 * 100).max(fits.min(100))
+    (pages.max(0) as u64) * (size.max(0) as u64)
 }
 
 /// Which metering an engine compiles in.

@@ -35,6 +35,9 @@ pub(crate) enum Tracking {
     /// A base being copied slice by slice.
     Copying {
         link: Link,
+        /// The memories, found once (each slice is copied on the
+        /// process's own thread, between two calls).
+        memories: Vec<(MemoryAt, Memory)>,
         trackers: BTreeMap<MemoryAt, PageTracker>,
         copies: BTreeMap<MemoryAt, Vec<u8>>,
     },
@@ -76,6 +79,7 @@ impl Process {
                 link,
                 trackers,
                 copies,
+                ..
             }) => self.finish_base(link, trackers, copies),
             Some(Tracking::Chained { link, trackers }) => self.increment(link, trackers),
             None => unreachable!("start_base began a base"),
@@ -91,15 +95,17 @@ impl Process {
             index: 0,
             parent: None,
         };
+        let memories = self.memories();
         let mut trackers = BTreeMap::new();
         let mut copies = BTreeMap::new();
-        for (at, memory) in self.memories() {
+        for (at, memory) in &memories {
             let data = memory.data(&self.store);
-            trackers.insert(at, PageTracker::begin(data));
-            copies.insert(at, Vec::with_capacity(data.len()));
+            trackers.insert(*at, PageTracker::begin(data));
+            copies.insert(*at, Vec::with_capacity(data.len()));
         }
         self.tracking = Some(Tracking::Copying {
             link,
+            memories,
             trackers,
             copies,
         });
@@ -109,21 +115,23 @@ impl Process {
     /// [`Process::start_base`]. True once the base is ready for
     /// [`Process::checkpoint`] to finish (or when none is being copied).
     pub fn copy_base(&mut self, budget: usize) -> bool {
-        let memories = self.memories();
         let Some(Tracking::Copying {
-            copies, trackers, ..
+            memories,
+            copies,
+            trackers,
+            ..
         }) = &mut self.tracking
         else {
             return true;
         };
         // Whole pages, so each slice can be marked clean as it is copied.
         let mut left = budget.checked_next_multiple_of(PAGE).unwrap_or(usize::MAX);
-        for (at, memory) in memories {
+        for (at, memory) in memories.iter() {
             let data = memory.data(&self.store);
-            let copy = copies.entry(at).or_default();
+            let copy = copies.entry(*at).or_default();
             let start = copy.len().min(data.len());
             let slice = start..start + left.min(data.len() - start);
-            if let Some(tracker) = trackers.get_mut(&at) {
+            if let Some(tracker) = trackers.get_mut(at) {
                 tracker.clean(data, slice.clone());
             }
             copy.extend_from_slice(&data[slice.clone()]);
