@@ -103,7 +103,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         name: config.name.clone(),
         session: session.clone(),
         keys: keys.clone(),
-        outbox: Outbox::start(session.clone(), keys.clone()),
+        outbox: Outbox::start(session.clone(), keys.clone(), config.name.clone()),
         modules: DigestDir::new(config.data_dir.join("modules")),
         checkpoint_every: config.checkpoint_every,
         handed_over: Mutex::default(),
@@ -189,6 +189,7 @@ async fn publish_status(
             free_slots: config.max_processes.saturating_sub(processes.len() as u32),
             processes,
             handed_over: ctx.handed_over(),
+            checkpoints: ctx.outbox.checkpoints().list(),
             seq: ctx.status_seq.fetch_add(1, Ordering::SeqCst) + 1,
             wants_sync,
         };

@@ -5,18 +5,18 @@
 //! change goes through one mechanism: subscribe the new share's remote
 //! inputs, stop the old share at a call boundary, keeping each process's
 //! final snapshot, and start the new share, resuming every process that
-//! stays from its snapshot and every process that arrives from its latest
-//! checkpoint at the controller. A process that leaves for another node
-//! hands its final snapshot over: it is published as the process's
-//! checkpoint, and the node's status says so, so the controller lets the
-//! new node start it only once that checkpoint is in. A replica starts from
+//! stays from its snapshot and every process that arrives from the newest
+//! checkpoint any node holds of it (`checkpoints`). A process that leaves
+//! for another node hands its final snapshot over: it becomes the
+//! checkpoint this node holds of it, and the node's status says so, so the
+//! controller lets the new node start it only once that is so. A replica starts from
 //! a checkpoint its primary took after this node subscribed to the
 //! replica's inputs, so it sees every input its primary sees; until there
 //! is one, it waits. The wait must not move its own goal: a share missing
 //! a replica subscribes again at once, and the next attempt, made only
 //! when that subscription is old enough, starts from it; so the checkpoint
-//! it needs was already on its way (a large one takes seconds to reach the
-//! controller). The age wanted doubles with each failed attempt.
+//! it needs was already on its way. The age wanted doubles with each
+//! failed attempt.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,6 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use weft_fabric::Keys;
 use weft_fabric::proto::{AppAssignment, ChainMark, HandedOver, ProcessStatus, StatusMark};
 use weft_manifest::AppManifest;
@@ -31,6 +33,7 @@ use weft_manifest::module::DigestDir;
 use weft_runtime::{Node, RunningApp, Snapshot, StartOptions};
 use weft_types::{AppName, NodeName, ProcessName, ProcessRef, Tag};
 
+use crate::checkpoints::Duties;
 use crate::fetch;
 use crate::share::{self, Change};
 use crate::wiring::{Outbox, PortInlet, subscribe_port};
@@ -42,6 +45,8 @@ const REPLICA_SYNC_MARGIN: Duration = Duration::from_millis(200);
 /// each further retry waits twice as long, up to the last.
 const REPLICA_RETRY_FIRST: Duration = Duration::from_secs(2);
 const REPLICA_RETRY_LAST: Duration = Duration::from_secs(32);
+/// Checkpoint fetches a starting share makes at once.
+const FETCHES_IN_FLIGHT: usize = 32;
 /// How long a handover stays in this node's status.
 const HANDED_OVER_KEPT: Duration = Duration::from_secs(60);
 
@@ -158,6 +163,9 @@ pub(crate) async fn sync(
     seen: Option<StatusMark>,
 ) -> Vec<String> {
     let mut errors = Vec::new();
+    ctx.outbox
+        .checkpoints()
+        .set_duties(checkpoint_duties(&desired, &ctx.name));
     let next_status = ctx.status_seq.load(Ordering::SeqCst) + 1;
     let mut desired: BTreeMap<AppName, AppAssignment> = desired
         .into_iter()
@@ -236,6 +244,23 @@ pub(crate) async fn sync(
     errors
 }
 
+/// What `desired` asks of this node's checkpoints: the peer of each
+/// process placed here, and the processes it is the peer of.
+fn checkpoint_duties(desired: &[AppAssignment], me: &NodeName) -> Duties {
+    let mut duties = Duties::default();
+    for a in desired {
+        for (process, peer) in &a.checkpoint_peers {
+            let who = ProcessRef::new(a.app.clone(), process.clone());
+            if peer == me {
+                duties.keep.insert(who);
+            } else if a.placement.get(process) == Some(me) {
+                duties.peers.insert(who, peer.clone());
+            }
+        }
+    }
+    duties
+}
+
 /// Stops the share of `name` and starts `next` in its place (if any). The
 /// new share subscribes before the old one stops, so no message falls
 /// between them (copies of what the old share took are dropped). A
@@ -303,13 +328,14 @@ async fn restart(
     }
 }
 
-/// Publishes the final snapshot of a process that leaves this node as its
-/// checkpoint, and notes the handover for the node's status.
+/// Keeps the final snapshot of a process that leaves this node as its
+/// checkpoint (sent on to its peer), and notes the handover for the
+/// node's status.
 fn hand_over(ctx: &Context, assignment: &AppAssignment, process: ProcessName, snapshot: Snapshot) {
     let tag = snapshot.last_tag.unwrap_or(Tag::ZERO);
     let who = ProcessRef::new(assignment.app.clone(), process.clone());
     tracing::info!(process = %who, tag = %tag, "handing over");
-    ctx.outbox.checkpoint(&who, tag, snapshot);
+    ctx.outbox.checkpoint(&who, snapshot);
     let handed = HandedOver {
         app: assignment.app.clone(),
         process,
@@ -466,7 +492,7 @@ async fn next_attempt(
     }
 }
 
-/// Adds the latest checkpoint at the controller of each process in `local`
+/// Adds the newest checkpoint any node holds of each process in `local`
 /// that `snapshots` lacks. Returns the checkpoint tag each was restored
 /// from, and the replicas that have no fresh enough checkpoint yet.
 async fn fetch_checkpoints(
@@ -477,27 +503,37 @@ async fn fetch_checkpoints(
 ) -> (HashMap<ProcessName, u64>, BTreeSet<ProcessName>) {
     let mut restored_from = HashMap::new();
     let mut missing_replicas = BTreeSet::new();
-    for process in local {
-        if snapshots.contains_key(process) {
-            continue;
-        }
+    // Each fetch asks every node and waits for all their answers: one at
+    // a time, a share of hundreds of processes took seconds to start.
+    let limit = Arc::new(Semaphore::new(FETCHES_IN_FLIGHT));
+    let mut fetches = JoinSet::new();
+    for process in local.iter().filter(|p| !snapshots.contains_key(*p)) {
         let who = ProcessRef::new(prepared.assignment.app.clone(), process.clone());
         let replica = prepared.replicas.contains(process);
         let fresh = replica.then(|| prepared.subscribed_at.after(REPLICA_SYNC_MARGIN));
-        let snapshot = fetch::checkpoint(&ctx.session, &ctx.keys, &who, fresh)
-            .await
-            .filter(|s| fresh.is_none_or(|min| s.last_tag.is_some_and(|t| t >= min)));
+        let (session, keys, limit) = (ctx.session.clone(), ctx.keys.clone(), limit.clone());
+        fetches.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let snapshot = fetch::checkpoint(&session, &keys, &who, fresh).await;
+            (who, replica, snapshot)
+        });
+    }
+    while let Some(fetched) = fetches.join_next().await {
+        let Ok((who, replica, snapshot)) = fetched else {
+            continue;
+        };
+        let process = who.process.clone();
         match snapshot {
             Some(snapshot) => {
                 restored_from.insert(process.clone(), snapshot.last_tag.map_or(0, |t| t.0));
-                snapshots.insert(process.clone(), snapshot);
+                snapshots.insert(process, snapshot);
             }
             // A replica started fresh, or from a checkpoint older than its
             // subscription, would compute something else than its process,
             // and could later take over with the wrong state.
             None if replica => {
                 tracing::warn!(process = %who, "no checkpoint of the process since this node subscribed to its inputs yet; its replica waits for one");
-                missing_replicas.insert(process.clone());
+                missing_replicas.insert(process);
             }
             None => {}
         }

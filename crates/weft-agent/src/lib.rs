@@ -5,7 +5,7 @@
 //! * `share`: what a change to this node's share of an app takes (pure).
 //! * `apps`: starting, reconfiguring and stopping this node's share of an app.
 //! * `checkpoints`: this node's checkpoints, applied and sent.
-//! * `fetch`: modules and checkpoints from the controller.
+//! * `fetch`: modules from the controller, checkpoints from the nodes that hold them.
 //! * `wiring`: cross-node ports, checkpoints and logs over Zenoh.
 
 mod agent;

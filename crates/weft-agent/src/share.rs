@@ -133,6 +133,7 @@ mod tests {
             manifest: format!("name = \"cell\" # {generation}"),
             placement: BTreeMap::from([(p("pid"), n(pid_on)), (p("log"), n("n3"))]),
             standby: BTreeMap::from([(p("pid"), [n(standby_on)].into())]),
+            checkpoint_peers: BTreeMap::new(),
             epoch_unix_ns: 7,
         }
     }

@@ -17,8 +17,9 @@
 //!   held in flight on that link is lost with it.
 //! * log lines: a bounded queue ([`LOG_QUEUE_BYTES`]); when it is full a
 //!   line is dropped and counted, never waited for.
-//! * checkpoints: applied, encoded and sent at background priority by a
-//!   task of their own (`checkpoints`).
+//! * checkpoints: applied to the node's copies and sent to each process's
+//!   checkpoint peer at background priority by a task of their own
+//!   (`checkpoints`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,12 +28,12 @@ use std::sync::{Arc, Condvar, Mutex};
 use bytes::Bytes;
 use weft_fabric::Keys;
 
-use crate::checkpoints::{self, PendingCheckpoints};
+use crate::checkpoints::Checkpoints;
 use weft_fabric::codec::PortMessage;
 use weft_manifest::{AppManifest, PortRef};
 use weft_runtime::router::{RemotePort, RemoteSink};
 use weft_runtime::{CheckpointSink, Checkpointing, InletPort, LogSink, RemoteInlet, Snapshot, Tag};
-use weft_types::{AppName, PortName, ProcessName, ProcessRef};
+use weft_types::{AppName, NodeName, PortName, ProcessName, ProcessRef};
 use zenoh::Wait;
 use zenoh::qos::{CongestionControl, Priority};
 
@@ -174,13 +175,14 @@ impl Drop for Lanes {
 #[derive(Clone)]
 pub(crate) struct Outbox {
     lanes: Arc<Lanes>,
-    checkpoints: Arc<PendingCheckpoints>,
+    checkpoints: Arc<Checkpoints>,
     keys: Keys,
 }
 
 impl Outbox {
-    /// Starts the threads and the task that perform the puts.
-    pub(crate) fn start(session: zenoh::Session, keys: Keys) -> Outbox {
+    /// Starts the threads and the tasks that perform the puts, and this
+    /// node's checkpoint store.
+    pub(crate) fn start(session: zenoh::Session, keys: Keys, node: NodeName) -> Outbox {
         let lanes = Lanes {
             ports: Lane::start(
                 "ports",
@@ -198,8 +200,7 @@ impl Outbox {
                 CongestionControl::Drop,
             ),
         };
-        let checkpoints = Arc::new(PendingCheckpoints::default());
-        tokio::spawn(checkpoints::send(session, checkpoints.clone()));
+        let checkpoints = Checkpoints::start(session, keys.clone(), node);
         Outbox {
             lanes: Arc::new(lanes),
             checkpoints,
@@ -215,21 +216,21 @@ impl Outbox {
     }
 
     /// Queues the next checkpoint link of `who`.
-    pub(crate) fn checkpoint(&self, who: &ProcessRef, tag: Tag, snapshot: Snapshot) {
-        let key = self.keys.checkpoint(&who.app, &who.process);
-        self.checkpoints.push(key, tag, snapshot);
+    pub(crate) fn checkpoint(&self, who: &ProcessRef, snapshot: Snapshot) {
+        self.checkpoints.push(who.clone(), snapshot);
+    }
+
+    /// This node's checkpoint store.
+    pub(crate) fn checkpoints(&self) -> &Checkpoints {
+        &self.checkpoints
     }
 
     pub(crate) fn checkpointing(&self, app: &AppName, every: std::time::Duration) -> Checkpointing {
         let outbox = self.clone();
         let app = app.clone();
         let sink: CheckpointSink =
-            Arc::new(move |process: &ProcessName, tag: Tag, snapshot: Snapshot| {
-                outbox.checkpoint(
-                    &ProcessRef::new(app.clone(), process.clone()),
-                    tag,
-                    snapshot,
-                );
+            Arc::new(move |process: &ProcessName, _: Tag, snapshot: Snapshot| {
+                outbox.checkpoint(&ProcessRef::new(app.clone(), process.clone()), snapshot);
             });
         Checkpointing { every, sink }
     }
@@ -329,8 +330,6 @@ impl PortInlet {
     }
 }
 
-/// Encodes and sends the newest checkpoint of each process, one at a time,
-/// at background priority.
 /// Subscribes to a remote sender's output port of `app` and feeds it to
 /// `inlet`. Malformed messages, and messages naming another source than
 /// their key, are logged and dropped.
@@ -422,7 +421,7 @@ mod tests {
             .unwrap();
         wait_until_subscribed(&sender, &key).await;
 
-        let outbox = Outbox::start(sender.clone(), keys);
+        let outbox = Outbox::start(sender.clone(), keys, "sender".parse().unwrap());
         let sink = outbox.remote_sink(&app).port(&p, &o);
         let published = Arc::new(AtomicU64::new(0));
         let counter = published.clone();

@@ -176,7 +176,7 @@ impl Cluster {
         (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
     }
 
-    /// Tag of the controller's latest checkpoint of `app/process`, if any.
+    /// Tag of the newest checkpoint the nodes hold of `app/process`, if any.
     fn checkpoint_tag(&self, app: &str, process: &str) -> Option<u64> {
         let who: ProcessRef = format!("{app}/{process}").parse().unwrap();
         runtime().block_on(async {
@@ -402,7 +402,7 @@ fn a_killed_node_s_processes_restart_elsewhere_from_their_checkpoint() {
         c.process("counter")
             .is_some_and(|p| p["ticks"].as_u64() > Some(100))
     });
-    c.wait("a checkpoint at the controller", |c| {
+    c.wait("a checkpoint on the nodes", |c| {
         c.checkpoint_tag("count", "counter").is_some_and(|t| t > 0)
     });
     // Follow the logs across the kill: the restored counter catches up on
@@ -425,6 +425,112 @@ fn a_killed_node_s_processes_restart_elsewhere_from_their_checkpoint() {
         "not restored from a checkpoint: {p}"
     );
     assert_eq!(c.ps().iter().filter(|p| p["name"] == "counter").count(), 1);
+}
+
+/// A counter with 4 MiB of memory, so each of its checkpoints is larger
+/// than the controller's whole store should ever be.
+fn big_counter_app(dir: &Path) -> PathBuf {
+    let path = counter_app(dir, "big", "");
+    let wat = std::fs::read_to_string(dir.join("counter.wat")).unwrap();
+    std::fs::write(
+        dir.join("big-counter.wat"),
+        wat.replace("(memory 1)", "(memory 64)"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("counter.wat", "big-counter.wat");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+impl Cluster {
+    /// Every alive node holding a checkpoint of `big/counter`, with its tag.
+    fn holders(&self) -> std::collections::BTreeMap<String, u64> {
+        let who: ProcessRef = "big/counter".parse().unwrap();
+        runtime().block_on(async {
+            let client = self.inner.client().await.unwrap();
+            let info = client.checkpoint_holders(&who).await;
+            client.close().await;
+            let (_, _, holders) = info.unwrap_or_default();
+            holders
+                .into_iter()
+                .map(|(n, t)| (n.to_string(), t.0))
+                .collect()
+        })
+    }
+
+    fn controller_store_bytes(&self) -> u64 {
+        let path = self.inner.dir().join("controller").join("controller.redb");
+        std::fs::metadata(path).unwrap().len()
+    }
+}
+
+/// Checkpoints live on nodes: each process's node holds its own and one
+/// other node (its peer) a copy, the controller only which node holds
+/// what. kill -9 of the process's node: it resumes from the peer's copy,
+/// and the controller's store stays far smaller than one checkpoint. kill
+/// -9 of both nodes holding it: it starts afresh on the last node, and
+/// `weft ps` says which checkpoint was lost with them.
+#[test]
+fn checkpoints_live_on_nodes_and_survive_the_loss_of_the_process_s_node() {
+    let mut c = Cluster::new();
+    for name in ["a", "b", "c", "d"] {
+        c.start_node(name, "", &[]);
+    }
+    c.wait_nodes_alive(4);
+    c.deploy(&big_counter_app(c.dir.path()));
+    c.wait("counter running", |c| c.running_on("counter").is_some());
+    let first = c.running_on("counter").unwrap();
+    c.wait("a copy of its checkpoint on another node", |c| {
+        let holders = c.holders();
+        holders.contains_key(&first) && holders.keys().any(|n| *n != first)
+    });
+    c.signal_node(&first, libc::SIGKILL);
+    c.wait("counter resumed elsewhere", |c| {
+        c.running_on("counter").is_some_and(|n| n != first)
+    });
+    let p = c.process("counter").unwrap();
+    assert!(
+        p["restored_from_tag"].as_u64().is_some_and(|t| t > 0),
+        "not restored from its peer's checkpoint: {p}"
+    );
+    assert!(p["lost_checkpoint"].is_null(), "nothing was lost: {p}");
+    let store = c.controller_store_bytes();
+    assert!(
+        store < 1 << 20,
+        "the controller's store holds {store} bytes, more than a checkpoint's worth"
+    );
+
+    // Now kill both nodes that hold it: nothing of its state survives.
+    let second = c.running_on("counter").unwrap();
+    let mut peer = String::new();
+    c.wait("a new peer holding its checkpoint", |c| {
+        let holders = c.holders();
+        match holders.keys().find(|n| **n != second) {
+            Some(n) if holders.contains_key(&second) => {
+                peer = n.clone();
+                true
+            }
+            _ => false,
+        }
+    });
+    let newest = c.holders().values().copied().max().unwrap();
+    c.signal_node(&second, libc::SIGKILL);
+    c.signal_node(&peer, libc::SIGKILL);
+    let last = ["a", "b", "c", "d"]
+        .into_iter()
+        .find(|n| ![first.as_str(), second.as_str(), peer.as_str()].contains(n))
+        .unwrap();
+    c.wait("counter started afresh on the last node", |c| {
+        c.running_on("counter").as_deref() == Some(last)
+    });
+    c.wait("ps to say which checkpoint was lost", |c| {
+        c.process("counter")
+            .is_some_and(|p| p["lost_checkpoint"].as_u64() >= Some(newest))
+    });
+    let p = c.process("counter").unwrap();
+    assert!(p["restored_from_tag"].is_null(), "no copy survived: {p}");
 }
 
 /// A node stopped long enough to be declared dead is replaced; when it
@@ -589,8 +695,7 @@ fn malformed_fabric_messages_are_dropped_with_a_log() {
     c.deploy(&app);
     c.wait("counter running", |c| c.running_on("counter").is_some());
     let node: weft_types::NodeName = "a".parse().unwrap();
-    let (app, counter): (weft_types::AppName, weft_types::ProcessName) =
-        ("count".parse().unwrap(), "counter".parse().unwrap());
+    let who: weft_types::ProcessRef = "count/counter".parse().unwrap();
     runtime().block_on(async {
         let config = weft_fabric::FabricConfig::default()
             .mode(weft_fabric::Mode::Client)
@@ -603,7 +708,6 @@ fn malformed_fabric_messages_are_dropped_with_a_log() {
         };
         put(keys.node_status(&node), b"\xff\xfe not json").await;
         put(keys.node_status(&"ghost".parse().unwrap()), br#"{"v":99}"#).await;
-        put(keys.checkpoint(&app, &counter), b"garbage").await;
         // Every queryable answers garbage with an error reply.
         let modules = keys.module(&weft_types::ModuleDigest([0; 32]));
         for (key, payload) in [
@@ -611,6 +715,7 @@ fn malformed_fabric_messages_are_dropped_with_a_log() {
             (keys.controller_deploy(), b"garbage".to_vec()),
             (keys.node_rpc(&node), br#"{"v":1,"op":"explode"}"#.to_vec()),
             (modules, Vec::new()),
+            (keys.replica_of(&node, &who), b"garbage".to_vec()),
         ] {
             let replies = session.get(&key).payload(payload).await.unwrap();
             let reply = replies.recv_async().await.unwrap();
@@ -636,7 +741,7 @@ fn malformed_fabric_messages_are_dropped_with_a_log() {
     for (log, needle) in [
         (&controller, "dropping malformed node status"),
         (&controller, "unsupported payload version 99"),
-        (&controller, "dropping malformed checkpoint"),
+        (&node, "checkpoint link for a peer refused"),
         (&controller, "dropping malformed request"),
         (&controller, "malformed deploy bundle"),
         (&node, "dropping malformed request"),

@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod migration;
 pub mod progress;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use weft_fabric::codec::DeployBundle;
@@ -195,17 +196,31 @@ impl Client {
         }
     }
 
-    /// The tag and size of the latest checkpoint of `who`.
+    /// The tag and size of the newest checkpoint the nodes hold of `who`.
     pub async fn checkpoint_info(
         &self,
         who: &ProcessRef,
     ) -> Result<(Option<Tag>, u64), ClientError> {
+        let (tag, bytes, _) = self.checkpoint_holders(who).await?;
+        Ok((tag, bytes))
+    }
+
+    /// The newest checkpoint of `who` (tag, size) and every alive node
+    /// that holds one, with its tag.
+    pub async fn checkpoint_holders(
+        &self,
+        who: &ProcessRef,
+    ) -> Result<(Option<Tag>, u64, BTreeMap<NodeName, Tag>), ClientError> {
         let request = ControlRequest::CheckpointInfo {
             app: who.app.clone(),
             process: who.process.clone(),
         };
         match self.request(&request).await? {
-            ControlResponse::CheckpointInfo { tag, bytes } => Ok((tag, bytes)),
+            ControlResponse::CheckpointInfo {
+                tag,
+                bytes,
+                holders,
+            } => Ok((tag, bytes, holders)),
             other => Err(unexpected("checkpoint_info", &other)),
         }
     }

@@ -188,7 +188,7 @@ async fn wait_live(
             return Err(ClientError::Timeout(format!(
                 "{who} is not running on {to} after {timeout:?}; it keeps running where it was. \
                  Its replica on {to} starts from a checkpoint of the process: see that node's log \
-                 (\"waits for one\" means none has reached the controller yet) and `weft ps`"
+                 (\"waits for one\" means no fresh enough one has been taken yet) and `weft ps`"
             )));
         }
         tokio::time::sleep(POLL_EVERY).await;

@@ -143,6 +143,7 @@ mod tests {
             node: node.then(|| "a".parse().unwrap()),
             period_ns: None,
             standby: None,
+            lost_checkpoint: None,
         }
     }
 

@@ -303,11 +303,24 @@ fn check_migration(
     Ok(Ok(from))
 }
 
+/// The newest checkpoint the alive nodes hold of `who`, from their
+/// statuses (the controller has no checkpoint bytes).
 async fn checkpoint_info(shared: &SharedRef, who: ProcessRef) -> Result<ControlResponse> {
-    let store = shared.store.clone();
-    let checkpoint = blocking(move || store.checkpoint(&who)).await?;
+    let state = shared.state();
+    let holders = state.observed.holders(&who);
+    let tag = holders.first().map(|(_, tag)| *tag);
+    let bytes = holders
+        .first()
+        .and_then(|(n, _)| state.observed.status(n))
+        .and_then(|s| {
+            s.checkpoints
+                .iter()
+                .find(|c| c.app == who.app && c.process == who.process)
+        })
+        .map_or(0, |c| c.bytes);
     Ok(ControlResponse::CheckpointInfo {
-        tag: checkpoint.as_ref().map(|c| c.tag),
-        bytes: checkpoint.map_or(0, |c| c.snapshot.len() as u64),
+        tag,
+        bytes,
+        holders: holders.into_iter().map(|(n, t)| (n.clone(), t)).collect(),
     })
 }

@@ -1,5 +1,5 @@
-//! Node statuses and checkpoints on their way from the fabric to the
-//! controller: the newest of each key waits, nothing else.
+//! Node statuses on their way from the fabric to the controller: the
+//! newest of each key waits, nothing else.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -8,9 +8,8 @@ use zenoh::bytes::ZBytes;
 use zenoh::sample::Sample;
 
 /// Samples received and not handled yet: the newest of each key (a node's
-/// status, a process's checkpoint). Storing a large checkpoint takes
-/// longer than the fabric takes to bring the next one, and a busy
-/// controller may take longer than a node's status interval, so a queue
+/// status). A busy controller may take longer than a node's status
+/// interval to handle one, so a queue
 /// would fall further behind with every item (and hold them all in
 /// memory); a newer sample replaces the older one of its key here
 /// instead, never another key's. Bounded by the number of keys.
@@ -33,7 +32,7 @@ impl Inbound {
         self.ready.notify_one();
     }
 
-    /// Waits for checkpoints and takes them all.
+    /// Waits for samples and takes them all.
     pub(crate) async fn take(&self) -> HashMap<String, ZBytes> {
         loop {
             let batch = std::mem::take(&mut *self.latest.lock().unwrap());
@@ -52,19 +51,19 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_newer_checkpoint_replaces_a_waiting_one_of_its_process_only() {
+    async fn a_newer_status_replaces_a_waiting_one_of_its_node_only() {
         let inbound = Inbound::default();
-        inbound.put("cp/app/a".into(), vec![1].into());
-        inbound.put("cp/app/b".into(), vec![2].into());
-        inbound.put("cp/app/a".into(), vec![3].into());
+        inbound.put("node/a/status".into(), vec![1].into());
+        inbound.put("node/b/status".into(), vec![2].into());
+        inbound.put("node/a/status".into(), vec![3].into());
         let batch = inbound.take().await;
         let got: std::collections::BTreeMap<_, _> = batch
             .into_iter()
             .map(|(k, v)| (k, v.to_bytes().to_vec()))
             .collect();
         let want = [
-            ("cp/app/a".to_string(), vec![3]),
-            ("cp/app/b".to_string(), vec![2]),
+            ("node/a/status".to_string(), vec![3]),
+            ("node/b/status".to_string(), vec![2]),
         ];
         assert_eq!(got, want.into_iter().collect());
         // Taken: the next take waits for the next arrival.

@@ -1,8 +1,8 @@
 //! What the controller knows, in three parts kept apart:
 //!
 //! * [`Spec`]: what users asked for (apps, drained nodes), durable;
-//! * [`Observed`]: what the nodes report (liveliness, statuses, the
-//!   checkpoints that arrived), rebuilt after a restart;
+//! * [`Observed`]: what the nodes report (liveliness, statuses, which
+//!   node holds which checkpoint), rebuilt after a restart;
 //! * [`Current`]: what the controller decided (where each copy of each
 //!   process runs, and the moves and handovers in flight), durable, so a
 //!   restarted controller finishes what it started.
@@ -94,8 +94,18 @@ pub struct NodeSeen {
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
     pub nodes: BTreeMap<NodeName, NodeSeen>,
-    /// The tag of the newest stored checkpoint of each process.
-    pub checkpoints: BTreeMap<ProcessRef, Tag>,
+    /// Which nodes hold a checkpoint of each process, at which tag (from
+    /// their statuses; dead nodes' entries stay until the node reports
+    /// again, and [`Observed::holders`] leaves them out).
+    pub checkpoints: BTreeMap<ProcessRef, BTreeMap<NodeName, Tag>>,
+    /// The newest checkpoint tag ever reported of each process, to tell
+    /// when one resumed from an older one because the newer was lost.
+    pub newest_checkpoint: BTreeMap<ProcessRef, Tag>,
+    /// The latest incarnation seen of each process, and the newest
+    /// checkpoint tag it lost: set when it resumed from an older checkpoint
+    /// than the newest one known (or from none), because the nodes holding
+    /// the newer one died.
+    pub incarnations: BTreeMap<ProcessRef, (Incarnation, Option<Tag>)>,
     /// Startup grace: a node never seen since the controller started is
     /// presumed alive (without a status), so its processes stay put while
     /// nodes reconnect.
@@ -108,6 +118,103 @@ impl Observed {
             Some(seen) => seen.alive,
             None => self.presume_unseen,
         }
+    }
+
+    /// Records `node`'s status and the checkpoints it lists; true if it is
+    /// the first status of an alive node.
+    pub fn set_status(&mut self, node: NodeName, status: NodeStatus) -> bool {
+        let seen = self.nodes.entry(node.clone()).or_default();
+        let first = seen.status.is_none() && seen.alive;
+        if let Some(old) = seen.status.take() {
+            for c in &old.checkpoints {
+                let who = ProcessRef::new(c.app.clone(), c.process.clone());
+                if let Some(holders) = self.checkpoints.get_mut(&who) {
+                    holders.remove(&node);
+                    if holders.is_empty() {
+                        self.checkpoints.remove(&who);
+                    }
+                }
+            }
+        }
+        self.note_losses(&node, &status);
+        for c in &status.checkpoints {
+            let who = ProcessRef::new(c.app.clone(), c.process.clone());
+            let newest = self.newest_checkpoint.entry(who.clone()).or_insert(c.tag);
+            *newest = (*newest).max(c.tag);
+            self.checkpoints
+                .entry(who)
+                .or_default()
+                .insert(node.clone(), c.tag);
+        }
+        self.nodes.get_mut(&node).expect("inserted").status = Some(status);
+        first
+    }
+
+    /// Notes each new incarnation of a live process in `status`, and what
+    /// it lost. One restored from a checkpoint lost state if a newer one
+    /// was taken before it started (its own come after its first tag, and
+    /// a promoted replica started before them); one started afresh lost
+    /// all state if any checkpoint of it was known.
+    fn note_losses(&mut self, node: &NodeName, status: &NodeStatus) {
+        for p in status.processes.iter().filter(|p| !p.replica) {
+            let Some(first) = p.first_tag_ns else {
+                continue;
+            };
+            let who = ProcessRef::new(p.app.clone(), p.name.clone());
+            let incarnation = Incarnation {
+                node: node.clone(),
+                first_tag_ns: first,
+                restored_from_tag: p.restored_from_tag,
+            };
+            if self
+                .incarnations
+                .get(&who)
+                .is_some_and(|(i, _)| *i == incarnation)
+            {
+                continue;
+            }
+            let newest = self.newest_checkpoint.get(&who).copied();
+            let lost = newest.filter(|n| match p.restored_from_tag {
+                Some(from) => n.0 > from && n.0 < first,
+                None => true,
+            });
+            self.incarnations.insert(who, (incarnation, lost));
+        }
+    }
+
+    /// The newest checkpoint tag lost by the incarnation of `who` that
+    /// `node` reports as `status` (see [`Observed::incarnations`]).
+    pub fn lost_checkpoint(
+        &self,
+        who: &ProcessRef,
+        node: &NodeName,
+        status: &ProcessStatus,
+    ) -> Option<Tag> {
+        let (incarnation, lost) = self.incarnations.get(who)?;
+        let same = incarnation.node == *node
+            && Some(incarnation.first_tag_ns) == status.first_tag_ns
+            && incarnation.restored_from_tag == status.restored_from_tag;
+        lost.filter(|_| same)
+    }
+
+    /// The alive nodes holding a checkpoint of `who`, newest first (ties
+    /// by name).
+    pub fn holders(&self, who: &ProcessRef) -> Vec<(&NodeName, Tag)> {
+        let mut holders: Vec<(&NodeName, Tag)> = self
+            .checkpoints
+            .get(who)
+            .into_iter()
+            .flatten()
+            .filter(|(node, _)| self.nodes.get(*node).is_some_and(|n| n.alive))
+            .map(|(node, tag)| (node, *tag))
+            .collect();
+        holders.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        holders
+    }
+
+    /// The newest checkpoint tag an alive node holds of `who`.
+    pub fn checkpoint_tag(&self, who: &ProcessRef) -> Option<Tag> {
+        self.holders(who).first().map(|(_, tag)| *tag)
     }
 
     /// The status of an alive node.
@@ -134,6 +241,14 @@ impl Observed {
                 && p.generation == app.record.generation
         })
     }
+}
+
+/// One run of a process on a node, as its reports tell it apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incarnation {
+    pub node: NodeName,
+    pub first_tag_ns: u64,
+    pub restored_from_tag: Option<u64>,
 }
 
 /// A live move in flight: a replica on `to` catches up, then takes over.

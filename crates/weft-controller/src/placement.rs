@@ -17,13 +17,17 @@
 //! nothing new.
 //!
 //! Then score, best first: `rt` processes prefer `hard` real-time nodes;
-//! fewer units of the same app on the node (spread); more free slots;
-//! node name (deterministic tie-break).
+//! a process prefers the node that holds its newest checkpoint (it starts
+//! from it without a transfer); fewer units of the same app on the node
+//! (spread); more free slots; node name (deterministic tie-break).
+//!
+//! Apart from placement proper, [`checkpoint_peer`] picks the node that
+//! keeps a copy of each process's checkpoints.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use weft_manifest::{Class, ProcessSpec};
-use weft_types::{NodeName, Role, RtClass};
+use weft_types::{NodeName, ProcessRef, Role, RtClass};
 
 use crate::model::{Placed, Unit};
 
@@ -56,6 +60,9 @@ pub struct Candidate<'a> {
     pub node: Option<NodeName>,
     /// Stays on its current node while that node is alive, even drained.
     pub keep: bool,
+    /// A node this unit would rather run on when it must be placed (the
+    /// holder of its newest checkpoint).
+    pub prefer: Option<NodeName>,
 }
 
 impl Candidate<'_> {
@@ -117,8 +124,10 @@ pub fn place(
                 let prefers_hard = c.spec.class == Class::Rt && n.rt_class == Some(RtClass::Hard);
                 let same_app = pass.used.get(&n.name).copied().unwrap_or(0);
                 let free = n.free_slots.saturating_sub(same_app);
+                let preferred = c.prefer.as_ref() == Some(&n.name);
                 (
                     !prefers_hard,
+                    !preferred,
                     same_app,
                     std::cmp::Reverse(free),
                     n.name.clone(),
@@ -426,6 +435,43 @@ fn filter_reasons<'a>(
             parts.push(format!("rt_class {class} ({detail})"));
         }
     }
+}
+
+/// The node that keeps a copy of `who`'s checkpoints besides the node
+/// running it (`primary`): its hot standby's node when it has one, else
+/// one of `alive` other than `primary` by rendezvous hashing, so each
+/// process's peer is spread evenly, stays the same while its nodes do, and
+/// does not change when its primary dies (the copy a takeover needs stays
+/// where it is). `None` when no other node is alive.
+pub fn checkpoint_peer<'a>(
+    who: &ProcessRef,
+    primary: Option<&NodeName>,
+    standby: Option<&'a NodeName>,
+    alive: impl IntoIterator<Item = &'a NodeName>,
+) -> Option<&'a NodeName> {
+    if let Some(standby) = standby.filter(|s| Some(*s) != primary) {
+        return Some(standby);
+    }
+    alive
+        .into_iter()
+        .filter(|n| Some(*n) != primary)
+        .max_by_key(|n| (rendezvous(who, n), n.as_str()))
+}
+
+/// A stable 64-bit hash of a process and a node (the same in every build
+/// and run, so a restarted controller picks the same peers): FNV-1a, then
+/// MurmurHash3's finalizer, without which names that differ only in their
+/// last character (n1, n2, …) rank alike for many processes.
+fn rendezvous(who: &ProcessRef, node: &NodeName) -> u64 {
+    let text = format!("{who}@{node}");
+    let mut h = text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 #[cfg(test)]

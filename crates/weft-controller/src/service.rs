@@ -1,7 +1,8 @@
 //! The controller service: recovers its state from redb, joins the fabric,
-//! watches nodes (liveliness and status) and checkpoints, serves requests,
-//! modules and checkpoints, and reconciles every `sync_interval` and right
-//! after any change.
+//! watches nodes (liveliness and status, which lists the checkpoints each
+//! holds), serves requests and modules, and reconciles every
+//! `sync_interval` and right after any change. Checkpoints themselves stay
+//! on the nodes.
 //!
 //! On restart the controller reloads apps, placements and intents from
 //! redb. For `startup_grace` it presumes that nodes named in placements but
@@ -15,17 +16,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use tracing::{debug, error, info, warn};
-use weft_fabric::codec::{self, CheckpointFrame};
-use weft_fabric::keys::MIN_TAG;
+use weft_fabric::codec;
 use weft_fabric::proto::{ControlRequest, NodeStatus};
 use weft_fabric::{FabricConfig, Keys};
 use weft_manifest::AppManifest;
-use weft_types::{NodeName, ProcessRef, Tag};
+use weft_types::NodeName;
 use zenoh::sample::SampleKind;
 
 use crate::api;
 use crate::inbound::Inbound;
-use crate::model::{App, Observed, Spec, State};
+use crate::model::{App, Spec, State};
 use crate::reconcile::{SyncTracker, reconcile};
 use crate::shared::{Shared, SharedRef, blocking};
 use crate::store::Store;
@@ -62,9 +62,6 @@ impl ControllerConfig {
     }
 }
 
-/// How long a checkpoint query waits for one at or past its `min_tag`.
-const CHECKPOINT_WAIT: Duration = Duration::from_millis(1500);
-
 /// Runs the controller until a fatal error.
 pub async fn run(config: ControllerConfig) -> Result<()> {
     run_until(config, std::future::pending()).await
@@ -90,7 +87,6 @@ pub async fn run_until(config: ControllerConfig, shutdown: impl Future<Output = 
         session: session.clone(),
         state: Mutex::new(state),
         kick: tokio::sync::Notify::new(),
-        checkpoint_arrived: tokio::sync::Notify::new(),
         started: Instant::now(),
         grace: config.startup_grace,
         writes: tokio::sync::Mutex::new(()),
@@ -119,10 +115,6 @@ fn recover(store: &Store) -> Result<State> {
         spec: Spec {
             drained: store.drained()?,
             ..Spec::default()
-        },
-        observed: Observed {
-            checkpoints: store.checkpoint_tags()?,
-            ..Observed::default()
         },
         current: store.current()?,
         ..State::default()
@@ -155,7 +147,7 @@ async fn reconcile_loop(shared: &SharedRef, interval: Duration) {
     }
 }
 
-/// The queryables: requests, deploys, modules, checkpoints.
+/// The queryables: requests, deploys, modules.
 async fn serve(shared: &SharedRef, session: &zenoh::Session) -> Result<()> {
     let keys = &shared.keys;
     let rpc = {
@@ -187,22 +179,10 @@ async fn serve(shared: &SharedRef, session: &zenoh::Session) -> Result<()> {
             async move { module(&shared, &key).await }
         })
     };
-    let checkpoints = {
-        let shared = shared.clone();
-        weft_fabric::rpc::serve_raw(
-            session.clone(),
-            keys.all_checkpoints(),
-            move |key, params, _| {
-                let shared = shared.clone();
-                async move { latest_checkpoint(&shared, &key, &params).await }
-            },
-        )
-    };
     tokio::select! {
         r = rpc => r.context("the controller RPC queryable stopped"),
         r = deploy => r.context("the deploy queryable stopped"),
         r = modules => r.context("the module queryable stopped"),
-        r = checkpoints => r.context("the checkpoint queryable stopped"),
     }
 }
 
@@ -219,39 +199,7 @@ async fn module(shared: &SharedRef, key: &str) -> Result<Vec<u8>, String> {
     }
 }
 
-/// The latest checkpoint of a process, waiting up to [`CHECKPOINT_WAIT`]
-/// for one at or past the query's `min_tag`; empty when there is none.
-async fn latest_checkpoint(shared: &SharedRef, key: &str, params: &str) -> Result<Vec<u8>, String> {
-    let who = shared
-        .keys
-        .checkpoint_of(key)
-        .ok_or_else(|| format!("{key} does not name a process"))?;
-    let min_tag = zenoh::query::Parameters::from(params)
-        .get(MIN_TAG)
-        .and_then(|t| t.parse().ok())
-        .map(Tag);
-    let deadline = tokio::time::Instant::now() + CHECKPOINT_WAIT;
-    loop {
-        let arrived = shared.checkpoint_arrived.notified();
-        let (store, w) = (shared.store.clone(), who.clone());
-        let latest = blocking(move || store.checkpoint(&w))
-            .await
-            .map_err(|e| format!("{e:#}"))?;
-        // Without a `min_tag`, the latest there is (or none) is the answer.
-        let fresh = match min_tag {
-            None => true,
-            Some(min) => latest.as_ref().is_some_and(|c| c.tag >= min),
-        };
-        if fresh || tokio::time::Instant::now() >= deadline {
-            return Ok(latest.map_or_else(Vec::new, |c| {
-                CheckpointFrame::encode_parts(c.tag, &c.snapshot)
-            }));
-        }
-        let _ = tokio::time::timeout_at(deadline, arrived).await;
-    }
-}
-
-/// The subscriptions: node liveliness, node statuses, checkpoints.
+/// The subscriptions: node liveliness and node statuses.
 async fn watch(shared: &SharedRef, session: &zenoh::Session) -> Result<()> {
     let keys = &shared.keys;
     let alive = session
@@ -260,10 +208,10 @@ async fn watch(shared: &SharedRef, session: &zenoh::Session) -> Result<()> {
         .history(true)
         .await
         .map_err(|e| anyhow!("cannot watch node liveliness: {e}"))?;
-    // Statuses and checkpoints wait newest-wins per key (per node, per
-    // process): the controller is level-triggered and needs only the
-    // latest of each, so a slow controller falls behind by one item per
-    // key at most and never holds Zenoh's receive path back.
+    // Statuses wait newest-wins per node: the controller is
+    // level-triggered and needs only the latest of each, so a slow
+    // controller falls behind by one status per node at most and never
+    // holds Zenoh's receive path back.
     let statuses = Arc::new(Inbound::default());
     let _statuses = {
         let statuses = statuses.clone();
@@ -272,15 +220,6 @@ async fn watch(shared: &SharedRef, session: &zenoh::Session) -> Result<()> {
             .callback(move |sample| statuses.arrived(sample))
             .await
             .map_err(|e| anyhow!("cannot subscribe to node status: {e}"))?
-    };
-    let inbound = Arc::new(Inbound::default());
-    let _checkpoints = {
-        let inbound = inbound.clone();
-        session
-            .declare_subscriber(keys.all_checkpoints())
-            .callback(move |sample| inbound.arrived(sample))
-            .await
-            .map_err(|e| anyhow!("cannot subscribe to checkpoints: {e}"))?
     };
     let liveliness = async {
         while let Ok(sample) = alive.recv_async().await {
@@ -298,17 +237,9 @@ async fn watch(shared: &SharedRef, session: &zenoh::Session) -> Result<()> {
             }
         }
     };
-    let stored = async {
-        loop {
-            for (key, payload) in inbound.take().await {
-                checkpoint(shared, &key, &payload.to_bytes()).await;
-            }
-        }
-    };
     tokio::select! {
         _ = liveliness => Err(anyhow!("the node liveliness subscription closed")),
         _ = status => Err(anyhow!("the node status subscription closed")),
-        _ = stored => Err(anyhow!("the checkpoint subscription closed")),
     }
 }
 
@@ -346,57 +277,9 @@ fn node_status(shared: &SharedRef, key: &str, bytes: &[u8]) {
     };
     let mut state = shared.state();
     let in_flight = !state.current.moves.is_empty() || !state.current.handovers.is_empty();
-    let seen = state.observed.nodes.entry(node).or_default();
-    let first = seen.status.is_none() && seen.alive;
-    seen.status = Some(status);
+    let first = state.observed.set_status(node, status);
     drop(state);
     if first || in_flight {
         shared.kick.notify_one();
     }
-}
-
-async fn checkpoint(shared: &SharedRef, key: &str, bytes: &[u8]) {
-    let Some(who) = shared.keys.checkpoint_of(key) else {
-        warn!(key, "checkpoint outside the checkpoint key space; dropped");
-        return;
-    };
-    let frame = match CheckpointFrame::decode(bytes) {
-        Ok(frame) => frame,
-        Err(e) => {
-            warn!(process = %who, "dropping malformed checkpoint: {e}");
-            return;
-        }
-    };
-    if !known(shared, &who) {
-        warn!(process = %who, "dropping checkpoint of an unknown process");
-        return;
-    }
-    let (store, w, tag) = (shared.store.clone(), who.clone(), frame.tag);
-    match blocking(move || store.put_checkpoint(&w, tag, &frame.snapshot)).await {
-        Ok(true) => debug!(process = %who, tag = %tag, "checkpoint stored"),
-        Ok(false) => debug!(process = %who, tag = %tag, "older checkpoint ignored"),
-        Err(e) => {
-            error!(process = %who, "{e:#}");
-            return;
-        }
-    }
-    let handing_over = {
-        let mut state = shared.state();
-        let newest = state.observed.checkpoints.entry(who.clone()).or_insert(tag);
-        *newest = (*newest).max(tag);
-        state.current.handovers.contains_key(&who)
-    };
-    shared.checkpoint_arrived.notify_waiters();
-    if handing_over {
-        shared.kick.notify_one();
-    }
-}
-
-fn known(shared: &SharedRef, who: &ProcessRef) -> bool {
-    shared
-        .state()
-        .spec
-        .apps
-        .get(&who.app)
-        .is_some_and(|a| a.spec(who.process.as_str()).is_some())
 }

@@ -25,8 +25,6 @@ pub(crate) struct Shared {
     pub state: Mutex<State>,
     /// Asks the reconciliation loop to run now.
     pub kick: Notify,
-    /// Woken whenever a checkpoint is stored.
-    pub checkpoint_arrived: Notify,
     pub started: Instant,
     pub grace: Duration,
     pub writes: tokio::sync::Mutex<()>,

@@ -8,8 +8,11 @@
 //! | `placements` | (app, process, role) | node name |
 //! | `moves` | (app, process) | JSON [`MoveIntent`](crate::model::MoveIntent) |
 //! | `handovers` | (app, process) | JSON [`Handover`](crate::model::Handover) |
-//! | `checkpoints` | (app, process) | tag (`u64` LE) followed by the snapshot bytes |
 //! | `drained` | node name | `()` |
+//!
+//! Checkpoints are not here: nodes hold them, and their statuses say which
+//! node holds which (a `checkpoints` table of an older controller is
+//! dropped when the file is opened, with the space it took).
 //!
 //! Every mutation is exactly one committed write transaction, so a
 //! controller killed with `kill -9` loses nothing it has acknowledged.
@@ -23,7 +26,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
-use weft_types::{AppName, ModuleDigest, NodeName, ProcessRef, Tag};
+use weft_types::{AppName, ModuleDigest, NodeName, ProcessRef};
 
 use crate::model::{Current, Placed, Unit};
 
@@ -32,7 +35,8 @@ const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules");
 const PLACEMENTS: TableDefinition<(&str, &str, &str), &str> = TableDefinition::new("placements");
 const MOVES: TableDefinition<(&str, &str), &str> = TableDefinition::new("moves");
 const HANDOVERS: TableDefinition<(&str, &str), &str> = TableDefinition::new("handovers");
-const CHECKPOINTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("checkpoints");
+/// Where controllers before node-held checkpoints kept them.
+const OLD_CHECKPOINTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("checkpoints");
 const DRAINED: TableDefinition<&str, ()> = TableDefinition::new("drained");
 
 /// File name of the database inside the data directory.
@@ -48,13 +52,6 @@ pub struct StoredApp {
     /// Wall-clock time of the app's tag 0 (ns since the Unix epoch); kept
     /// across updates.
     pub epoch_unix_ns: u64,
-}
-
-/// The latest checkpoint of one process.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredCheckpoint {
-    pub tag: Tag,
-    pub snapshot: Vec<u8>,
 }
 
 /// Handle on the database. Cheap to share behind an `Arc`; every method is
@@ -94,8 +91,8 @@ impl Store {
             tx.open_table(PLACEMENTS)?;
             tx.open_table(MOVES)?;
             tx.open_table(HANDOVERS)?;
-            tx.open_table(CHECKPOINTS)?;
             tx.open_table(DRAINED)?;
+            tx.delete_table(OLD_CHECKPOINTS)?;
             Ok(())
         })?;
         Ok(store)
@@ -167,7 +164,7 @@ impl Store {
             .collect()
     }
 
-    /// Removes an app, its placements, intents and checkpoints (modules
+    /// Removes an app, its placements and intents (modules
     /// stay: other apps may share them). Returns whether the app existed.
     pub fn remove_app(&self, name: &AppName) -> Result<bool> {
         let name = name.as_str();
@@ -177,8 +174,6 @@ impl Store {
                 .retain(|(app, _, _), _| app != name)?;
             tx.open_table(MOVES)?.retain(|(app, _), _| app != name)?;
             tx.open_table(HANDOVERS)?
-                .retain(|(app, _), _| app != name)?;
-            tx.open_table(CHECKPOINTS)?
                 .retain(|(app, _), _| app != name)?;
             Ok(existed)
         })
@@ -294,65 +289,6 @@ impl Store {
             .collect()
     }
 
-    /// Stores a checkpoint if it is newer (higher tag) than the stored one.
-    /// Returns whether it was stored.
-    pub fn put_checkpoint(&self, who: &ProcessRef, tag: Tag, snapshot: &[u8]) -> Result<bool> {
-        let key = (who.app.as_str(), who.process.as_str());
-        self.write(&format!("store the checkpoint of {who}"), |tx| {
-            let mut table = tx.open_table(CHECKPOINTS)?;
-            let newer = match table.get(key)? {
-                Some(old) => decode_checkpoint(old.value()).is_none_or(|c| tag > c.tag),
-                None => true,
-            };
-            if newer {
-                let mut value = Vec::with_capacity(8 + snapshot.len());
-                value.extend_from_slice(&tag.0.to_le_bytes());
-                value.extend_from_slice(snapshot);
-                table.insert(key, value.as_slice())?;
-            }
-            Ok(newer)
-        })
-    }
-
-    pub fn checkpoint(&self, who: &ProcessRef) -> Result<Option<StoredCheckpoint>> {
-        let key = (who.app.as_str(), who.process.as_str());
-        let raw = self.read(&format!("read the checkpoint of {who}"), |tx| {
-            Ok(tx
-                .open_table(CHECKPOINTS)?
-                .get(key)?
-                .map(|v| v.value().to_vec()))
-        })?;
-        match raw {
-            None => Ok(None),
-            Some(bytes) => decode_checkpoint(&bytes).map(Some).ok_or_else(|| {
-                anyhow!(
-                    "corrupt checkpoint record of {who} in {} ({} bytes)",
-                    self.path.display(),
-                    bytes.len()
-                )
-            }),
-        }
-    }
-
-    /// The tag of every stored checkpoint.
-    pub fn checkpoint_tags(&self) -> Result<BTreeMap<ProcessRef, Tag>> {
-        let raw = self.read("list the checkpoints", |tx| {
-            let table = tx.open_table(CHECKPOINTS)?;
-            let mut out = Vec::new();
-            for entry in table.iter()? {
-                let (k, v) = entry?;
-                let (app, process) = k.value();
-                let tag = decode_checkpoint(v.value()).map(|c| c.tag);
-                out.push((format!("{app}/{process}"), tag));
-            }
-            Ok(out)
-        })?;
-        Ok(raw
-            .into_iter()
-            .filter_map(|(who, tag)| Some((who.parse().ok()?, tag?)))
-            .collect())
-    }
-
     /// Marks a node drained (returns whether it was not already).
     pub fn drain(&self, node: &NodeName) -> Result<bool> {
         self.write(&format!("mark node \"{node}\" drained"), |tx| {
@@ -401,14 +337,6 @@ fn rewrite<T: Serialize>(
         )?;
     }
     Ok(())
-}
-
-fn decode_checkpoint(bytes: &[u8]) -> Option<StoredCheckpoint> {
-    let tag = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
-    Some(StoredCheckpoint {
-        tag: Tag(tag),
-        snapshot: bytes[8..].to_vec(),
-    })
 }
 
 #[cfg(test)]

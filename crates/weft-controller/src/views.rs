@@ -9,10 +9,12 @@ use weft_fabric::proto::{
 };
 use weft_manifest::ProcessSpec;
 use weft_types::{
-    AppName, NodeName, NodeState, ProcessRef, ProcessState, ReplicaState, Role, StandbyMode,
+    AppName, NodeName, NodeState, ProcessName, ProcessRef, ProcessState, ReplicaState, Role,
+    StandbyMode,
 };
 
 use crate::model::{App, Current, State, Unit};
+use crate::placement::checkpoint_peer;
 
 /// Every process of every app.
 pub fn ps(state: &State) -> Vec<PsEntry> {
@@ -61,7 +63,11 @@ fn ps_entry(state: &State, app: &AppName, a: &App, spec: &ProcessSpec) -> PsEntr
             .cloned()
             .unwrap_or_else(|| unreported(ProcessState::Starting)),
     };
+    let who = ProcessRef::new(app.clone(), spec.name.clone());
     PsEntry {
+        lost_checkpoint: node
+            .as_ref()
+            .and_then(|n| state.observed.lost_checkpoint(&who, n, &status)),
         status,
         node,
         period_ns: spec.period.map(|p| p.as_nanos() as u64),
@@ -158,25 +164,68 @@ fn units_on(current: &Current, node: &NodeName) -> Vec<(AppName, Unit)> {
 /// Each alive node's `Sync`: the status it answers, whether the node asked
 /// for one regardless of change, and its desired state.
 pub fn syncs(state: &State) -> Vec<(NodeName, Option<StatusMark>, bool, Vec<AppAssignment>)> {
-    state
+    let alive: Vec<&NodeName> = state
         .observed
         .nodes
         .iter()
         .filter(|(_, seen)| seen.alive)
-        .map(|(node, seen)| {
+        .map(|(node, _)| node)
+        .collect();
+    let empty = crate::model::Placed::new();
+    let peers: BTreeMap<&AppName, BTreeMap<ProcessName, NodeName>> = state
+        .spec
+        .apps
+        .iter()
+        .map(|(app, a)| {
+            let placed = state.current.placed.get(app).unwrap_or(&empty);
+            (app, checkpoint_peers(app, a, placed, &alive))
+        })
+        .collect();
+    alive
+        .iter()
+        .map(|node| {
+            let seen = &state.observed.nodes[*node];
             let apps = state
-                .current
-                .placed
+                .spec
+                .apps
                 .iter()
-                .filter(|(_, placed)| placed.values().any(|n| n == node))
-                .filter_map(|(app, placed)| {
-                    let a = state.spec.apps.get(app)?;
-                    Some(assignment(&state.current, app, a, placed, node))
+                .filter_map(|(app, a)| {
+                    let placed = state.current.placed.get(app).unwrap_or(&empty);
+                    let peers = &peers[app];
+                    let here = placed.values().chain(peers.values()).any(|n| n == *node);
+                    here.then(|| {
+                        let mut assignment = assignment(&state.current, app, a, placed, node);
+                        assignment.checkpoint_peers = peers.clone();
+                        assignment
+                    })
                 })
                 .collect();
+            let node = (*node).clone();
             let status = seen.status.as_ref();
             let wants = status.is_none_or(|s| s.wants_sync);
             (node.clone(), status.map(|s| s.mark()), wants, apps)
+        })
+        .collect()
+}
+
+/// The checkpoint peer of every process of `app` that checkpoints (see
+/// `placement::checkpoint_peer`).
+fn checkpoint_peers(
+    app: &AppName,
+    a: &App,
+    placed: &crate::model::Placed,
+    alive: &[&NodeName],
+) -> BTreeMap<ProcessName, NodeName> {
+    a.manifest
+        .processes
+        .iter()
+        .filter(|spec| spec.snapshottable())
+        .filter_map(|spec| {
+            let who = ProcessRef::new(app.clone(), spec.name.clone());
+            let primary = placed.get(&Unit::primary(&spec.name));
+            let standby = placed.get(&Unit::standby(&spec.name));
+            let peer = checkpoint_peer(&who, primary, standby, alive.iter().copied())?;
+            Some((spec.name.clone(), peer.clone()))
         })
         .collect()
 }
@@ -216,6 +265,7 @@ fn assignment(
         manifest: a.record.manifest.clone(),
         placement,
         standby,
+        checkpoint_peers: BTreeMap::new(),
         epoch_unix_ns: a.record.epoch_unix_ns,
     }
 }

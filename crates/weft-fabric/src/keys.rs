@@ -10,7 +10,8 @@
 //! | `controller/deploy` | queryable: a [`DeployBundle`](crate::codec::DeployBundle) |
 //! | `module/<digest>` | queryable: a module's bytes |
 //! | `port/<app>/<process>/<port>` | tagged messages an output port publishes |
-//! | `checkpoint/<app>/<process>` | put: a process's checkpoint; queryable: its latest |
+//! | `checkpoint/<node>/<app>/<process>` | queryable on `<node>`: the latest checkpoint of the process it holds |
+//! | `replica/<node>/<app>/<process>` | queryable on `<node>`: takes the next checkpoint link of a process it holds for a peer |
 //! | `log/<app>/<process>` | guest log lines |
 //!
 //! Every segment is a typed name (`weft_types`), which can never contain
@@ -71,11 +72,30 @@ impl Keys {
     pub fn ports_of(&self, app: &AppName, process: &ProcessName) -> String {
         format!("{}/port/{app}/{process}/*", self.root)
     }
-    pub fn checkpoint(&self, app: &AppName, process: &ProcessName) -> String {
-        format!("{}/checkpoint/{app}/{process}", self.root)
+    /// The checkpoint of `who` that `node` holds.
+    pub fn held_checkpoint(&self, node: &NodeName, who: &ProcessRef) -> String {
+        format!(
+            "{}/checkpoint/{node}/{}/{}",
+            self.root, who.app, who.process
+        )
     }
-    pub fn all_checkpoints(&self) -> String {
-        format!("{}/checkpoint/*/*", self.root)
+    /// Every checkpoint `node` holds (what it serves).
+    pub fn checkpoints_held_by(&self, node: &NodeName) -> String {
+        format!("{}/checkpoint/{node}/*/*", self.root)
+    }
+    /// The checkpoint of `who` on every node that holds one (what a node
+    /// that needs it asks).
+    pub fn checkpoint_anywhere(&self, who: &ProcessRef) -> String {
+        format!("{}/checkpoint/*/{}/{}", self.root, who.app, who.process)
+    }
+    /// Where the node running `who` sends its checkpoint links for `peer`
+    /// to keep.
+    pub fn replica_of(&self, peer: &NodeName, who: &ProcessRef) -> String {
+        format!("{}/replica/{peer}/{}/{}", self.root, who.app, who.process)
+    }
+    /// Every checkpoint link sent to `peer` (what it serves).
+    pub fn replicas_to(&self, peer: &NodeName) -> String {
+        format!("{}/replica/{peer}/*/*", self.root)
     }
     pub fn log(&self, app: &AppName, process: &ProcessName) -> String {
         format!("{}/log/{app}/{process}", self.root)
@@ -90,15 +110,32 @@ impl Keys {
         self.under(key, "/node/")?.split('/').next()?.parse().ok()
     }
 
-    /// The process of a `checkpoint/<app>/<process>` key.
-    pub fn checkpoint_of(&self, key: &str) -> Option<ProcessRef> {
-        self.under(key, "/checkpoint/")?.parse().ok()
+    /// The node and process of a `checkpoint/<node>/<app>/<process>` key.
+    pub fn held_checkpoint_of(&self, key: &str) -> Option<(NodeName, ProcessRef)> {
+        node_and_process(self.under(key, "/checkpoint/")?)
+    }
+
+    /// The process of a checkpoint query's key, whatever its node segment
+    /// (a query for a checkpoint anywhere names `*` there).
+    pub fn checkpoint_query_of(&self, key: &str) -> Option<ProcessRef> {
+        let (_, process) = self.under(key, "/checkpoint/")?.split_once('/')?;
+        process.parse().ok()
+    }
+
+    /// The node and process of a `replica/<node>/<app>/<process>` key.
+    pub fn replica_key_of(&self, key: &str) -> Option<(NodeName, ProcessRef)> {
+        node_and_process(self.under(key, "/replica/")?)
     }
 
     /// The digest of a `module/<digest>` key.
     pub fn module_of(&self, key: &str) -> Option<ModuleDigest> {
         self.under(key, "/module/")?.parse().ok()
     }
+}
+
+fn node_and_process(rest: &str) -> Option<(NodeName, ProcessRef)> {
+    let (node, process) = rest.split_once('/')?;
+    Some((node.parse().ok()?, process.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -116,16 +153,27 @@ mod tests {
     fn keys_round_trip() {
         let k = Keys::new("c1");
         let node: NodeName = name("edge-1");
-        assert_eq!(k.node_of(&k.node_status(&node)), Some(node));
+        assert_eq!(k.node_of(&k.node_status(&node)), Some(node.clone()));
         let (app, process): (AppName, ProcessName) = (name("app"), name("pid"));
+        let who = ProcessRef::new(app.clone(), process.clone());
         assert_eq!(
-            k.checkpoint_of(&k.checkpoint(&app, &process)),
-            Some(ProcessRef::new(app.clone(), process.clone()))
+            k.held_checkpoint_of(&k.held_checkpoint(&node, &who)),
+            Some((node.clone(), who.clone()))
+        );
+        assert_eq!(
+            k.replica_key_of(&k.replica_of(&node, &who)),
+            Some((node.clone(), who.clone()))
+        );
+        assert_eq!(k.checkpoint_anywhere(&who), "weft/c1/checkpoint/*/app/pid");
+        assert_eq!(
+            k.checkpoint_query_of(&k.checkpoint_anywhere(&who)),
+            Some(who.clone())
         );
         assert_eq!(k.port(&app, &process, &name("o")), "weft/c1/port/app/pid/o");
         let digest = ModuleDigest([5; 32]);
         assert_eq!(k.module_of(&k.module(&digest)), Some(digest));
         assert_eq!(k.node_of("weft/c1/node/a b/status"), None);
-        assert_eq!(k.checkpoint_of("weft/other/checkpoint/a/b"), None);
+        assert_eq!(k.held_checkpoint_of("weft/other/checkpoint/n/a/b"), None);
+        assert_eq!(k.held_checkpoint_of("weft/c1/checkpoint/a/b"), None);
     }
 }

@@ -29,9 +29,14 @@ pub struct NodeStatus {
     pub free_slots: u32,
     pub processes: Vec<ProcessStatus>,
     /// Processes this node stopped because they now run elsewhere, whose
-    /// final checkpoints it published (see `docs/fabric.md`, handovers).
+    /// final checkpoints it holds (see `docs/fabric.md`, handovers).
     #[serde(default)]
     pub handed_over: Vec<HandedOver>,
+    /// Every checkpoint this node holds: of its own processes and of the
+    /// processes it keeps for their nodes. The controller's whole record
+    /// of checkpoints is these lists; the bytes stay on the nodes.
+    #[serde(default)]
+    pub checkpoints: Vec<HeldCheckpoint>,
     /// Counts this agent's status publications; with `pid`, it marks which
     /// status a `Sync` was written after (see [`StatusMark`]).
     #[serde(default)]
@@ -73,8 +78,19 @@ impl StatusMark {
     }
 }
 
+/// One checkpoint a node holds, whole (its chain applied), served on
+/// `checkpoint/<node>/<app>/<process>`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HeldCheckpoint {
+    pub app: AppName,
+    pub process: ProcessName,
+    pub tag: Tag,
+    /// Its encoded size.
+    pub bytes: u64,
+}
+
 /// A process a node stopped and handed over: its final checkpoint, at
-/// `tag`, was published on `checkpoint/<app>/<process>`.
+/// `tag`, is among the checkpoints the node holds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HandedOver {
     pub app: AppName,
@@ -181,6 +197,11 @@ pub struct AppAssignment {
     /// nodes): its hot standby, and the node it is moving to.
     #[serde(default)]
     pub standby: BTreeMap<ProcessName, BTreeSet<NodeName>>,
+    /// Which node keeps a copy of each process's checkpoints besides the
+    /// node that runs it (process -> node; see `docs/fabric.md`). A node
+    /// named here only as a peer is sent the app too, and runs none of it.
+    #[serde(default)]
+    pub checkpoint_peers: BTreeMap<ProcessName, NodeName>,
     /// Wall-clock time of the app's tag 0, in ns since the Unix epoch, so
     /// every node releases the app's processes on the same logical grid.
     pub epoch_unix_ns: u64,
@@ -277,9 +298,14 @@ pub enum ControlResponse {
         from: NodeName,
         to: NodeName,
     },
+    /// The newest checkpoint the nodes hold of a process.
     CheckpointInfo {
         tag: Option<Tag>,
         bytes: u64,
+        /// Every alive node that holds a checkpoint of the process, with
+        /// the tag of the one it holds.
+        #[serde(default)]
+        holders: BTreeMap<NodeName, Tag>,
     },
     NotFound {
         what: String,
@@ -320,6 +346,11 @@ pub struct PsEntry {
     /// The hot standby, if the process has `standby = "hot"`.
     #[serde(default)]
     pub standby: Option<StandbyEntry>,
+    /// Set when the process resumed from an older checkpoint than the
+    /// newest the nodes held of it (or from none), because the nodes that
+    /// held the newer one died: the newest tag known, whose state was lost.
+    #[serde(default)]
+    pub lost_checkpoint: Option<Tag>,
 }
 
 /// The hot standby of a process in `weft ps`.

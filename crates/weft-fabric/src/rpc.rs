@@ -100,6 +100,43 @@ pub async fn fetch(
     query(session, key, parameters, None, timeout).await
 }
 
+/// Every answer to a query on `key` (a key expression several queryables
+/// may match), each with the key it came on (an error answer carries no
+/// key: `key` stands for it): its bytes, or the error it answered with. Waits until all have answered or `timeout` passed.
+pub async fn fetch_all(
+    session: &zenoh::Session,
+    key: &str,
+    parameters: &str,
+    timeout: Duration,
+) -> Result<Vec<(String, Result<Vec<u8>, String>)>> {
+    let selector = match parameters {
+        "" => key.to_string(),
+        _ => format!("{key}?{parameters}"),
+    };
+    let replies = session
+        .get(selector)
+        .target(zenoh::query::QueryTarget::All)
+        .consolidation(zenoh::query::ConsolidationMode::None)
+        .timeout(timeout)
+        .await
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("cannot query {key}"))?;
+    let mut answers = Vec::new();
+    while let Ok(reply) = replies.recv_async().await {
+        answers.push(match reply.result() {
+            Ok(sample) => (
+                sample.key_expr().as_str().to_string(),
+                Ok(sample.payload().to_bytes().into_owned()),
+            ),
+            Err(e) => (
+                key.to_string(),
+                Err(String::from_utf8_lossy(&e.payload().to_bytes()).into_owned()),
+            ),
+        });
+    }
+    Ok(answers)
+}
+
 /// Serves JSON requests on `key` until the session closes. Each request is
 /// handled in its own task so one slow request does not block others.
 pub async fn serve<Req, Resp, H, F>(session: zenoh::Session, key: String, handler: H) -> Result<()>

@@ -254,7 +254,7 @@ async fn watch_outputs(
     Ok(outputs.finish(case.period_ns()))
 }
 
-/// For a failed move's reason: whether the controller holds a checkpoint
+/// For a failed move's reason: whether the nodes hold a checkpoint
 /// of the process (a replica starts only from one, and waits for it).
 async fn checkpoint_held(watch: &Watch, app: &str) -> String {
     let who = match (app.parse(), PROCESS.parse()) {
@@ -263,11 +263,11 @@ async fn checkpoint_held(watch: &Watch, app: &str) -> String {
     };
     match watch.client.checkpoint_info(&who).await {
         Ok((None, _)) => format!(
-            " (the controller holds no checkpoint of {who}, though the process ran all along and is \
+            " (no node holds a checkpoint of {who}, though the process ran all along and is \
              checkpointed every 500 ms; its replica on the target waits for one)"
         ),
         Ok((Some(tag), bytes)) => {
-            format!(" (the controller holds a checkpoint of {who} at tag {tag}, {bytes} bytes)")
+            format!(" (the nodes hold a checkpoint of {who} at tag {tag}, {bytes} bytes)")
         }
         Err(e) => format!(" (asking for its checkpoint: {e:#})"),
     }

@@ -25,6 +25,7 @@ fn cands(specs: &[ProcessSpec]) -> Vec<Candidate<'_>> {
             apart_from: Vec::new(),
             node: None,
             keep: false,
+            prefer: None,
         })
         .collect()
 }
@@ -332,4 +333,54 @@ fn deterministic() {
     assert_eq!(one, two);
     assert_eq!(one.assignment.len(), 17);
     assert_eq!(one.pending.len(), 3);
+}
+
+#[test]
+fn a_process_to_place_prefers_the_holder_of_its_checkpoint_but_not_over_its_filters() {
+    let specs = [spec("a"), spec("b")];
+    let mut c = cands(&specs);
+    c[0].prefer = Some(n("n3"));
+    let nodes = [node("n1", 9), node("n2", 9), node("n3", 1)];
+    let out = place(&c, &nodes, &none(), &BTreeMap::new());
+    assert_eq!(
+        out.assignment[&u("a")],
+        n("n3"),
+        "the holder, though fuller"
+    );
+    // A holder that cannot take it (drained) is no preference at all.
+    let drained = BTreeSet::from([n("n3")]);
+    let out = place(&c, &nodes, &drained, &BTreeMap::new());
+    assert_ne!(out.assignment[&u("a")], n("n3"));
+    // A unit placed already stays where it is.
+    let current = map(&[("a", "n1")]);
+    let out = place(&c, &nodes, &none(), &current);
+    assert_eq!(out.assignment[&u("a")], n("n1"));
+}
+
+#[test]
+fn a_checkpoint_peer_is_the_standby_s_node_else_a_stable_other_node() {
+    let who: ProcessRef = "cell/pid".parse().unwrap();
+    let nodes: Vec<NodeName> = ["n1", "n2", "n3", "n4"].iter().map(|s| n(s)).collect();
+    let (n1, n2) = (&nodes[0], &nodes[1]);
+    assert_eq!(checkpoint_peer(&who, Some(n1), Some(n2), &nodes), Some(n2));
+    let peer = checkpoint_peer(&who, Some(n1), None, &nodes).unwrap();
+    assert_ne!(peer, n1, "never the process's own node");
+    // When the process's node dies (it leaves the alive set) or the process
+    // is not placed, the peer stays where the copy is.
+    let without: Vec<NodeName> = nodes.iter().filter(|x| *x != n1).cloned().collect();
+    assert_eq!(checkpoint_peer(&who, None, None, &without), Some(peer));
+    // Placed on its peer, the process gets another one.
+    let next = checkpoint_peer(&who, Some(peer), None, &without).unwrap();
+    assert_ne!(next, peer);
+    assert_eq!(checkpoint_peer(&who, Some(n1), None, [n1]), None, "alone");
+    // Spread: over 400 processes on n1, each other node keeps about a third.
+    let mut count: BTreeMap<&NodeName, u32> = BTreeMap::new();
+    for i in 0..400 {
+        let who: ProcessRef = format!("app/p{i}").parse().unwrap();
+        *count
+            .entry(checkpoint_peer(&who, Some(n1), None, &nodes).unwrap())
+            .or_default() += 1;
+    }
+    assert_eq!(count.len(), 3, "{count:?}");
+    assert!(count.values().all(|c| (90..=180).contains(c)), "{count:?}");
 }

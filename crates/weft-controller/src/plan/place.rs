@@ -12,8 +12,15 @@ use crate::model::{App, Handover, MoveIntent, Placed, Unit};
 use crate::placement::{self, Candidate, NodeView};
 
 impl Planner<'_> {
+    /// The app's units to place; a process prefers the node holding its
+    /// newest checkpoint.
     pub(super) fn candidates<'s>(&self, app: &AppName, a: &'s App) -> Vec<Candidate<'s>> {
-        candidates(app, a, &self.plan.current.moves)
+        let mut list = candidates(app, a, &self.plan.current.moves);
+        for c in list.iter_mut().filter(|c| c.unit.role == Role::Primary) {
+            let who = ProcessRef::new(app.clone(), c.unit.process.clone());
+            c.prefer = self.seen.holders(&who).first().map(|(n, _)| (*n).clone());
+        }
+        list
     }
 
     /// The nodes `app` can be placed on, with the slots the other apps
@@ -225,7 +232,7 @@ impl Planner<'_> {
             .max();
         Some(match final_tag {
             None => true,
-            Some(tag) => self.seen.checkpoints.get(who).is_some_and(|t| *t >= tag),
+            Some(tag) => self.seen.checkpoint_tag(who).is_some_and(|t| t >= tag),
         })
     }
 }
@@ -246,6 +253,7 @@ pub(crate) fn candidates<'s>(
         apart_from: Vec::new(),
         node: None,
         keep: moves.contains_key(&who(app, spec)),
+        prefer: None,
     });
     let standbys = processes
         .iter()
@@ -256,6 +264,7 @@ pub(crate) fn candidates<'s>(
             apart_from: vec![Unit::primary(&spec.name), Unit::moving(&spec.name)],
             node: None,
             keep: false,
+            prefer: None,
         });
     let targets = processes.iter().filter_map(|spec| {
         let mv = moves.get(&who(app, spec))?;
@@ -265,6 +274,7 @@ pub(crate) fn candidates<'s>(
             apart_from: vec![Unit::primary(&spec.name), Unit::standby(&spec.name)],
             node: Some(mv.to.clone()),
             keep: false,
+            prefer: None,
         })
     });
     primaries.chain(standbys).chain(targets).collect()

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use weft_fabric::proto::{HandedOver, NodeStatus, ProcessStatus};
+use weft_fabric::proto::{HandedOver, HeldCheckpoint, NodeStatus, ProcessStatus};
 use weft_manifest::AppManifest;
 use weft_types::{AppName, NodeName, ProcessRef, ProcessState, RtClass, Tag};
 
@@ -83,10 +83,24 @@ fn alive(name: &str, tier: &str) -> NodeSeen {
             free_slots: 10,
             processes: Vec::new(),
             handed_over: Vec::new(),
+            checkpoints: Vec::new(),
             seq: 1,
             wants_sync: true,
         }),
     }
+}
+
+/// Makes `node` list a checkpoint of `process` of the cell app at `tag`.
+fn holds(seen: &mut Observed, node: &str, process: &str, tag: u64) {
+    let mut status = seen.nodes[&n(node)].status.clone().unwrap();
+    status.checkpoints.retain(|c| c.process != process);
+    status.checkpoints.push(HeldCheckpoint {
+        app: "cell".parse().unwrap(),
+        process: process.parse().unwrap(),
+        tag: Tag(tag),
+        bytes: 0,
+    });
+    seen.set_status(n(node), status);
 }
 
 /// Makes `node` report `process` of the cell app at `last_tag`.
@@ -379,8 +393,8 @@ fn a_process_placement_moves_off_a_live_node_is_handed_over() {
     let waiting = plan(&spec, &seen, &current, NOW + 1);
     assert!(waiting.current.handovers.contains_key(&who("cell/pid")));
 
-    // e1 stopped it and published its final checkpoint at 5 s; until that
-    // checkpoint is in, the handover waits.
+    // e1 stopped it and keeps its final checkpoint at 5 s; until e1 lists
+    // that checkpoint among those it holds, the handover waits.
     let e1 = seen
         .nodes
         .get_mut(&n("e1"))
@@ -395,7 +409,7 @@ fn a_process_placement_moves_off_a_live_node_is_handed_over() {
         generation: 1,
         tag: Tag(5 * S),
     });
-    seen.checkpoints.insert(who("cell/pid"), Tag(4 * S));
+    holds(&mut seen, "e1", "pid", 4 * S);
     let older = plan(&spec, &seen, &current, NOW + 2);
     assert!(older.current.handovers.contains_key(&who("cell/pid")));
     // A node slow to stop (5 s, longer than any RPC timeout) loses nothing:
@@ -403,7 +417,7 @@ fn a_process_placement_moves_off_a_live_node_is_handed_over() {
     // time out, and the handover waits for it.
     let slow = plan(&spec, &seen, &current, NOW + 5_000);
     assert!(slow.current.handovers.contains_key(&who("cell/pid")));
-    seen.checkpoints.insert(who("cell/pid"), Tag(5 * S));
+    holds(&mut seen, "e1", "pid", 5 * S);
     let done = plan(&spec, &seen, &current, NOW + 3);
     assert!(done.current.handovers.is_empty());
     assert!(done.events.contains(&Event::HandedOver {
@@ -539,4 +553,43 @@ fn a_two_thousand_process_app_spreads_evenly_and_stays_put() {
     );
     let again = plan(&spec, &seen, &first.current, NOW + 1);
     assert_eq!(again.current.placed, first.current.placed);
+}
+
+/// What `weft ps` says a process lost: nothing when it resumed from the
+/// newest checkpoint or is a promoted replica (started before the newest
+/// checkpoints, from an older one); the newest tag when it resumed from an
+/// older copy or afresh after checkpoints had been taken.
+#[test]
+fn a_new_incarnation_that_resumed_from_less_than_the_newest_checkpoint_says_what_it_lost() {
+    let (_, mut seen) = world();
+    let pid = who("cell/pid");
+    // Runs on e1, which holds its checkpoint at 9 s.
+    let run = |seen: &mut Observed, node: &str, first: u64, from: Option<u64>| {
+        let mut status = seen.nodes[&n(node)].status.clone().unwrap();
+        let mut p = ProcessStatus::unreported(
+            "cell".parse().unwrap(),
+            "pid".parse().unwrap(),
+            1,
+            ProcessState::Running,
+        );
+        p.first_tag_ns = Some(first);
+        p.restored_from_tag = from;
+        status.processes = vec![p.clone()];
+        seen.set_status(n(node), status);
+        seen.lost_checkpoint(&pid, &n(node), &p)
+    };
+    assert_eq!(
+        run(&mut seen, "e1", 0, None),
+        None,
+        "a first start loses nothing"
+    );
+    holds(&mut seen, "e1", "pid", 9 * S);
+    // Resumed on e2 from the newest: nothing lost.
+    assert_eq!(run(&mut seen, "e2", 9 * S + 1, Some(9 * S)), None);
+    // A replica started at 2 s from a checkpoint at 1 s, promoted now.
+    assert_eq!(run(&mut seen, "e3", 2 * S, Some(S)), None);
+    // Resumed from an older copy (8 s) after the 9 s one was lost.
+    assert_eq!(run(&mut seen, "c1", 10 * S, Some(8 * S)), Some(Tag(9 * S)));
+    // Started afresh after checkpoints were taken.
+    assert_eq!(run(&mut seen, "e1", 0, None), Some(Tag(9 * S)));
 }

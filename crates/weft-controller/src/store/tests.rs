@@ -58,15 +58,6 @@ fn round_trip_and_persistence_across_reopen() {
             },
         );
         store.save_current(&Current::default(), &first).unwrap();
-        assert!(store.put_checkpoint(&who, Tag(10), b"snap10").unwrap());
-        assert!(
-            !store.put_checkpoint(&who, Tag(5), b"old").unwrap(),
-            "older tag is ignored"
-        );
-        assert!(
-            !store.put_checkpoint(&who, Tag(10), b"same").unwrap(),
-            "same tag is ignored"
-        );
         assert!(store.drain(&name("n3")).unwrap());
         assert!(!store.drain(&name("n3")).unwrap());
         // Replace a's placement entirely, finish the move, start a handover.
@@ -101,22 +92,12 @@ fn round_trip_and_persistence_across_reopen() {
     assert_eq!(current.placed[&b][&unit("x", Role::Primary)], "n1");
     assert!(current.moves.is_empty());
     assert_eq!(current.handovers[&who].from, "n1");
-    assert_eq!(
-        store.checkpoint(&who).unwrap(),
-        Some(StoredCheckpoint {
-            tag: Tag(10),
-            snapshot: b"snap10".to_vec()
-        })
-    );
-    assert_eq!(store.checkpoint_tags().unwrap()[&who], Tag(10));
-    assert_eq!(store.checkpoint(&name("a/q")).unwrap(), None);
     assert_eq!(store.drained().unwrap(), [name("n3")].into());
 
     assert!(store.remove_app(&a).unwrap());
     assert!(!store.remove_app(&a).unwrap());
     let current = store.current().unwrap();
     assert!(!current.placed.contains_key(&a) && current.handovers.is_empty());
-    assert_eq!(store.checkpoint(&who).unwrap(), None);
     assert!(
         store.module(&digest).unwrap().is_some(),
         "modules outlive apps"
@@ -134,5 +115,29 @@ fn unusable_directory_is_a_clear_error() {
     assert!(
         format!("{e:#}").contains("cannot create the controller data directory"),
         "{e:#}"
+    );
+}
+
+/// A store written by a controller that kept checkpoints loses that table
+/// (and its space) when opened: checkpoints live on the nodes now.
+#[test]
+fn an_old_checkpoint_table_is_dropped_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(OLD_CHECKPOINTS)
+            .unwrap()
+            .insert(("a", "p"), vec![7u8; 1 << 20].as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    drop(Store::open(dir.path()).unwrap());
+    let db = redb::Database::create(&path).unwrap();
+    let tx = redb::ReadableDatabase::begin_read(&db).unwrap();
+    assert!(
+        tx.open_table(OLD_CHECKPOINTS).is_err(),
+        "the old table is gone"
     );
 }
