@@ -507,9 +507,13 @@ async fn fetch_checkpoints(
     // a time, a share of hundreds of processes took seconds to start.
     let limit = Arc::new(Semaphore::new(FETCHES_IN_FLIGHT));
     let mut fetches = JoinSet::new();
+    let assignment = &prepared.assignment;
     for process in local.iter().filter(|p| !snapshots.contains_key(*p)) {
-        let who = ProcessRef::new(prepared.assignment.app.clone(), process.clone());
+        let who = ProcessRef::new(assignment.app.clone(), process.clone());
         let replica = prepared.replicas.contains(process);
+        if !replica && !assignment.checkpointed.contains(process) {
+            continue;
+        }
         let fresh = replica.then(|| prepared.subscribed_at.after(REPLICA_SYNC_MARGIN));
         let (session, keys, limit) = (ctx.session.clone(), ctx.keys.clone(), limit.clone());
         fetches.spawn(async move {

@@ -134,6 +134,7 @@ mod tests {
             placement: BTreeMap::from([(p("pid"), n(pid_on)), (p("log"), n("n3"))]),
             standby: BTreeMap::from([(p("pid"), [n(standby_on)].into())]),
             checkpoint_peers: BTreeMap::new(),
+            checkpointed: Default::default(),
             epoch_unix_ns: 7,
         }
     }

@@ -181,6 +181,21 @@ pub fn syncs(state: &State) -> Vec<(NodeName, Option<StatusMark>, bool, Vec<AppA
             (app, checkpoint_peers(app, a, placed, &alive))
         })
         .collect();
+    let checkpointed: BTreeMap<&AppName, BTreeSet<ProcessName>> = state
+        .spec
+        .apps
+        .keys()
+        .map(|app| {
+            let held = state
+                .observed
+                .checkpoints
+                .keys()
+                .filter(|who| who.app == *app && !state.observed.holders(who).is_empty())
+                .map(|who| who.process.clone())
+                .collect();
+            (app, held)
+        })
+        .collect();
     alive
         .iter()
         .map(|node| {
@@ -196,6 +211,7 @@ pub fn syncs(state: &State) -> Vec<(NodeName, Option<StatusMark>, bool, Vec<AppA
                     here.then(|| {
                         let mut assignment = assignment(&state.current, app, a, placed, node);
                         assignment.checkpoint_peers = peers.clone();
+                        assignment.checkpointed = checkpointed[app].clone();
                         assignment
                     })
                 })
@@ -266,6 +282,7 @@ fn assignment(
         placement,
         standby,
         checkpoint_peers: BTreeMap::new(),
+        checkpointed: BTreeSet::new(),
         epoch_unix_ns: a.record.epoch_unix_ns,
     }
 }
