@@ -95,7 +95,21 @@ impl Client {
         let end = Instant::now() + timeout;
         let mut last = None;
         loop {
-            let progress = Progress::of(&self.ps().await?, app, generation);
+            // A controller busy placing thousands of processes may let one
+            // `ps` time out: that is no answer yet, not the deploy's end.
+            let entries = match self.ps().await {
+                Ok(entries) => entries,
+                Err(e @ (ClientError::NotFound(_) | ClientError::Unexpected { .. })) => {
+                    return Err(e);
+                }
+                Err(e) if Instant::now() >= end => return Err(e),
+                Err(e) => {
+                    tracing::debug!("no progress this time: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let progress = Progress::of(&entries, app, generation);
             if last.as_ref() != Some(&progress) {
                 report(&progress);
             }

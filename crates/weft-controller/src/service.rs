@@ -234,6 +234,11 @@ async fn watch(shared: &SharedRef, session: &zenoh::Session) -> Result<()> {
         loop {
             for (key, payload) in statuses.take().await {
                 node_status(shared, &key, &payload.to_bytes());
+                // Statuses of thousands of processes arrive faster than a
+                // busy controller handles them; without a yield, `take`
+                // is always ready and this loop would starve the requests
+                // and the reconciliation that share its task.
+                tokio::task::yield_now().await;
             }
         }
     };

@@ -151,8 +151,16 @@ async fn be_tick(sup: &mut Supervisor, p: &mut Process) -> Result<Next, Fault> {
         return Ok(Next::Done);
     }
     let woke = monotonic_ns();
-    // A stop cancels a call in progress at its next epoch yield.
+    // A stop cancels a call in progress at its next epoch yield. One that
+    // came before the call is a stop at a boundary: the call is polled
+    // first (`biased`), and not started at all if the stop is already set,
+    // else a random pick of `select!` could throw away a final snapshot
+    // that was never at risk.
+    if sup.stop.is_set() {
+        return Ok(Next::Done);
+    }
     let result = tokio::select! {
+        biased;
         result = p.tick(release.tag) => result,
         _ = sup.stop.wait() => return Ok(Next::Cancelled),
     };
@@ -178,7 +186,10 @@ async fn be_message(sup: &mut Supervisor, p: &mut Process) -> Result<Next, Fault
         return Ok(Next::Go);
     };
     let woke = monotonic_ns();
+    // The message is taken: the call is polled first, so a stop that came
+    // meanwhile cancels it only if it yields (see `be_tick`).
     let result = tokio::select! {
+        biased;
         result = p.message(&message) => result,
         _ = sup.stop.wait() => return Ok(Next::Cancelled),
     };
