@@ -222,13 +222,10 @@ impl Checkpoints {
                     (self.session.clone(), limit.clone(), failing.clone());
                 pushes.spawn(async move {
                     let _permit = limit.acquire_owned().await;
-                    let sent = match failing.lock().unwrap().contains(&peer) {
+                    let skip = failing.lock().unwrap().contains(&peer);
+                    let sent = match skip {
                         true => Err(anyhow!("it did not answer another link just now")),
-                        false => Ok(()),
-                    };
-                    let sent = match sent {
-                        Ok(()) => send_link(&session, &key, push.frame).await,
-                        Err(e) => Err(e),
+                        false => send_link(&session, &key, push.frame).await,
                     };
                     if sent.is_err() {
                         failing.lock().unwrap().insert(peer.clone());

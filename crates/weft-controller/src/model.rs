@@ -200,21 +200,23 @@ impl Observed {
     /// The alive nodes holding a checkpoint of `who`, newest first (ties
     /// by name).
     pub fn holders(&self, who: &ProcessRef) -> Vec<(&NodeName, Tag)> {
-        let mut holders: Vec<(&NodeName, Tag)> = self
-            .checkpoints
-            .get(who)
-            .into_iter()
-            .flatten()
-            .filter(|(node, _)| self.nodes.get(*node).is_some_and(|n| n.alive))
-            .map(|(node, tag)| (node, *tag))
-            .collect();
+        let mut holders: Vec<(&NodeName, Tag)> = self.alive_holders(who).collect();
         holders.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
         holders
     }
 
     /// The newest checkpoint tag an alive node holds of `who`.
     pub fn checkpoint_tag(&self, who: &ProcessRef) -> Option<Tag> {
-        self.holders(who).first().map(|(_, tag)| *tag)
+        self.alive_holders(who).map(|(_, tag)| tag).max()
+    }
+
+    fn alive_holders(&self, who: &ProcessRef) -> impl Iterator<Item = (&NodeName, Tag)> {
+        self.checkpoints
+            .get(who)
+            .into_iter()
+            .flatten()
+            .filter(|(node, _)| self.nodes.get(*node).is_some_and(|n| n.alive))
+            .map(|(node, tag)| (node, *tag))
     }
 
     /// The status of an alive node.

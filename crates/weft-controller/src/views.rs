@@ -181,21 +181,15 @@ pub fn syncs(state: &State) -> Vec<(NodeName, Option<StatusMark>, bool, Vec<AppA
             (app, checkpoint_peers(app, a, placed, &alive))
         })
         .collect();
-    let checkpointed: BTreeMap<&AppName, BTreeSet<ProcessName>> = state
-        .spec
-        .apps
-        .keys()
-        .map(|app| {
-            let held = state
-                .observed
-                .checkpoints
-                .keys()
-                .filter(|who| who.app == *app && !state.observed.holders(who).is_empty())
-                .map(|who| who.process.clone())
-                .collect();
-            (app, held)
-        })
-        .collect();
+    let mut checkpointed: BTreeMap<&AppName, BTreeSet<ProcessName>> = BTreeMap::new();
+    for who in state.observed.checkpoints.keys() {
+        if state.observed.checkpoint_tag(who).is_some() {
+            checkpointed
+                .entry(&who.app)
+                .or_default()
+                .insert(who.process.clone());
+        }
+    }
     alive
         .iter()
         .map(|node| {
@@ -211,7 +205,8 @@ pub fn syncs(state: &State) -> Vec<(NodeName, Option<StatusMark>, bool, Vec<AppA
                     here.then(|| {
                         let mut assignment = assignment(&state.current, app, a, placed, node);
                         assignment.checkpoint_peers = peers.clone();
-                        assignment.checkpointed = checkpointed[app].clone();
+                        assignment.checkpointed =
+                            checkpointed.get(app).cloned().unwrap_or_default();
                         assignment
                     })
                 })

@@ -29,6 +29,14 @@ pub enum CallError {
     Refused { key: String, message: String },
 }
 
+/// `key` with selector `parameters`, if any.
+fn selector(key: &str, parameters: &str) -> String {
+    match parameters {
+        "" => key.to_string(),
+        _ => format!("{key}?{parameters}"),
+    }
+}
+
 /// The payload of the first reply to a query on `key`, or `None` when the
 /// server answered with nothing (an empty reply).
 async fn query(
@@ -38,11 +46,7 @@ async fn query(
     payload: Option<Vec<u8>>,
     timeout: Duration,
 ) -> Result<Option<Vec<u8>>> {
-    let selector = match parameters {
-        "" => key.to_string(),
-        _ => format!("{key}?{parameters}"),
-    };
-    let mut get = session.get(selector).timeout(timeout);
+    let mut get = session.get(selector(key, parameters)).timeout(timeout);
     if let Some(payload) = payload {
         get = get.payload(payload);
     }
@@ -109,12 +113,8 @@ pub async fn fetch_all(
     parameters: &str,
     timeout: Duration,
 ) -> Result<Vec<(String, Result<Vec<u8>, String>)>> {
-    let selector = match parameters {
-        "" => key.to_string(),
-        _ => format!("{key}?{parameters}"),
-    };
     let replies = session
-        .get(selector)
+        .get(selector(key, parameters))
         .target(zenoh::query::QueryTarget::All)
         .consolidation(zenoh::query::ConsolidationMode::None)
         .timeout(timeout)
