@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow};
 use tokio::sync::Mutex as AsyncMutex;
 use weft_fabric::proto::{NodeRequest, NodeResponse, NodeStatus};
+use weft_fabric::status::{Gone, StatusPolicy, StatusWriter};
 use weft_fabric::{FabricConfig, Keys, codec, rpc};
 use weft_manifest::module::DigestDir;
 use weft_runtime::device::{Devices, ThermalPlant};
@@ -159,7 +160,8 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     Ok(())
 }
 
-/// Publishes this node's status every `status_every`.
+/// Publishes this node's status every `status_every`, as deltas (see
+/// `weft_fabric::status`).
 async fn publish_status(
     ctx: Arc<Context>,
     apps: Arc<AsyncMutex<BTreeMap<AppName, LocalApp>>>,
@@ -168,14 +170,16 @@ async fn publish_status(
 ) {
     let mut every = tokio::time::interval(config.status_every);
     let key = ctx.keys.node_status(&config.name);
+    let mut writer = StatusWriter::new(StatusPolicy::default());
     loop {
         every.tick().await;
-        let (processes, wants_sync) = {
+        let (processes, hot, wants_sync) = {
             let apps = apps.lock().await;
             let processes: Vec<_> = apps.values().flat_map(|a| a.status()).collect();
+            let hot = apps.values().flat_map(|a| a.replicated()).collect();
             let wants =
                 !ctx.settled.load(Ordering::SeqCst) || apps.values().any(|a| a.wants_sync());
-            (processes, wants)
+            (processes, hot, wants)
         };
         let status = NodeStatus {
             name: config.name.clone(),
@@ -187,12 +191,15 @@ async fn publish_status(
             cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             memory_bytes: weft_runtime::engine::total_memory(),
             free_slots: config.max_processes.saturating_sub(processes.len() as u32),
+            delta_of: None,
+            gone: Gone::default(),
             processes,
             handed_over: ctx.handed_over(),
             checkpoints: ctx.outbox.checkpoints().list(),
             seq: ctx.status_seq.fetch_add(1, Ordering::SeqCst) + 1,
             wants_sync,
         };
+        let status = writer.write(status, &hot, Instant::now());
         if let Err(e) = ctx.session.put(&key, codec::encode(&status)).await {
             tracing::warn!("cannot publish status: {e}");
         }

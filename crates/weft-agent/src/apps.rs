@@ -450,7 +450,9 @@ async fn start(
         .lock()
         .unwrap()
         .retain(|(h, _)| h.app != app || !running_here.contains(&h.process));
-    tracing::info!(app = %app, generation = assignment.generation, processes = ?running_here, "started this node's share");
+    // Only the count at info: an app of thousands would log a page a line.
+    tracing::info!(app = %app, generation = assignment.generation, processes = running_here.len(), "started this node's share");
+    tracing::debug!(app = %app, processes = ?running_here, "this node's share");
     let next_attempt = match missing_replicas.is_empty() {
         true => None,
         false => next_attempt(ctx, &assignment, &missing_replicas, retry_in).await,
@@ -600,6 +602,16 @@ impl LocalApp {
                 name: p.name,
             })
             .collect()
+    }
+
+    /// The processes of this app that have a replica somewhere, whose
+    /// progress the controller compares with their replica's.
+    pub(crate) fn replicated(&self) -> impl Iterator<Item = ProcessRef> + '_ {
+        let app = &self.assignment.app;
+        self.assignment
+            .standby
+            .keys()
+            .map(|p| ProcessRef::new(app.clone(), p.clone()))
     }
 
     pub(crate) async fn stop(self) {

@@ -15,7 +15,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use tracing::debug;
 use weft_fabric::proto::{NodeStatus, ProcessStatus};
+use weft_fabric::status::ReportKey;
 use weft_manifest::{AppManifest, ProcessSpec};
 use weft_types::{AppName, NodeName, ProcessName, ProcessRef, Role, Tag};
 
@@ -125,20 +127,19 @@ impl Observed {
     pub fn set_status(&mut self, node: NodeName, status: NodeStatus) -> bool {
         let seen = self.nodes.entry(node.clone()).or_default();
         let first = seen.status.is_none() && seen.alive;
-        if let Some(old) = seen.status.take() {
-            for c in &old.checkpoints {
-                let who = ProcessRef::new(c.app.clone(), c.process.clone());
-                if let Some(holders) = self.checkpoints.get_mut(&who) {
-                    holders.remove(&node);
-                    if holders.is_empty() {
-                        self.checkpoints.remove(&who);
-                    }
-                }
+        let applied = match NodeStatus::apply(&mut seen.status, status) {
+            Ok(applied) => applied,
+            Err(gap) => {
+                debug!(node = %node, "{gap}; waiting for its next full status");
+                return false;
             }
+        };
+        for who in &applied.gone_checkpoints {
+            self.forget_holder(who, &node);
         }
-        self.note_losses(&node, &status);
-        for c in &status.checkpoints {
-            let who = ProcessRef::new(c.app.clone(), c.process.clone());
+        self.note_losses(&node, &applied.processes);
+        for c in applied.checkpoints {
+            let who = c.key();
             let newest = self.newest_checkpoint.entry(who.clone()).or_insert(c.tag);
             *newest = (*newest).max(c.tag);
             self.checkpoints
@@ -146,8 +147,16 @@ impl Observed {
                 .or_default()
                 .insert(node.clone(), c.tag);
         }
-        self.nodes.get_mut(&node).expect("inserted").status = Some(status);
         first
+    }
+
+    fn forget_holder(&mut self, who: &ProcessRef, node: &NodeName) {
+        if let Some(holders) = self.checkpoints.get_mut(who) {
+            holders.remove(node);
+            if holders.is_empty() {
+                self.checkpoints.remove(who);
+            }
+        }
     }
 
     /// Notes each new incarnation of a live process in `status`, and what
@@ -155,8 +164,12 @@ impl Observed {
     /// was taken before it started (its own come after its first tag, and
     /// a promoted replica started before them); one started afresh lost
     /// all state if any checkpoint of it was known.
-    fn note_losses(&mut self, node: &NodeName, status: &NodeStatus) {
-        for p in status.processes.iter().filter(|p| !p.replica) {
+    fn note_losses(&mut self, node: &NodeName, changed: &[ReportKey]) {
+        let Some(status) = self.nodes.get(node).and_then(|n| n.status.as_ref()) else {
+            return;
+        };
+        let live = changed.iter().filter(|k| !k.replica);
+        for p in live.filter_map(|k| status.reported(&k.app, &k.process, false)) {
             let Some(first) = p.first_tag_ns else {
                 continue;
             };
@@ -236,12 +249,9 @@ impl Observed {
         process: &ProcessName,
         replica: bool,
     ) -> Option<&ProcessStatus> {
-        self.status(node)?.processes.iter().find(|p| {
-            p.app == app.manifest.name
-                && p.name == *process
-                && p.replica == replica
-                && p.generation == app.record.generation
-        })
+        self.status(node)?
+            .reported(&app.manifest.name, process, replica)
+            .filter(|p| p.generation == app.record.generation)
     }
 }
 

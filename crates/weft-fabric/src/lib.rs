@@ -8,6 +8,7 @@
 //!   binary frames); a bad one is an error, never a panic.
 //! * `proto`: the control messages themselves.
 //! * `rpc`: request/response over queryables, with timeouts.
+//! * `status`: node statuses as deltas, written and read back.
 //!
 //! This crate is protocol only; what a client of the cluster does with it
 //! (deploying, moving a process, the local-cluster harness) is `weft-client`.
@@ -19,6 +20,7 @@ pub mod keys;
 pub mod proto;
 pub mod rpc;
 pub mod session;
+pub mod status;
 
 pub use codec::CodecError;
 pub use keys::Keys;

@@ -27,6 +27,13 @@ pub struct NodeStatus {
     pub memory_bytes: u64,
     /// How many more processes this node accepts.
     pub free_slots: u32,
+    /// `None`: `processes` and `checkpoints` list everything the node runs
+    /// and holds. `Some(seq)`: a delta, listing only what changed since the
+    /// node's status `seq`, and in `gone` what went (see `status`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_of: Option<u64>,
+    #[serde(default, skip_serializing_if = "crate::status::Gone::is_empty")]
+    pub gone: crate::status::Gone,
     pub processes: Vec<ProcessStatus>,
     /// Processes this node stopped because they now run elsewhere, whose
     /// final checkpoints it holds (see `docs/fabric.md`, handovers).

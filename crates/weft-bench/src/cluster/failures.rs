@@ -123,8 +123,8 @@ async fn deploy_counter(watch: &mut Watch) -> Result<NodeName> {
         .until(
             "the counter running",
             Duration::from_secs(30),
-            |_, _, e| match e {
-                Event::Status(s) if runs(s, "count", "counter") => {
+            |w, _, e| match e {
+                Event::Status(s) if w.runs(&s.name, "count", "counter") => {
                     host = Some(s.name.clone());
                     true
                 }
@@ -148,10 +148,10 @@ async fn until_moved(
         .until(
             &format!("node {victim} reported dead and the counter running on {other}"),
             Duration::from_secs(20),
-            |_, at, e| {
+            |w, at, e| {
                 match e {
                     Event::Alive(n, false) if n == victim => dead = dead.or(Some(at)),
-                    Event::Status(s) if s.name == *other && runs(s, "count", "counter") => {
+                    Event::Status(s) if s.name == *other && w.runs(other, "count", "counter") => {
                         running = running.or(Some(at))
                     }
                     _ => {}

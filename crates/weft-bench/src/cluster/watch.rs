@@ -107,13 +107,24 @@ impl Watch {
                     self.status.remove(node);
                 }
                 Event::Status(s) => {
-                    self.status.insert(s.name.clone(), (**s).clone());
+                    // Statuses are deltas: the view is what they add up to.
+                    let mut view = self.status.remove(&s.name);
+                    if let Err(gap) = NodeStatus::apply(&mut view, (**s).clone()) {
+                        tracing::debug!("{gap}");
+                    }
+                    self.status.extend(view.map(|v| (v.name.clone(), v)));
                 }
             }
             if done(self, t, &event) {
                 return Ok(t);
             }
         }
+    }
+
+    /// Whether the view of `node` (its statuses added up) runs
+    /// `process` of `app`.
+    pub(crate) fn runs(&self, node: &NodeName, app: &str, process: &str) -> bool {
+        self.status.get(node).is_some_and(|s| runs(s, app, process))
     }
 
     /// How many processes of `app` alive nodes last reported running.

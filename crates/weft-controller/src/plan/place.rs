@@ -217,11 +217,7 @@ impl Planner<'_> {
     /// `None` while `from` has not reported.
     pub(super) fn handed_over(&self, who: &ProcessRef, from: &NodeName) -> Option<bool> {
         let status = self.seen.status(from)?;
-        let runs = status
-            .processes
-            .iter()
-            .any(|p| p.app == who.app && p.name == who.process && !p.replica);
-        if runs {
+        if status.runs(&who.app, &who.process) {
             return Some(false);
         }
         let final_tag = status

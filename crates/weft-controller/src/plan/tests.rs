@@ -81,6 +81,8 @@ fn alive(name: &str, tier: &str) -> NodeSeen {
             cores: 2,
             memory_bytes: 1 << 30,
             free_slots: 10,
+            delta_of: None,
+            gone: Default::default(),
             processes: Vec::new(),
             handed_over: Vec::new(),
             checkpoints: Vec::new(),
@@ -113,8 +115,9 @@ fn report(seen: &mut Observed, node: &str, process: &str, replica: bool, last_ta
     );
     status.replica = replica;
     status.last_tag_ns = Some(last_tag);
-    let node = seen.nodes.get_mut(&n(node)).unwrap();
-    node.status.as_mut().unwrap().processes.push(status);
+    let mut view = seen.nodes[&n(node)].status.clone().unwrap();
+    view.processes.push(status);
+    seen.set_status(n(node), view);
 }
 
 fn placed(pairs: &[(Unit, &str)]) -> Current {
