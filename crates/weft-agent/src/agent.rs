@@ -196,6 +196,7 @@ async fn publish_status(
             processes,
             handed_over: ctx.handed_over(),
             checkpoints: ctx.outbox.checkpoints().list(),
+            checkpoint_bytes_sent: ctx.outbox.checkpoints().bytes_sent(),
             seq: ctx.status_seq.fetch_add(1, Ordering::SeqCst) + 1,
             wants_sync,
         };

@@ -31,6 +31,7 @@
 //! resumes from must outlive the wait for a node with room for it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -129,6 +130,8 @@ pub(crate) struct Checkpoints {
     held: Mutex<Held>,
     changed: Notify,
     duties: Mutex<Duties>,
+    /// Bytes sent to other nodes: links pushed, checkpoints served.
+    sent: AtomicU64,
 }
 
 impl Checkpoints {
@@ -143,6 +146,7 @@ impl Checkpoints {
             held: Mutex::default(),
             changed: Notify::new(),
             duties: Mutex::default(),
+            sent: AtomicU64::new(0),
         });
         tokio::spawn(this.clone().apply_and_send());
         tokio::spawn(this.clone().serve());
@@ -160,6 +164,11 @@ impl Checkpoints {
         waiting.push(snapshot);
         drop(pending);
         self.ready.notify_one();
+    }
+
+    /// Checkpoint bytes this node has sent to other nodes so far.
+    pub(crate) fn bytes_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     pub(crate) fn set_duties(&self, duties: Duties) {
@@ -220,6 +229,7 @@ impl Checkpoints {
                 let key = self.keys.replica_of(&peer, &who);
                 let (session, limit, failing) =
                     (self.session.clone(), limit.clone(), failing.clone());
+                let bytes = push.frame.len() as u64;
                 pushes.spawn(async move {
                     let _permit = limit.acquire_owned().await;
                     let skip = failing.lock().unwrap().contains(&peer);
@@ -230,12 +240,13 @@ impl Checkpoints {
                     if sent.is_err() {
                         failing.lock().unwrap().insert(peer.clone());
                     }
-                    (who, peer, push.leads_to, sent)
+                    (who, peer, push.leads_to, sent.map(|()| bytes))
                 });
             }
             while let Some(Ok((who, peer, leads_to, sent))) = pushes.join_next().await {
                 match sent {
-                    Ok(()) => {
+                    Ok(bytes) => {
+                        self.sent.fetch_add(bytes, Ordering::Relaxed);
                         peers_have.insert(who, (peer, leads_to));
                     }
                     Err(e) => {
@@ -312,6 +323,7 @@ impl Checkpoints {
                 let answer = match this.keys.checkpoint_query_of(&asked) {
                     Some(who) => {
                         let frame = this.answer(&who, query.parameters().as_str()).await;
+                        this.sent.fetch_add(frame.len() as u64, Ordering::Relaxed);
                         query
                             .reply(this.keys.held_checkpoint(&this.node, &who), frame)
                             .await

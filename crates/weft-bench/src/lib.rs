@@ -13,6 +13,10 @@
 //! * `metering`: fuel and epoch overhead.
 //! * `cluster`: cross-node port latency against raw Zenoh, node failure
 //!   detection and recovery, and deploy time, on a real local cluster.
+//! * `scale`: apps of 100, 1,000 and 10,000 stateful processes over 4
+//!   nodes: time to all running, controller and node CPU, RSS and disk
+//!   writes, checkpoint traffic, `weft ps` latency; and the recovery of a
+//!   killed node's ~1,000 processes.
 //! * `migration`: live `weft migrate` of 64 KiB to 64 MiB of state on a
 //!   real local cluster: output downtime and missed ticks as a consumer on
 //!   a third node sees them (10 ms and 1 ms loops), against the same watch
@@ -35,6 +39,7 @@ mod metering;
 mod migration;
 mod modules;
 mod report;
+mod scale;
 mod startup;
 mod state;
 mod stats;
@@ -56,7 +61,7 @@ pub struct BenchArgs {
     /// Directory to write BENCHMARKS.md and benchmarks.json to (default: the repository root).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Run only these benchmark groups: startup, memory, latency, metering, cluster, migration, state, jitter (repeatable).
+    /// Run only these benchmark groups: startup, memory, latency, metering, cluster, scale, migration, state, jitter (repeatable).
     #[arg(long, value_name = "NAME")]
     pub only: Vec<String>,
 }
@@ -92,6 +97,7 @@ const GROUPS: &[(&str, Group)] = &[
     ("latency", latency::port_latency),
     ("metering", metering::metering),
     ("cluster", cluster::cluster),
+    ("scale", scale::scale),
     ("migration", migration::migration),
     ("state", state::state),
     ("jitter", jitter::jitter),

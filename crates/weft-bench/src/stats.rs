@@ -28,6 +28,9 @@ pub enum Unit {
     Processes,
     /// Ticks of a periodic process (counts that may well be zero).
     Ticks,
+    /// CPU use in hundredths of a percent of one core (2,500 = 25 %).
+    PercentOfCore,
+    BytesPerSecond,
 }
 
 impl Unit {
@@ -45,6 +48,8 @@ impl Unit {
             Unit::Bytes => format!("{value:.0} B"),
             Unit::Processes => format!("{value:.0}"),
             Unit::Ticks => format!("{value:.0} ticks"),
+            Unit::PercentOfCore => format!("{:.1} %", value / 100.0),
+            Unit::BytesPerSecond => format!("{}/s", Unit::Bytes.show(value)),
         }
     }
 }

@@ -213,6 +213,10 @@ impl LocalCluster {
         Ok(())
     }
 
+    pub fn controller_pid(&self) -> Option<u32> {
+        self.controller.as_ref().map(Child::id)
+    }
+
     pub fn node_pid(&self, name: &str) -> Option<u32> {
         self.nodes.get(name).map(Child::id)
     }

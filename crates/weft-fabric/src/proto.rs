@@ -44,6 +44,10 @@ pub struct NodeStatus {
     /// of checkpoints is these lists; the bytes stay on the nodes.
     #[serde(default)]
     pub checkpoints: Vec<HeldCheckpoint>,
+    /// Checkpoint bytes this node has sent to other nodes since it
+    /// started (links pushed to peers and checkpoints served to fetches).
+    #[serde(default)]
+    pub checkpoint_bytes_sent: u64,
     /// Counts this agent's status publications; with `pid`, it marks which
     /// status a `Sync` was written after (see [`StatusMark`]).
     #[serde(default)]

@@ -480,6 +480,7 @@ mod tests {
             gone: Gone::default(),
             processes,
             handed_over: Vec::new(),
+            checkpoint_bytes_sent: 0,
             checkpoints,
             seq,
             wants_sync: false,

@@ -104,7 +104,7 @@ async fn deploy_fleet(watch: &mut Watch, app: &str, n: usize) -> Result<Duration
 }
 
 /// The time to spawn and wait for `n` × `/bin/true`, one after another.
-fn spawn_true(n: usize) -> Result<Duration> {
+pub(crate) fn spawn_true(n: usize) -> Result<Duration> {
     let t = Instant::now();
     for _ in 0..n {
         let status = Command::new("/bin/true")

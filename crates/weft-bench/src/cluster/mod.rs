@@ -23,7 +23,7 @@ use anyhow::{Result, anyhow};
 use crate::stats::{Figure, Unit};
 use crate::{Ctx, progress};
 
-pub(crate) use deploy::deploy_modules;
+pub(crate) use deploy::{deploy_modules, spawn_true};
 pub(crate) use watch::{Watch, runs, start_cluster};
 
 pub fn cluster(ctx: &Ctx) -> Result<Vec<Figure>> {

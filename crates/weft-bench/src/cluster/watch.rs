@@ -128,7 +128,7 @@ impl Watch {
     }
 
     /// How many processes of `app` alive nodes last reported running.
-    pub(super) fn running(&self, app: &str) -> usize {
+    pub(crate) fn running(&self, app: &str) -> usize {
         self.status
             .iter()
             .filter(|(n, _)| self.alive.contains(*n))

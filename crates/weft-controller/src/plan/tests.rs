@@ -85,6 +85,7 @@ fn alive(name: &str, tier: &str) -> NodeSeen {
             gone: Default::default(),
             processes: Vec::new(),
             handed_over: Vec::new(),
+            checkpoint_bytes_sent: 0,
             checkpoints: Vec::new(),
             seq: 1,
             wants_sync: true,
