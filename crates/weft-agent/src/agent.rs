@@ -191,6 +191,7 @@ async fn publish_status(
             cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             memory_bytes: weft_runtime::engine::total_memory(),
             free_slots: config.max_processes.saturating_sub(processes.len() as u32),
+            slots: config.max_processes,
             delta_of: None,
             gone: Gone::default(),
             processes,

@@ -8,12 +8,14 @@
 //!   (the pages written since its previous checkpoint: see
 //!   `weft_runtime::snapshot`) and goes on; it never encodes, waits or
 //!   sends. A task of its own applies each link, in order, to the node's
-//!   whole copy of the process's latest checkpoint;
+//!   whole copy of the process's latest checkpoint, kept sparse;
 //! * **kept for a peer**: the controller names, per process, one other
 //!   node as its checkpoint peer (see `docs/fabric.md`). The task sends
 //!   that node what changed since it last acknowledged (the links, merged
 //!   into one), or the whole copy when the peer has no base of this chain,
-//!   and the peer applies it to its own whole copy. A peer that refuses a
+//!   and the peer applies it to its own whole copy. What goes to one peer
+//!   goes in batches of about a mebibyte, one query each, so the cost is
+//!   the bytes, not a round trip per process. A peer that refuses a
 //!   link (a gap, a corrupt one) keeps its previous good copy and is sent
 //!   the whole one next time.
 //!
@@ -38,9 +40,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, anyhow};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
-use weft_fabric::codec::CheckpointFrame;
+use weft_fabric::codec::{self, CheckpointFrame, ReplicaBatch};
 use weft_fabric::keys::MIN_TAG;
-use weft_fabric::proto::HeldCheckpoint;
+use weft_fabric::proto::{HeldCheckpoint, ReplicaRefusals};
 use weft_fabric::{Keys, rpc};
 use weft_runtime::Snapshot;
 use weft_types::{NodeName, ProcessRef, Tag};
@@ -53,17 +55,22 @@ pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(60);
 const FRESH_WAIT: Duration = Duration::from_millis(1500);
 /// How long a peer has to take a link.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
-/// Links sent to peers at once.
-const PUSHES_IN_FLIGHT: usize = 16;
+/// Batches of links sent to peers at once.
+const BATCHES_IN_FLIGHT: usize = 4;
+/// How many bytes of links go to a peer in one query, about.
+const BATCH_BYTES: usize = 1 << 20;
 
-/// A whole checkpoint, with when it last changed.
+/// A whole checkpoint, with when it last changed. Its memories are kept
+/// sparse (zero pages dropped), so holding and sending a small process's
+/// checkpoint costs the pages it wrote, not the memory it has.
 struct Whole {
     snapshot: Snapshot,
     touched: Instant,
 }
 
 impl Whole {
-    fn new(snapshot: Snapshot) -> Whole {
+    fn new(mut snapshot: Snapshot) -> Whole {
+        snapshot.compact();
         Whole {
             snapshot,
             touched: Instant::now(),
@@ -77,6 +84,7 @@ impl Whole {
     /// Applies `link`; a refused one changes nothing.
     fn apply(&mut self, link: Snapshot) -> Result<()> {
         self.snapshot.apply(link)?;
+        self.snapshot.compact();
         self.touched = Instant::now();
         Ok(())
     }
@@ -211,10 +219,7 @@ impl Checkpoints {
             self.ready.notified().await;
             self.forget_idle();
             let taken = std::mem::take(&mut *self.pending.lock().unwrap());
-            let mut pushes = JoinSet::new();
-            let limit = Arc::new(Semaphore::new(PUSHES_IN_FLIGHT));
-            // A peer that does not answer is not waited for again this round.
-            let failing: Arc<Mutex<HashSet<NodeName>>> = Arc::default();
+            let mut outgoing: HashMap<NodeName, Vec<Outgoing>> = HashMap::new();
             for (who, links) in taken {
                 let peer = self.duties.lock().unwrap().peers.get(&who).cloned();
                 let has = peer
@@ -225,32 +230,74 @@ impl Checkpoints {
                     continue;
                 };
                 self.changed.notify_waiters();
-                let Some(peer) = peer else { continue };
-                let key = self.keys.replica_of(&peer, &who);
-                let (session, limit, failing) =
-                    (self.session.clone(), limit.clone(), failing.clone());
-                let bytes = push.frame.len() as u64;
-                pushes.spawn(async move {
+                if let Some(peer) = peer {
+                    outgoing
+                        .entry(peer)
+                        .or_default()
+                        .push(Outgoing { who, push });
+                }
+            }
+            self.send_batches(outgoing, &mut peers_have).await;
+        }
+    }
+
+    /// Sends each peer its links, [`BATCH_BYTES`] at a time, and notes
+    /// where each peer then stands. A peer that does not answer one batch
+    /// is not sent the rest this round.
+    async fn send_batches(
+        &self,
+        outgoing: HashMap<NodeName, Vec<Outgoing>>,
+        peers_have: &mut HashMap<ProcessRef, (NodeName, PeerHas)>,
+    ) {
+        let mut sends = JoinSet::new();
+        let limit = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+        let failing: Arc<Mutex<HashSet<NodeName>>> = Arc::default();
+        for (peer, links) in outgoing {
+            for batch in batches(links) {
+                let key = self.keys.replicas_to(&peer);
+                let (session, limit, failing, peer) = (
+                    self.session.clone(),
+                    limit.clone(),
+                    failing.clone(),
+                    peer.clone(),
+                );
+                sends.spawn(async move {
                     let _permit = limit.acquire_owned().await;
                     let skip = failing.lock().unwrap().contains(&peer);
                     let sent = match skip {
-                        true => Err(anyhow!("it did not answer another link just now")),
-                        false => send_link(&session, &key, push.frame).await,
+                        true => Err(anyhow!("it did not answer another batch just now")),
+                        false => send_batch(&session, &key, &batch).await,
                     };
                     if sent.is_err() {
                         failing.lock().unwrap().insert(peer.clone());
                     }
-                    (who, peer, push.leads_to, sent.map(|()| bytes))
+                    (peer, batch, sent)
                 });
             }
-            while let Some(Ok((who, peer, leads_to, sent))) = pushes.join_next().await {
-                match sent {
-                    Ok(bytes) => {
-                        self.sent.fetch_add(bytes, Ordering::Relaxed);
-                        peers_have.insert(who, (peer, leads_to));
+        }
+        while let Some(Ok((peer, batch, sent))) = sends.join_next().await {
+            let refused = match sent {
+                Ok(refusals) => refusals.refused.into_iter().collect(),
+                Err(e) => {
+                    tracing::warn!(peer = %peer, links = batch.len(), "checkpoint peer did not take a batch of links; each gets its whole checkpoint next: {e:#}");
+                    batch
+                        .iter()
+                        .map(|o| (o.who.clone(), String::new()))
+                        .collect()
+                }
+            };
+            let refused: HashMap<ProcessRef, String> = refused;
+            for Outgoing { who, push } in batch {
+                match refused.get(&who) {
+                    None => {
+                        self.sent
+                            .fetch_add(push.frame.len() as u64, Ordering::Relaxed);
+                        peers_have.insert(who, (peer.clone(), push.leads_to));
                     }
-                    Err(e) => {
-                        tracing::warn!(process = %who, peer = %peer, "checkpoint peer did not take the link; it gets the whole checkpoint next: {e:#}");
+                    Some(why) => {
+                        if !why.is_empty() {
+                            tracing::warn!(process = %who, peer = %peer, "checkpoint peer refused the link; it gets the whole checkpoint next: {why}");
+                        }
                         peers_have.remove(&who);
                     }
                 }
@@ -370,13 +417,22 @@ impl Checkpoints {
     async fn keep_for_peers(self: Arc<Self>) {
         let key = self.keys.replicas_to(&self.node);
         let this = self.clone();
-        let served = rpc::serve_raw(self.session.clone(), key, move |key, _, payload| {
+        let served = rpc::serve_raw(self.session.clone(), key, move |_, _, payload| {
             let this = this.clone();
             async move {
-                this.keep(&key, &payload).map(|()| Vec::new()).map_err(|e| {
-                    tracing::warn!(key, "checkpoint link for a peer refused: {e:#}");
-                    format!("{e:#}")
-                })
+                let batch = ReplicaBatch::decode(&payload).map_err(|e| {
+                    tracing::warn!("checkpoint links from a peer refused: {e}");
+                    format!("{e}")
+                })?;
+                let refused = batch
+                    .links
+                    .into_iter()
+                    .filter_map(|(who, frame)| {
+                        let kept = this.keep(&who, &frame);
+                        kept.err().map(|e| (who, format!("{e:#}")))
+                    })
+                    .collect();
+                Ok(codec::encode(&ReplicaRefusals { refused }))
             }
         })
         .await;
@@ -385,21 +441,17 @@ impl Checkpoints {
         }
     }
 
-    fn keep(&self, key: &str, payload: &[u8]) -> Result<()> {
-        let (_, who) = self
-            .keys
-            .replica_key_of(key)
-            .ok_or_else(|| anyhow!("{key} does not name a process"))?;
-        let frame = CheckpointFrame::decode(payload)?;
+    fn keep(&self, who: &ProcessRef, frame: &[u8]) -> Result<()> {
+        let frame = CheckpointFrame::decode(frame)?;
         let link = Snapshot::decode(&frame.snapshot)
             .with_context(|| format!("checkpoint of {who} at {}", frame.tag))?;
         let mut held = self.held.lock().unwrap();
-        match held.kept.get_mut(&who) {
+        match held.kept.get_mut(who) {
             Some(whole) => whole
                 .apply(link)
                 .with_context(|| format!("checkpoint of {who} at {}", frame.tag))?,
             None if link.is_base() => {
-                held.kept.insert(who, Whole::new(link));
+                held.kept.insert(who.clone(), Whole::new(link));
             }
             None => anyhow::bail!(
                 "no base of {who} here to apply an increment to; send a whole checkpoint"
@@ -411,13 +463,19 @@ impl Checkpoints {
     }
 }
 
-/// Sends one link to the peer that `key` names, at background priority so
-/// that no port message waits behind it; `Ok` once the peer applied it.
-async fn send_link(session: &zenoh::Session, key: &str, frame: Vec<u8>) -> Result<()> {
+/// Sends one batch of links to the peer that `key` names, at background
+/// priority so that no port message waits behind it; the links the peer
+/// refused once it applied the batch.
+async fn send_batch(
+    session: &zenoh::Session,
+    key: &str,
+    batch: &[Outgoing],
+) -> Result<ReplicaRefusals> {
     use zenoh::qos::{CongestionControl, Priority};
+    let payload = ReplicaBatch::encode_links(batch.iter().map(|o| (&o.who, &o.push.frame[..])));
     let replies = session
         .get(key)
-        .payload(frame)
+        .payload(payload)
         .priority(Priority::Background)
         .congestion_control(CongestionControl::Block)
         .timeout(PUSH_TIMEOUT)
@@ -428,12 +486,34 @@ async fn send_link(session: &zenoh::Session, key: &str, frame: Vec<u8>) -> Resul
         .await
         .map_err(|_| anyhow!("no answer from {key} within {PUSH_TIMEOUT:?}"))?;
     match reply.result() {
-        Ok(_) => Ok(()),
+        Ok(sample) => Ok(codec::decode(&sample.payload().to_bytes())?),
         Err(e) => Err(anyhow!(
             "{}",
             String::from_utf8_lossy(&e.payload().to_bytes())
         )),
     }
+}
+
+/// One process's link on its way to its peer.
+struct Outgoing {
+    who: ProcessRef,
+    push: Push,
+}
+
+/// `links` in batches of about [`BATCH_BYTES`] (a bigger link goes alone).
+fn batches(links: Vec<Outgoing>) -> Vec<Vec<Outgoing>> {
+    let mut batches: Vec<Vec<Outgoing>> = Vec::new();
+    let mut size = 0;
+    for link in links {
+        let bytes = link.push.frame.len() + ReplicaBatch::PER_LINK;
+        if batches.is_empty() || size + bytes > BATCH_BYTES {
+            batches.push(Vec::new());
+            size = 0;
+        }
+        size += bytes;
+        batches.last_mut().unwrap().push(link);
+    }
+    batches
 }
 
 /// What goes to a peer, and the link it then has.

@@ -697,7 +697,6 @@ fn malformed_fabric_messages_are_dropped_with_a_log() {
     c.deploy(&app);
     c.wait("counter running", |c| c.running_on("counter").is_some());
     let node: weft_types::NodeName = "a".parse().unwrap();
-    let who: weft_types::ProcessRef = "count/counter".parse().unwrap();
     runtime().block_on(async {
         let config = weft_fabric::FabricConfig::default()
             .mode(weft_fabric::Mode::Client)
@@ -717,7 +716,7 @@ fn malformed_fabric_messages_are_dropped_with_a_log() {
             (keys.controller_deploy(), b"garbage".to_vec()),
             (keys.node_rpc(&node), br#"{"v":1,"op":"explode"}"#.to_vec()),
             (modules, Vec::new()),
-            (keys.replica_of(&node, &who), b"garbage".to_vec()),
+            (keys.replicas_to(&node), b"garbage".to_vec()),
         ] {
             let replies = session.get(&key).payload(payload).await.unwrap();
             let reply = replies.recv_async().await.unwrap();
@@ -743,7 +742,7 @@ fn malformed_fabric_messages_are_dropped_with_a_log() {
     for (log, needle) in [
         (&controller, "dropping malformed node status"),
         (&controller, "unsupported payload version 99"),
-        (&node, "checkpoint link for a peer refused"),
+        (&node, "checkpoint links from a peer refused"),
         (&controller, "dropping malformed request"),
         (&controller, "malformed deploy bundle"),
         (&node, "dropping malformed request"),

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Serialize, de::DeserializeOwned};
-use weft_types::{ModuleDigest, Tag, limits};
+use weft_types::{ModuleDigest, ProcessRef, Tag, limits};
 
 pub const VERSION: u8 = 1;
 
@@ -206,6 +206,77 @@ impl CheckpointFrame {
     }
 }
 
+/// The checkpoint links one node sends a peer to keep, in one query on
+/// `replica/<peer>`: `version u8 ‖ count u32 ‖ per link: app length u16 ‖
+/// app ‖ process length u16 ‖ process ‖ frame length u64 ‖ frame`, each
+/// frame a [`CheckpointFrame`]. One query per batch, not per process: at
+/// thousands of processes per node, a round trip per link could not keep
+/// up with two checkpoints a second each.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReplicaBatch {
+    pub links: Vec<(ProcessRef, Vec<u8>)>,
+}
+
+impl ReplicaBatch {
+    /// Bytes a link adds to a batch besides its frame, at most.
+    pub const PER_LINK: usize = 2 + 2 + 8 + 2 * 255;
+
+    pub fn encode(&self) -> Vec<u8> {
+        Self::encode_links(
+            self.links
+                .iter()
+                .map(|(who, frame)| (who, frame.as_slice())),
+        )
+    }
+
+    /// Encodes links without gathering them into a batch first.
+    pub fn encode_links<'a>(
+        links: impl ExactSizeIterator<Item = (&'a ProcessRef, &'a [u8])> + Clone,
+    ) -> Vec<u8> {
+        let size: usize = links.clone().map(|(_, f)| Self::PER_LINK + f.len()).sum();
+        let mut out = Vec::with_capacity(5 + size);
+        out.push(VERSION);
+        out.extend_from_slice(&(links.len() as u32).to_le_bytes());
+        for (who, frame) in links {
+            for name in [who.app.as_str(), who.process.as_str()] {
+                out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+                out.extend_from_slice(name.as_bytes());
+            }
+            out.extend_from_slice(&(frame.len() as u64).to_le_bytes());
+            out.extend_from_slice(frame);
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<ReplicaBatch, CodecError> {
+        let mut r = Reader::open(bytes, limits::MAX_CHECKPOINT, "checkpoint batch")?;
+        let count = r.u32()?;
+        let mut links = Vec::new();
+        for _ in 0..count {
+            let mut name = || -> Result<String, CodecError> {
+                let len = r.u16()? as usize;
+                let text = std::str::from_utf8(r.take(len)?)
+                    .map_err(|_| CodecError::Malformed("a name is not UTF-8".into()))?;
+                Ok(text.to_string())
+            };
+            let (app, process) = (name()?, name()?);
+            let who: ProcessRef = format!("{app}/{process}")
+                .parse()
+                .map_err(|e| CodecError::Malformed(format!("checkpoint batch: {e}")))?;
+            let len = r.u64()?;
+            let frame = usize::try_from(len)
+                .map_err(|_| CodecError::Malformed("checkpoint batch: link too long".into()))?;
+            links.push((who, r.take(frame)?.to_vec()));
+        }
+        if !r.rest().is_empty() {
+            return Err(CodecError::Malformed(
+                "checkpoint batch has bytes after its last link".into(),
+            ));
+        }
+        Ok(ReplicaBatch { links })
+    }
+}
+
 /// A module, the reply to a query on `module/<digest>`:
 /// `version u8 ‖ module binary`. The key names it; receivers check that
 /// the bytes have that digest.
@@ -350,6 +421,30 @@ mod tests {
         let mut bad = m.encode();
         bad[17] = 200; // source length beyond the end
         assert!(PortMessage::decode(&bad).is_err());
+    }
+
+    #[test]
+    fn replica_batches_round_trip_and_truncation_is_refused() {
+        let batch = ReplicaBatch {
+            links: vec![
+                ("app/p1".parse().unwrap(), vec![1, 2, 3]),
+                ("app/p2".parse().unwrap(), Vec::new()),
+            ],
+        };
+        let bytes = batch.encode();
+        assert_eq!(ReplicaBatch::decode(&bytes).unwrap(), batch);
+        for cut in [1, 6, bytes.len() - 1] {
+            assert!(
+                ReplicaBatch::decode(&bytes[..cut]).is_err(),
+                "{cut} bytes decoded"
+            );
+        }
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(ReplicaBatch::decode(&trailing).is_err());
+        let mut bad_name = bytes;
+        bad_name[7] = b'/';
+        assert!(ReplicaBatch::decode(&bad_name).is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! | `module/<digest>` | queryable: a module's bytes |
 //! | `port/<app>/<process>/<port>` | tagged messages an output port publishes |
 //! | `checkpoint/<node>/<app>/<process>` | queryable on `<node>`: the latest checkpoint of the process it holds |
-//! | `replica/<node>/<app>/<process>` | queryable on `<node>`: takes the next checkpoint link of a process it holds for a peer |
+//! | `replica/<node>` | queryable on `<node>`: takes a batch of checkpoint links of processes it holds for their nodes |
 //! | `log/<app>/<process>` | guest log lines |
 //!
 //! Every segment is a typed name (`weft_types`), which can never contain
@@ -88,14 +88,10 @@ impl Keys {
     pub fn checkpoint_anywhere(&self, who: &ProcessRef) -> String {
         format!("{}/checkpoint/*/{}/{}", self.root, who.app, who.process)
     }
-    /// Where the node running `who` sends its checkpoint links for `peer`
-    /// to keep.
-    pub fn replica_of(&self, peer: &NodeName, who: &ProcessRef) -> String {
-        format!("{}/replica/{peer}/{}/{}", self.root, who.app, who.process)
-    }
-    /// Every checkpoint link sent to `peer` (what it serves).
+    /// Where nodes send `peer` the checkpoint links it keeps for them, a
+    /// batch at a time (what `peer` serves).
     pub fn replicas_to(&self, peer: &NodeName) -> String {
-        format!("{}/replica/{peer}/*/*", self.root)
+        format!("{}/replica/{peer}", self.root)
     }
     pub fn log(&self, app: &AppName, process: &ProcessName) -> String {
         format!("{}/log/{app}/{process}", self.root)
@@ -120,11 +116,6 @@ impl Keys {
     pub fn checkpoint_query_of(&self, key: &str) -> Option<ProcessRef> {
         let (_, process) = self.under(key, "/checkpoint/")?.split_once('/')?;
         process.parse().ok()
-    }
-
-    /// The node and process of a `replica/<node>/<app>/<process>` key.
-    pub fn replica_key_of(&self, key: &str) -> Option<(NodeName, ProcessRef)> {
-        node_and_process(self.under(key, "/replica/")?)
     }
 
     /// The digest of a `module/<digest>` key.
@@ -160,10 +151,7 @@ mod tests {
             k.held_checkpoint_of(&k.held_checkpoint(&node, &who)),
             Some((node.clone(), who.clone()))
         );
-        assert_eq!(
-            k.replica_key_of(&k.replica_of(&node, &who)),
-            Some((node.clone(), who.clone()))
-        );
+        assert_eq!(k.replicas_to(&node), "weft/c1/replica/edge-1");
         assert_eq!(k.checkpoint_anywhere(&who), "weft/c1/checkpoint/*/app/pid");
         assert_eq!(
             k.checkpoint_query_of(&k.checkpoint_anywhere(&who)),

@@ -27,6 +27,14 @@ pub struct NodeStatus {
     pub memory_bytes: u64,
     /// How many more processes this node accepts.
     pub free_slots: u32,
+    /// How many processes the node runs at most (its `--max-processes`).
+    /// Placement counts capacity from this, not from `free_slots` plus the
+    /// processes listed: a delta status lists a node's newly started
+    /// processes over several statuses, and the sum fell short meanwhile
+    /// (the planner then unplaced running processes, and they flapped).
+    /// 0 from a node that does not say.
+    #[serde(default)]
+    pub slots: u32,
     /// `None`: `processes` and `checkpoints` list everything the node runs
     /// and holds. `Some(seq)`: a delta, listing only what changed since the
     /// node's status `seq`, and in `gone` what went (see `status`).
@@ -98,6 +106,15 @@ pub struct HeldCheckpoint {
     pub tag: Tag,
     /// Its encoded size.
     pub bytes: u64,
+}
+
+/// A peer's answer to a [`crate::codec::ReplicaBatch`]: the links it
+/// refused, and why (a gap, a corrupt link, no base to apply an increment
+/// to); it kept every other one. The sender sends a refused process its
+/// whole checkpoint next time.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplicaRefusals {
+    pub refused: Vec<(ProcessRef, String)>,
 }
 
 /// A process a node stopped and handed over: its final checkpoint, at

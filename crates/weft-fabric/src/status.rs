@@ -476,6 +476,7 @@ mod tests {
             cores: 2,
             memory_bytes: 1 << 30,
             free_slots: 10,
+            slots: 10,
             delta_of: None,
             gone: Gone::default(),
             processes,

@@ -85,7 +85,9 @@ struct Queue {
     /// Per source, the (tag, sequence) of the last message handed to the
     /// process. A sender restored from a checkpoint re-sends what it had
     /// sent after that checkpoint; those copies are recognised here and
-    /// dropped, so every message is delivered once.
+    /// dropped, so every message is delivered once. Indexed by source id,
+    /// grown to the highest source seen: a process of an app of 10,000
+    /// that hears from two of them does not hold 10,000 entries.
     consumed: Vec<Option<(Tag, u64)>>,
     /// Replays only: arrivals held until their receiver reads past a tag.
     held: Vec<(Tag, Message)>,
@@ -179,7 +181,7 @@ impl Inbox {
         Inbox {
             queue: Mutex::new(Queue {
                 pending: Pending::default(),
-                consumed: vec![None; roster.len()],
+                consumed: Vec::new(),
                 held: Vec::new(),
             }),
             depth: depth.max(1),
@@ -400,10 +402,14 @@ impl Inbox {
                 queue.pending.insert(key, (m.port, Bytes::from(m.payload)));
             }
         }
-        queue.consumed = vec![None; self.roster.len()];
+        queue.consumed.clear();
         for (name, tag, seq) in state.consumed {
             if let Some(source) = id(&name) {
-                queue.consumed[source.0 as usize] = Some((tag, seq));
+                let index = source.0 as usize;
+                if queue.consumed.len() <= index {
+                    queue.consumed.resize(index + 1, None);
+                }
+                queue.consumed[index] = Some((tag, seq));
             }
         }
         for (key, message) in arrived.0 {

@@ -37,8 +37,9 @@ const START_LEAD: Duration = Duration::from_millis(50);
 pub struct Node {
     rt: WeftEngine,
     be: WeftEngine,
-    rt_linker: Linker<Host>,
-    be_linker: Linker<Host>,
+    /// The host functions, resolved once and shared by every program.
+    rt_linker: Arc<Linker<Host>>,
+    be_linker: Arc<Linker<Host>>,
     devices: Devices,
     _epoch: EpochTicker,
 }
@@ -66,8 +67,8 @@ impl Node {
         Ok(Node {
             rt,
             be,
-            rt_linker,
-            be_linker,
+            rt_linker: Arc::new(rt_linker),
+            be_linker: Arc::new(be_linker),
             devices,
             _epoch: epoch,
         })

@@ -436,7 +436,7 @@ async fn instantiate_modules(
         return Ok(vec![instance.map_err(|e| classify(store, e.into()))?]);
     }
     let mut instances = Vec::with_capacity(program.modules.len());
-    let mut linker = program.linker.clone();
+    let mut linker = (*program.linker).clone();
     for (name, compiled) in &program.modules {
         let instance = if is_async {
             linker

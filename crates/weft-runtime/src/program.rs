@@ -24,7 +24,9 @@ pub struct Program {
     pub(crate) modules: Vec<(String, CompiledModule)>,
     /// Pre-resolved imports of a single-module process.
     pub(crate) pre: Option<InstancePre<Host>>,
-    pub(crate) linker: Linker<Host>,
+    /// Shared with every program of the node; a process of linked modules
+    /// clones it to add its libraries.
+    pub(crate) linker: Arc<Linker<Host>>,
     /// The main module's entry points, resolved once (lookups by index, not name).
     pub(crate) entry_points: EntryPoints,
 }
@@ -83,7 +85,7 @@ impl Program {
         spec: Arc<ProcessSpec>,
         source: &dyn ModuleSource,
         engine: &WeftEngine,
-        linker: &Linker<Host>,
+        linker: &Arc<Linker<Host>>,
     ) -> Result<Program> {
         let process = &spec.name;
         engine.check_limits(&spec)?;

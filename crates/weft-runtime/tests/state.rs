@@ -281,6 +281,19 @@ fn a_second_start_uses_the_compiled_module_cache() {
     assert!(second.from_cache(), "second start compiled again");
 }
 
+/// Processes of one module on one node share its compiled code: only the
+/// first compiles, even with no artefact cache.
+#[test]
+fn a_module_is_compiled_once_per_node() {
+    let dir = tempdir().unwrap();
+    let spec = Arc::new(stateful_spec(dir.path()));
+    let node = Node::new(&RuntimeConfig::default().max_processes(8).cache_dir(None)).unwrap();
+    let first = node.prepare(spec.clone(), &Files).unwrap();
+    let second = node.prepare(spec, &Files).unwrap();
+    assert!(!first.from_cache(), "nothing was compiled before");
+    assert!(second.from_cache(), "the second process compiled again");
+}
+
 #[test]
 fn module_bigger_than_its_memory_limit_is_refused_before_start() {
     let dir = tempdir().unwrap();

@@ -279,7 +279,10 @@ pub(crate) fn candidates<'s>(
 /// A node that reported its status, with `others` of its slots taken by
 /// other apps.
 pub(crate) fn reported_view(name: &NodeName, s: &NodeStatus, others: u32) -> NodeView {
-    let capacity = s.free_slots.saturating_add(s.processes.len() as u32);
+    let capacity = match s.slots {
+        0 => s.free_slots.saturating_add(s.processes.len() as u32),
+        slots => slots,
+    };
     NodeView {
         name: name.clone(),
         labels: s.labels.clone(),

@@ -81,6 +81,7 @@ fn alive(name: &str, tier: &str) -> NodeSeen {
             cores: 2,
             memory_bytes: 1 << 30,
             free_slots: 10,
+            slots: 10,
             delta_of: None,
             gone: Default::default(),
             processes: Vec::new(),
@@ -596,4 +597,22 @@ fn a_new_incarnation_that_resumed_from_less_than_the_newest_checkpoint_says_what
     assert_eq!(run(&mut seen, "c1", 10 * S, Some(8 * S)), Some(Tag(9 * S)));
     // Started afresh after checkpoints were taken.
     assert_eq!(run(&mut seen, "e1", 0, None), Some(Tag(9 * S)));
+}
+
+/// A node's capacity is the slots it says it has: a delta status that has
+/// not listed all its newly started processes yet (so free slots plus
+/// processes listed falls short) must not make the planner think the node
+/// full and unplace what runs there.
+#[test]
+fn capacity_is_the_slots_a_node_reports_not_free_plus_listed() {
+    let mut status = alive("e1", "edge").status.unwrap();
+    status.free_slots = 2;
+    let view = place::reported_view(&n("e1"), &status, 3);
+    assert_eq!(view.free_slots, 7, "10 slots, 3 taken by other apps");
+    status.slots = 0;
+    let view = place::reported_view(&n("e1"), &status, 0);
+    assert_eq!(
+        view.free_slots, 2,
+        "a node that does not say: free + listed"
+    );
 }

@@ -33,6 +33,16 @@ pub enum MemoryImage {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
+    /// Every byte too, kept sparse: the pages listed (laid out as in
+    /// `Pages`) hold `data`, every other page is zero. What a holder keeps
+    /// and sends: most of a small process's memory is zero pages, which a
+    /// whole copy would hold in RAM and on the wire for nothing.
+    Sparse {
+        len: u64,
+        pages: Vec<u32>,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
 }
 
 impl MemoryImage {
@@ -54,7 +64,7 @@ impl MemoryImage {
     pub fn carried(&self) -> u64 {
         match self {
             MemoryImage::Full(bytes) => bytes.len() as u64,
-            MemoryImage::Pages { data, .. } => data.len() as u64,
+            MemoryImage::Pages { data, .. } | MemoryImage::Sparse { data, .. } => data.len() as u64,
         }
     }
 
@@ -62,7 +72,7 @@ impl MemoryImage {
     pub fn len(&self) -> u64 {
         match self {
             MemoryImage::Full(bytes) => bytes.len() as u64,
-            MemoryImage::Pages { len, .. } => *len,
+            MemoryImage::Pages { len, .. } | MemoryImage::Sparse { len, .. } => *len,
         }
     }
 
@@ -70,18 +80,83 @@ impl MemoryImage {
         self.len() == 0
     }
 
-    /// The whole memory, if this image has it.
+    /// True when the image has the whole memory (every byte, or sparse).
+    pub fn is_whole(&self) -> bool {
+        !matches!(self, MemoryImage::Pages { .. })
+    }
+
+    /// The whole memory as bytes, if this image holds it as such.
     pub fn full(&self) -> Option<&[u8]> {
         match self {
             MemoryImage::Full(bytes) => Some(bytes),
-            MemoryImage::Pages { .. } => None,
+            _ => None,
         }
     }
 
-    /// Each changed page with its bytes.
+    /// The whole memory expanded into bytes, if this image has it.
+    pub fn to_bytes(&self) -> Option<Vec<u8>> {
+        let mut bytes = vec![0; self.len() as usize];
+        self.write_whole(&mut bytes).then_some(bytes)
+    }
+
+    /// Writes the whole memory over `memory` (exactly [`Self::len`] bytes
+    /// long). A page is written only if its bytes differ, so restoring
+    /// leaves the pages that are zero in both untouched (not resident). False,
+    /// and nothing written, for an increment.
+    pub fn write_whole(&self, memory: &mut [u8]) -> bool {
+        match self {
+            // Page by page, only where the bytes differ: a fresh memory
+            // reads as zeros without being resident, and stays so where
+            // the image is zero too.
+            MemoryImage::Full(bytes) => {
+                for (target, source) in memory.chunks_mut(PAGE).zip(bytes.chunks(PAGE)) {
+                    if target != source {
+                        target.copy_from_slice(source);
+                    }
+                }
+            }
+            MemoryImage::Pages { .. } => return false,
+            MemoryImage::Sparse { .. } => {
+                let mut listed = self.each_page().peekable();
+                for (page, target) in memory.chunks_mut(PAGE).enumerate() {
+                    match listed.next_if(|(p, _)| *p as usize == page) {
+                        Some((_, bytes)) => target.copy_from_slice(bytes),
+                        None if target.iter().any(|b| *b != 0) => target.fill(0),
+                        None => {}
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// A whole image made sparse: its zero pages dropped. An increment is
+    /// left as it is.
+    pub fn compact(&mut self) {
+        let MemoryImage::Full(bytes) = self else {
+            return;
+        };
+        let mut pages = Vec::new();
+        let mut data = Vec::new();
+        for (page, chunk) in bytes.chunks(PAGE).enumerate() {
+            if chunk.iter().any(|b| *b != 0) {
+                pages.push(page as u32);
+                data.extend_from_slice(chunk);
+            }
+        }
+        *self = MemoryImage::Sparse {
+            len: bytes.len() as u64,
+            pages,
+            data,
+        };
+    }
+
+    /// Each listed page with its bytes (none for a `Full` image).
     fn each_page(&self) -> impl Iterator<Item = (u32, &[u8])> {
         let (pages, data): (&[u32], &[u8]) = match self {
-            MemoryImage::Pages { pages, data, .. } => (pages, data),
+            MemoryImage::Pages { pages, data, .. } | MemoryImage::Sparse { pages, data, .. } => {
+                (pages, data)
+            }
             MemoryImage::Full(_) => (&[], &[]),
         };
         let mut offset = 0;
@@ -93,10 +168,12 @@ impl MemoryImage {
         })
     }
 
-    /// Checks the layout an increment's decoder cannot: pages in order,
+    /// Checks the layout an image's decoder cannot: pages in order,
     /// inside the memory, and exactly as many bytes as they need.
-    fn check(&self) -> Result<(), ChainError> {
-        let MemoryImage::Pages { len, pages, data } = self else {
+    pub(crate) fn check(&self) -> Result<(), ChainError> {
+        let (MemoryImage::Pages { len, pages, data } | MemoryImage::Sparse { len, pages, data }) =
+            self
+        else {
             return Ok(());
         };
         let in_order = pages.windows(2).all(|w| w[0] < w[1]);
@@ -116,7 +193,7 @@ impl MemoryImage {
     /// what is here. A whole image on top of anything replaces it.
     pub(crate) fn overlay(&mut self, newer: &MemoryImage) {
         match (&mut *self, newer) {
-            (_, MemoryImage::Full(_)) => *self = newer.clone(),
+            (_, MemoryImage::Full(_) | MemoryImage::Sparse { .. }) => *self = newer.clone(),
             (MemoryImage::Full(bytes), MemoryImage::Pages { len, .. }) => {
                 bytes.resize(*len as usize, 0);
                 for (page, data) in newer.each_page() {
@@ -124,11 +201,21 @@ impl MemoryImage {
                     bytes[start..start + data.len()].copy_from_slice(data);
                 }
             }
+            (MemoryImage::Sparse { .. }, MemoryImage::Pages { len, .. }) => {
+                if !self.overwrite_listed(newer) {
+                    let (pages, data) = self.merged(newer);
+                    *self = MemoryImage::Sparse {
+                        len: *len,
+                        pages,
+                        data,
+                    };
+                }
+                if let MemoryImage::Sparse { len: mine, .. } = self {
+                    *mine = *len;
+                }
+            }
             (MemoryImage::Pages { .. }, MemoryImage::Pages { len, .. }) => {
-                let mut merged: BTreeMap<u32, &[u8]> = self.each_page().collect();
-                merged.extend(newer.each_page());
-                let pages: Vec<u32> = merged.keys().copied().collect();
-                let data = merged.values().flat_map(|d| d.iter().copied()).collect();
+                let (pages, data) = self.merged(newer);
                 *self = MemoryImage::Pages {
                     len: *len,
                     pages,
@@ -136,6 +223,42 @@ impl MemoryImage {
                 };
             }
         }
+    }
+
+    /// Overwrites in place the pages of `newer`, if this sparse image
+    /// lists every one of them already (the usual case: a process keeps
+    /// writing the pages it wrote before), so applying an increment costs
+    /// its own size, not the holder's. False, and nothing changed,
+    /// otherwise.
+    fn overwrite_listed(&mut self, newer: &MemoryImage) -> bool {
+        let MemoryImage::Sparse { pages, data, .. } = self else {
+            return false;
+        };
+        let spans: Option<Vec<usize>> = newer
+            .each_page()
+            .map(|(page, bytes)| {
+                let at = pages.binary_search(&page).ok()?;
+                let start = at * PAGE;
+                (data.len().saturating_sub(start).min(PAGE) == bytes.len()).then_some(start)
+            })
+            .collect();
+        let Some(spans) = spans else {
+            return false;
+        };
+        for (start, (_, bytes)) in spans.into_iter().zip(newer.each_page()) {
+            data[start..start + bytes.len()].copy_from_slice(bytes);
+        }
+        true
+    }
+
+    /// The pages listed in both images (the newer's bytes win), and their
+    /// bytes one after another.
+    fn merged(&self, newer: &MemoryImage) -> (Vec<u32>, Vec<u8>) {
+        let mut merged: BTreeMap<u32, &[u8]> = self.each_page().collect();
+        merged.extend(newer.each_page());
+        let pages = merged.keys().copied().collect();
+        let data = merged.values().flat_map(|d| d.iter().copied()).collect();
+        (pages, data)
     }
 }
 
@@ -175,9 +298,7 @@ pub enum ChainError {
     },
     #[error("checkpoint increment does not fit its base: {0}")]
     Mismatch(String),
-    #[error(
-        "checkpoint increment is malformed (pages out of order, outside memory, or wrong size)"
-    )]
+    #[error("checkpoint pages are malformed (out of order, outside memory, or of the wrong size)")]
     Malformed,
 }
 

@@ -154,6 +154,17 @@ impl Snapshot {
     pub fn carried_bytes(&self) -> u64 {
         self.instances.iter().map(InstanceState::carried).sum()
     }
+
+    /// Makes every whole memory sparse (see [`MemoryImage::Sparse`]): what
+    /// a holder of checkpoints does before it keeps one.
+    pub fn compact(&mut self) {
+        for instance in &mut self.instances {
+            instance
+                .memories
+                .values_mut()
+                .for_each(MemoryImage::compact);
+        }
+    }
 }
 
 fn index_after(name: &str, prefix: &str) -> Option<u32> {
@@ -306,33 +317,31 @@ fn restore_memories(
     state: &InstanceState,
 ) -> Result<()> {
     for (index, image) in &state.memories {
-        let bytes = image
-            .full()
-            .with_context(|| format!("snapshot memory {index} is not whole"))?;
+        if !image.is_whole() {
+            bail!("snapshot memory {index} is not whole");
+        }
+        image
+            .check()
+            .with_context(|| format!("snapshot memory {index} cannot be restored"))?;
+        let len = image.len() as usize;
         let name = format!("{}{index}", exports::SNAPSHOT_MEMORY_PREFIX);
         let memory = instance
             .get_memory(&mut *store, &name)
             .with_context(|| format!("snapshot has memory {index} but the module has none"))?;
         let current = memory.data_size(&*store);
-        if bytes.len() < current || bytes.len() % 65536 != 0 {
-            bail!(
-                "snapshot memory {index} has {} bytes; the module starts with {current}",
-                bytes.len()
-            );
+        if len < current || len % 65536 != 0 {
+            bail!("snapshot memory {index} has {len} bytes; the module starts with {current}");
         }
-        let grow = ((bytes.len() - current) / 65536) as u64;
+        let grow = ((len - current) / 65536) as u64;
         if grow > 0 {
             memory
                 .grow(&mut *store, grow)
                 .map_err(anyhow::Error::from)
                 .with_context(|| {
-                    format!(
-                        "cannot grow memory {index} to the snapshot's {} bytes",
-                        bytes.len()
-                    )
+                    format!("cannot grow memory {index} to the snapshot's {len} bytes")
                 })?;
         }
-        memory.data_mut(&mut *store).copy_from_slice(bytes);
+        image.write_whole(memory.data_mut(&mut *store));
     }
     Ok(())
 }
