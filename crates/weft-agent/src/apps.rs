@@ -509,11 +509,22 @@ async fn fetch_checkpoints(
     // a time, a share of hundreds of processes took seconds to start.
     let limit = Arc::new(Semaphore::new(FETCHES_IN_FLIGHT));
     let mut fetches = JoinSet::new();
+    let mut found_here = Vec::new();
     let assignment = &prepared.assignment;
     for process in local.iter().filter(|p| !snapshots.contains_key(*p)) {
         let who = ProcessRef::new(assignment.app.clone(), process.clone());
         let replica = prepared.replicas.contains(process);
-        if !replica && !assignment.checkpointed.contains(process) {
+        let newest = assignment.checkpointed.get(process).copied();
+        if !replica && newest.is_none() {
+            continue;
+        }
+        let here = newest.filter(|_| !replica).and_then(|tag| {
+            let own = ctx.outbox.checkpoints().newest_here(&who, tag)?;
+            tracing::info!(process = %who, tag = %tag, "resuming from this node's copy of its newest checkpoint");
+            Some(own)
+        });
+        if let Some(snapshot) = here {
+            found_here.push((process.clone(), snapshot));
             continue;
         }
         let fresh = replica.then(|| prepared.subscribed_at.after(REPLICA_SYNC_MARGIN));
@@ -523,6 +534,10 @@ async fn fetch_checkpoints(
             let snapshot = fetch::checkpoint(&session, &keys, &who, fresh).await;
             (who, replica, snapshot)
         });
+    }
+    for (process, snapshot) in found_here {
+        restored_from.insert(process.clone(), snapshot.last_tag.map_or(0, |t| t.0));
+        snapshots.insert(process, snapshot);
     }
     while let Some(fetched) = fetches.join_next().await {
         let Ok((who, replica, snapshot)) = fetched else {

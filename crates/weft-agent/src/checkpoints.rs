@@ -174,6 +174,14 @@ impl Checkpoints {
         self.ready.notify_one();
     }
 
+    /// This node's copy of `who`'s checkpoint, if it is at `newest` or
+    /// later: the newest any node holds, so nobody need be asked.
+    pub(crate) fn newest_here(&self, who: &ProcessRef, newest: Tag) -> Option<Snapshot> {
+        let held = self.held.lock().unwrap();
+        let best = held.best(who).filter(|w| w.tag() >= newest)?;
+        Some(best.snapshot.clone())
+    }
+
     /// Checkpoint bytes this node has sent to other nodes so far.
     pub(crate) fn bytes_sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)

@@ -27,11 +27,16 @@
 //!   standby takes over after `kill -9` of its process's node (`takeover`).
 //! * `state`: rt jitter and deadline misses of a 1 kHz process while its
 //!   64 MiB of state is checkpointed, against the same with 64 KiB.
+//! * `density`: a million idle processes held at once on one node (raising
+//!   `vm.max_map_count` when run as root), RSS per process against raw
+//!   wasmtime at the same N, and 100,000 of them ticking at 1 s against
+//!   native closure calls.
 //! * `stats` and `report`: figures, verdicts and the two output files.
 
 mod checkpoint;
 mod cluster;
 mod criu;
+mod density;
 mod jitter;
 mod latency;
 mod memory;
@@ -61,7 +66,7 @@ pub struct BenchArgs {
     /// Directory to write BENCHMARKS.md and benchmarks.json to (default: the repository root).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Run only these benchmark groups: startup, memory, latency, metering, cluster, scale, migration, state, jitter (repeatable).
+    /// Run only these benchmark groups: startup, memory, latency, metering, cluster, scale, migration, state, jitter, density (repeatable).
     #[arg(long, value_name = "NAME")]
     pub only: Vec<String>,
 }
@@ -101,6 +106,8 @@ const GROUPS: &[(&str, Group)] = &[
     ("migration", migration::migration),
     ("state", state::state),
     ("jitter", jitter::jitter),
+    // Last: it holds a million processes, and what it frees stays mapped.
+    ("density", density::density),
 ];
 
 /// The repository root: the nearest ancestor of the working directory, then

@@ -10,7 +10,7 @@ use weft_fabric::proto::{
 use weft_manifest::ProcessSpec;
 use weft_types::{
     AppName, NodeName, NodeState, ProcessName, ProcessRef, ProcessState, ReplicaState, Role,
-    StandbyMode,
+    StandbyMode, Tag,
 };
 
 use crate::model::{App, Current, State, Unit};
@@ -181,13 +181,13 @@ pub fn syncs(state: &State) -> Vec<(NodeName, Option<StatusMark>, bool, Vec<AppA
             (app, checkpoint_peers(app, a, placed, &alive))
         })
         .collect();
-    let mut checkpointed: BTreeMap<&AppName, BTreeSet<ProcessName>> = BTreeMap::new();
+    let mut checkpointed: BTreeMap<&AppName, BTreeMap<ProcessName, Tag>> = BTreeMap::new();
     for who in state.observed.checkpoints.keys() {
-        if state.observed.checkpoint_tag(who).is_some() {
+        if let Some(tag) = state.observed.checkpoint_tag(who) {
             checkpointed
                 .entry(&who.app)
                 .or_default()
-                .insert(who.process.clone());
+                .insert(who.process.clone(), tag);
         }
     }
     alive
@@ -277,7 +277,7 @@ fn assignment(
         placement,
         standby,
         checkpoint_peers: BTreeMap::new(),
-        checkpointed: BTreeSet::new(),
+        checkpointed: BTreeMap::new(),
         epoch_unix_ns: a.record.epoch_unix_ns,
     }
 }

@@ -230,12 +230,15 @@ pub struct AppAssignment {
     /// named here only as a peer is sent the app too, and runs none of it.
     #[serde(default)]
     pub checkpoint_peers: BTreeMap<ProcessName, NodeName>,
-    /// The processes some alive node holds a checkpoint of. A node that
-    /// starts any other afresh without asking every node for one (a fresh
-    /// deploy of thousands would ask thousands of times for nothing); a
+    /// The processes some alive node holds a checkpoint of, with the
+    /// newest tag held. A node starts any other afresh without asking every
+    /// node for one (a fresh deploy of thousands would ask thousands of
+    /// times for nothing), and resumes one from its own copy when that is
+    /// the newest, without asking (placement prefers the holder, so after
+    /// a node dies most of its processes resume where their copy is); a
     /// replica always asks, for one fresh enough.
     #[serde(default)]
-    pub checkpointed: BTreeSet<ProcessName>,
+    pub checkpointed: BTreeMap<ProcessName, Tag>,
     /// Wall-clock time of the app's tag 0, in ns since the Unix epoch, so
     /// every node releases the app's processes on the same logical grid.
     pub epoch_unix_ns: u64,

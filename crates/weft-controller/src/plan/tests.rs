@@ -542,7 +542,8 @@ fn a_two_thousand_process_app_spreads_evenly_and_stays_put() {
     let mut seen = Observed::default();
     for node in ["e1", "e2", "e3"] {
         let mut a = alive(node, "edge");
-        a.status.as_mut().unwrap().free_slots = 8000;
+        let status = a.status.as_mut().unwrap();
+        (status.free_slots, status.slots) = (8000, 8000);
         seen.nodes.insert(n(node), a);
     }
     let first = plan(&spec, &seen, &Current::default(), NOW);

@@ -329,7 +329,7 @@ fn restore_memories(
             .get_memory(&mut *store, &name)
             .with_context(|| format!("snapshot has memory {index} but the module has none"))?;
         let current = memory.data_size(&*store);
-        if len < current || len % 65536 != 0 {
+        if len < current || !len.is_multiple_of(65536) {
             bail!("snapshot memory {index} has {len} bytes; the module starts with {current}");
         }
         let grow = ((len - current) / 65536) as u64;
