@@ -588,8 +588,7 @@ fn start_ns(epoch_unix_ns: u64) -> u64 {
 impl LocalApp {
     pub(crate) fn status(&self) -> Vec<ProcessStatus> {
         self.running
-            .report()
-            .processes
+            .brief_reports()
             .into_iter()
             .map(|p| ProcessStatus {
                 app: self.assignment.app.clone(),

@@ -415,6 +415,11 @@ impl RunningApp {
         }
     }
 
+    /// Every process's [`MetricsHandle::brief`] report.
+    pub fn brief_reports(&self) -> Vec<ProcessReport> {
+        self.processes.iter().map(MetricsHandle::brief).collect()
+    }
+
     /// Puts a held process live (a standby taking over, or a process held
     /// after a stall that still runs here): it re-sends what it held and
     /// publishes from then on. False if `process` has no switch here.

@@ -176,7 +176,9 @@ impl HashChain {
     }
 
     pub fn hex(&self) -> String {
-        hex::encode(self.0)
+        let mut text = [0u8; 32];
+        hex::encode_to_slice(self.0, &mut text).expect("32 hex digits for 16 bytes");
+        String::from_utf8(text.to_vec()).expect("hex digits are ASCII")
     }
 }
 
