@@ -13,7 +13,8 @@ use weft_manifest::module::Files;
 use weft_runtime::process::run_sync;
 use weft_runtime::router::Router;
 use weft_runtime::{
-    ChainError, Link, Node, Process, RuntimeConfig, Snapshot, SnapshotError, Tag, dirty_tracking,
+    ChainError, Link, MemoryImage, Node, Process, RuntimeConfig, Snapshot, SnapshotError, Tag,
+    dirty_tracking,
 };
 
 /// Writes `WRITES` random words per tick anywhere in its memory (an LCG
@@ -89,11 +90,20 @@ impl Scribbler {
     }
 }
 
-/// The same state, wherever it sits in a chain.
+/// The same state, wherever it sits in a chain and however its memories
+/// are kept (every byte, or sparse).
 fn same_state(a: &Snapshot, b: &Snapshot) -> bool {
-    let unlinked = |s: &Snapshot| Snapshot {
-        link: Link::ALONE,
-        ..s.clone()
+    let unlinked = |s: &Snapshot| {
+        let mut s = Snapshot {
+            link: Link::ALONE,
+            ..s.clone()
+        };
+        for instance in &mut s.instances {
+            for image in instance.memories.values_mut() {
+                *image = MemoryImage::Full(image.to_bytes().expect("a whole memory"));
+            }
+        }
+        s
     };
     unlinked(a) == unlinked(b)
 }
@@ -113,6 +123,13 @@ fn base_plus_increments_restores_bit_identically_at_64k_1m_and_64m() {
         let base = original.checkpoint().unwrap();
         assert!(base.is_base());
         let mut chain = Snapshot::decode(&base.encode()).unwrap();
+        // What a holder keeps: the same chain with its memories sparse.
+        let mut sparse = chain.clone();
+        sparse.compact();
+        assert!(
+            sparse.carried_bytes() < chain.carried_bytes(),
+            "{pages} pages: a sparse base carries only the pages written"
+        );
         let mut carried = 0;
         for step in 1..=12 {
             s.ticks(&mut original, 3);
@@ -122,9 +139,17 @@ fn base_plus_increments_restores_bit_identically_at_64k_1m_and_64m() {
             chain
                 .apply(Snapshot::decode(&increment.encode()).unwrap())
                 .unwrap();
+            sparse
+                .apply(Snapshot::decode(&increment.encode()).unwrap())
+                .unwrap();
+            let now = original.snapshot().unwrap();
             assert!(
-                same_state(&chain, &original.snapshot().unwrap()),
+                same_state(&chain, &now),
                 "{pages} pages, step {step}: base + increments differ from the process"
+            );
+            assert!(
+                same_state(&sparse, &now),
+                "{pages} pages, step {step}: the sparse chain differs from the process"
             );
         }
         let memory = chain.memory_bytes();
@@ -143,14 +168,24 @@ fn base_plus_increments_restores_bit_identically_at_64k_1m_and_64m() {
         );
 
         let mut restored = s.restore(&chain).unwrap();
+        let mut from_sparse = s
+            .restore(&Snapshot::decode(&sparse.encode()).unwrap())
+            .unwrap();
         let at = s.next;
         s.ticks(&mut original, 5);
         s.next = at;
         s.ticks(&mut restored, 5);
+        s.next = at;
+        s.ticks(&mut from_sparse, 5);
         assert_eq!(
             restored.chain(),
             original.chain(),
             "{pages} pages: continuation differs"
+        );
+        assert_eq!(
+            from_sparse.chain(),
+            original.chain(),
+            "{pages} pages: continuation from the sparse chain differs"
         );
     }
 }
