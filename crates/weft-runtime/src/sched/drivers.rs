@@ -143,6 +143,29 @@ pub(crate) async fn run_be(mut sup: Supervisor) {
     sup.finish(if cancelled { None } else { process });
 }
 
+/// How long a be call in progress when its process is stopped may still
+/// run to its end.
+const STOP_GRACE: Duration = Duration::from_millis(250);
+
+/// Runs a be call to its end, or `None` if the process was stopped and the
+/// call did not end within [`STOP_GRACE`] after. A be call yields at epoch
+/// checks (every millisecond of its run, and at its first check after the
+/// process slept), so cancelling it at the first yield after a stop threw
+/// away the final snapshot of a process that was about to reach a boundary
+/// (a handover then restarted it from an older checkpoint); only a call that
+/// is still busy after the grace is cancelled mid-way, and has none.
+async fn finish_or_cancel<T>(
+    sup: &Supervisor,
+    call: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::pin!(call);
+    tokio::select! {
+        biased;
+        result = &mut call => Some(result),
+        _ = sup.stop.wait() => tokio::time::timeout(STOP_GRACE, &mut call).await.ok(),
+    }
+}
+
 /// One periodic be call at its release.
 async fn be_tick(sup: &mut Supervisor, p: &mut Process) -> Result<Next, Fault> {
     let release = next_release(sup);
@@ -151,18 +174,14 @@ async fn be_tick(sup: &mut Supervisor, p: &mut Process) -> Result<Next, Fault> {
         return Ok(Next::Done);
     }
     let woke = monotonic_ns();
-    // A stop cancels a call in progress at its next epoch yield. One that
-    // came before the call is a stop at a boundary: the call is polled
-    // first (`biased`), and not started at all if the stop is already set,
-    // else a random pick of `select!` could throw away a final snapshot
-    // that was never at risk.
+    // A stop that came before the call is a stop at a boundary: the call
+    // is not started at all. One that comes during it lets it finish (see
+    // `finish_or_cancel`).
     if sup.stop.is_set() {
         return Ok(Next::Done);
     }
-    let result = tokio::select! {
-        biased;
-        result = p.tick(release.tag) => result,
-        _ = sup.stop.wait() => return Ok(Next::Cancelled),
+    let Some(result) = finish_or_cancel(sup, p.tick(release.tag)).await else {
+        return Ok(Next::Cancelled);
     };
     let timing = Timing {
         jitter: Some(Duration::from_nanos(woke.saturating_sub(release.at_ns))),
@@ -186,12 +205,10 @@ async fn be_message(sup: &mut Supervisor, p: &mut Process) -> Result<Next, Fault
         return Ok(Next::Go);
     };
     let woke = monotonic_ns();
-    // The message is taken: the call is polled first, so a stop that came
-    // meanwhile cancels it only if it yields (see `be_tick`).
-    let result = tokio::select! {
-        biased;
-        result = p.message(&message) => result,
-        _ = sup.stop.wait() => return Ok(Next::Cancelled),
+    // The message is taken: a stop that comes meanwhile lets the call
+    // finish (see `finish_or_cancel`).
+    let Some(result) = finish_or_cancel(sup, p.message(&message)).await else {
+        return Ok(Next::Cancelled);
     };
     let (source, seq) = (
         sup.env.inbox.roster().name(message.key.source).clone(),
