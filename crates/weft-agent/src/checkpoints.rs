@@ -284,31 +284,25 @@ impl Checkpoints {
             }
         }
         while let Some(Ok((peer, batch, sent))) = sends.join_next().await {
-            let refused = match sent {
+            let refused: HashMap<ProcessRef, String> = match sent {
                 Ok(refusals) => refusals.refused.into_iter().collect(),
                 Err(e) => {
                     tracing::warn!(peer = %peer, links = batch.len(), "checkpoint peer did not take a batch of links; each gets its whole checkpoint next: {e:#}");
-                    batch
-                        .iter()
-                        .map(|o| (o.who.clone(), String::new()))
-                        .collect()
+                    for o in &batch {
+                        peers_have.remove(&o.who);
+                    }
+                    continue;
                 }
             };
-            let refused: HashMap<ProcessRef, String> = refused;
             for Outgoing { who, push } in batch {
-                match refused.get(&who) {
-                    None => {
-                        self.sent
-                            .fetch_add(push.frame.len() as u64, Ordering::Relaxed);
-                        peers_have.insert(who, (peer.clone(), push.leads_to));
-                    }
-                    Some(why) => {
-                        if !why.is_empty() {
-                            tracing::warn!(process = %who, peer = %peer, "checkpoint peer refused the link; it gets the whole checkpoint next: {why}");
-                        }
-                        peers_have.remove(&who);
-                    }
+                if let Some(why) = refused.get(&who) {
+                    tracing::warn!(process = %who, peer = %peer, "checkpoint peer refused the link; it gets the whole checkpoint next: {why}");
+                    peers_have.remove(&who);
+                    continue;
                 }
+                self.sent
+                    .fetch_add(push.frame.len() as u64, Ordering::Relaxed);
+                peers_have.insert(who, (peer.clone(), push.leads_to));
             }
         }
     }

@@ -17,17 +17,12 @@
 //! loop, one batch at a time, not by the node's be drivers: what is timed
 //! is the call into each process, which is what a tick costs the node.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use wasmtime::{Engine, Linker, Module, Store};
-use weft_manifest::ProcessSpec;
-use weft_manifest::module::Files;
-use weft_runtime::engine::{Metering, engine_config};
-use weft_runtime::{Node, Process, RuntimeConfig, Tag};
+use weft_runtime::{Process, RuntimeConfig, Tag};
 
-use crate::memory::rss_bytes;
+use crate::memory::{Density, beyond_touched, raw_density, weft_density};
 use crate::modules::TINY;
 use crate::stats::{Figure, Goal, Stat, Summary, Unit, histogram, record};
 use crate::{Ctx, progress};
@@ -42,6 +37,8 @@ const MAPPING_HEADROOM: u64 = 65_536;
 const BUDGET_PER_PROCESS: u64 = 12 << 10;
 /// Instances per RSS sample.
 const BATCH: usize = 1_000;
+/// The OS page each process touches: the RSS figure counts what is beyond.
+const TOUCHED: u64 = 4096;
 /// Ticks per timing sample.
 const TICK_BATCH: usize = 1_000;
 const PERIOD: Duration = Duration::from_secs(1);
@@ -57,8 +54,12 @@ pub fn density(ctx: &Ctx) -> Result<Vec<Figure>> {
         room.n, room.why
     );
     let path = ctx.scratch.write("tiny.wat", TINY)?;
-    let raw = raw_held(&room)?;
-    let (weft, ticks) = weft_held(&room, &path, ticking, rounds)?;
+    // The baseline first, then dropped, so the two pools never coexist.
+    let raw = raw_density(&room.config(), room.n, BATCH)?;
+    let (weft, ticks) = weft_density(&room.config(), &path, room.n, BATCH, |rt, held| {
+        let ticking = ticking.min(held.len());
+        tick_rounds(rt, &mut held[..ticking], rounds)
+    })?;
     let figures = vec![
         rss_figure(&room, &weft, &raw),
         held_figure(&room, &weft, &raw, target),
@@ -163,114 +164,11 @@ fn available_memory() -> u64 {
         .map_or(8 << 30, |kib| kib * 1024)
 }
 
-/// What holding N processes cost: RSS growth per instance, one sample per
-/// batch, and how many were held.
-struct Held {
-    per_process: hdrhistogram::Histogram<u64>,
-    held: usize,
-    error: Option<String>,
-}
-
-/// Instantiates `n` with `make`, sampling RSS growth per batch, and
-/// returns what it made.
-fn hold<T>(n: usize, who: &str, mut make: impl FnMut(usize) -> Result<T>) -> (Held, Vec<T>) {
-    let mut made = Vec::with_capacity(n);
-    let mut per_process = histogram();
-    let mut error = None;
-    let started = Instant::now();
-    while made.len() < n && error.is_none() {
-        let before = rss_bytes();
-        let size = BATCH.min(n - made.len());
-        for _ in 0..size {
-            match make(made.len()) {
-                Ok(x) => made.push(x),
-                Err(e) => {
-                    error = Some(format!("{e:#}"));
-                    break;
-                }
-            }
-        }
-        record(
-            &mut per_process,
-            rss_bytes().saturating_sub(before) / size as u64,
-        );
-        if made.len() % 100_000 == 0 {
-            eprintln!(
-                "[bench]   density: {who}: {} held after {:.1} s",
-                made.len(),
-                started.elapsed().as_secs_f64()
-            );
-        }
-    }
-    let held = made.len();
-    (
-        Held {
-            per_process,
-            held,
-            error,
-        },
-        made,
-    )
-}
-
-/// Raw wasmtime instances of the module, each given its first call.
-fn raw_held(room: &Room) -> Result<Held> {
-    let engine = Engine::new(&engine_config(&room.config(), Metering::Epoch))
-        .map_err(anyhow::Error::from)
-        .context("cannot create a wasmtime engine with a pool that large")?;
-    let module = Module::new(&engine, TINY).map_err(anyhow::Error::from)?;
-    let pre = Linker::<()>::new(&engine)
-        .instantiate_pre(&module)
-        .map_err(anyhow::Error::from)?;
-    let (held, instances) = hold(room.n, "raw wasmtime", |_| {
-        let mut store = Store::new(&engine, ());
-        store.set_epoch_deadline(1 << 40);
-        let instance = pre.instantiate(&mut store).map_err(anyhow::Error::from)?;
-        let init = instance
-            .get_typed_func::<(), ()>(&mut store, "weft_init")
-            .map_err(anyhow::Error::from)?;
-        init.call(&mut store, ()).map_err(anyhow::Error::from)?;
-        Ok((store, instance))
-    });
-    drop(instances);
-    Ok(held)
-}
-
 /// Per-tick cost samples (ns per tick, one per batch): weft's and a native
 /// closure's.
 struct Ticks {
     weft: hdrhistogram::Histogram<u64>,
     native: hdrhistogram::Histogram<u64>,
-}
-
-/// weft be processes of the module, each instantiated and initialised;
-/// then the first `ticking` of them tick once a second for `rounds`.
-fn weft_held(
-    room: &Room,
-    path: &std::path::Path,
-    ticking: usize,
-    rounds: u64,
-) -> Result<(Held, Ticks)> {
-    let node = Node::new(&room.config()).context("cannot create a node with a pool that large")?;
-    let mut spec = ProcessSpec::new("idle", path);
-    spec.memory = 64 << 10;
-    let spec = Arc::new(spec);
-    let program = Arc::new(node.prepare(spec.clone(), &Files)?);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (held, mut processes) = hold(room.n, "weft", |i| {
-        let env = node.env(&spec, i as u64);
-        rt.block_on(async {
-            let mut p = Process::instantiate(program.clone(), env).await?;
-            p.init().await?;
-            Ok(p)
-        })
-    });
-    let ticking = ticking.min(processes.len());
-    let ticks = tick_rounds(&rt, &mut processes[..ticking], rounds)?;
-    drop(processes);
-    Ok((held, ticks))
 }
 
 /// Ticks every process once a second for `rounds` seconds, timing each
@@ -320,19 +218,7 @@ fn tick_rounds(
     Ok(Ticks { weft, native })
 }
 
-fn beyond_touched(h: &hdrhistogram::Histogram<u64>) -> hdrhistogram::Histogram<u64> {
-    let touched = 4096;
-    let mut out = histogram();
-    for v in h.iter_recorded() {
-        let _ = out.record_n(
-            v.value_iterated_to().saturating_sub(touched).max(1),
-            v.count_at_value(),
-        );
-    }
-    out
-}
-
-fn rss_figure(room: &Room, weft: &Held, raw: &Held) -> Figure {
+fn rss_figure(room: &Room, weft: &Density, raw: &Density) -> Figure {
     let n = room.n;
     let mut fig = Figure::new(
         "density-rss-per-process",
@@ -340,11 +226,11 @@ fn rss_figure(room: &Room, weft: &Held, raw: &Held) -> Figure {
         Unit::Bytes,
         Summary::of(
             format!("weft be processes: Process::instantiate + weft_init (held {} of {n})", weft.held),
-            &beyond_touched(&weft.per_process),
+            &beyond_touched(&weft.per_process, TOUCHED),
         ),
         Summary::of(
             format!("raw wasmtime: Store + instance + first call, same pooling config (held {} of {n})", raw.held),
-            &beyond_touched(&raw.per_process),
+            &beyond_touched(&raw.per_process, TOUCHED),
         ),
         Some(Goal::ValueAtMost { stat: Stat::P99, max: 65536.0 }),
         "p99 ≤ 64 KiB beyond touched memory",
@@ -361,7 +247,7 @@ fn rss_figure(room: &Room, weft: &Held, raw: &Held) -> Figure {
     fig
 }
 
-fn held_figure(room: &Room, weft: &Held, raw: &Held, target: usize) -> Figure {
+fn held_figure(room: &Room, weft: &Density, raw: &Density, target: usize) -> Figure {
     let one = |label: &str, held: usize| {
         let v = held as f64;
         Summary::from_values(label, v, v, v, 1)
@@ -379,7 +265,7 @@ fn held_figure(room: &Room, weft: &Held, raw: &Held, target: usize) -> Figure {
         &format!("≥ {target} held at once, measured"),
     )
     .note(format!(
-        "Held in this benchmark process, one node's engines; {}",
+        "Density in this benchmark process, one node's engines; {}",
         room.why
     ))
 }

@@ -43,12 +43,14 @@ pub fn rss_bytes() -> u64 {
 }
 
 /// Per-batch samples of RSS growth per instance (bytes, touched memory included).
-struct Density {
-    per_process: hdrhistogram::Histogram<u64>,
-    held: usize,
-    error: Option<String>,
+pub(crate) struct Density {
+    pub per_process: hdrhistogram::Histogram<u64>,
+    pub held: usize,
+    pub error: Option<String>,
 }
 
+/// Makes up to `n` with `make`, sampling RSS growth per instance once per
+/// `batch`, and says how far it got every 100,000.
 fn measure<T>(
     n: usize,
     batch: usize,
@@ -57,6 +59,7 @@ fn measure<T>(
     let mut held = Vec::with_capacity(n);
     let mut per_process = histogram();
     let mut error = None;
+    let started = std::time::Instant::now();
     'outer: while held.len() < n {
         let before = rss_bytes();
         let size = batch.min(n - held.len());
@@ -71,6 +74,13 @@ fn measure<T>(
         }
         let grown = rss_bytes().saturating_sub(before);
         record(&mut per_process, grown / size as u64);
+        if held.len() % 100_000 == 0 {
+            eprintln!(
+                "[bench]   {} held after {:.1} s",
+                held.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
     }
     (
         Density {
@@ -80,6 +90,21 @@ fn measure<T>(
         },
         held,
     )
+}
+
+/// `h` less `touched` bytes per sample (at least 1).
+pub(crate) fn beyond_touched(
+    h: &hdrhistogram::Histogram<u64>,
+    touched: u64,
+) -> hdrhistogram::Histogram<u64> {
+    let mut out = histogram();
+    for v in h.iter_recorded() {
+        let _ = out.record_n(
+            v.value_iterated_to().saturating_sub(touched).max(1),
+            v.count_at_value(),
+        );
+    }
+    out
 }
 
 /// The largest pool size (in steps of 100) for which a node can be
@@ -149,15 +174,17 @@ impl Pool {
     }
 }
 
-/// Raw wasmtime instances of the module, each given its first call.
-fn raw_density(pool: &Pool) -> Result<Density> {
-    let engine = Engine::new(&engine_config(&pool.config(), Metering::Epoch))
-        .map_err(anyhow::Error::from)?;
+/// `n` raw wasmtime instances of the module in `config`'s pooling
+/// configuration, each given its first call, held at once.
+pub(crate) fn raw_density(config: &RuntimeConfig, n: usize, batch: usize) -> Result<Density> {
+    let engine = Engine::new(&engine_config(config, Metering::Epoch))
+        .map_err(anyhow::Error::from)
+        .context("cannot create a wasmtime engine with a pool that large")?;
     let module = Module::new(&engine, TINY).map_err(anyhow::Error::from)?;
     let pre = Linker::<()>::new(&engine)
         .instantiate_pre(&module)
         .map_err(anyhow::Error::from)?;
-    let (d, held) = measure(pool.n, pool.batch, |_| {
+    let (d, held) = measure(n, batch, |_| {
         let mut store = Store::new(&engine, ());
         store.set_epoch_deadline(1 << 40);
         let instance = pre.instantiate(&mut store).map_err(anyhow::Error::from)?;
@@ -171,10 +198,18 @@ fn raw_density(pool: &Pool) -> Result<Density> {
     Ok(d)
 }
 
-/// weft be processes of the module, each instantiated and initialised.
-fn weft_density(pool: &Pool, path: &Path) -> Result<Density> {
-    let node = Node::new(&pool.config())
-        .context("cannot create a node with a pool of that many processes")?;
+/// `n` weft be processes of the module at `path` on a node of `config`,
+/// each instantiated and initialised, held at once; `then` gets them
+/// (and the runtime they run on) before they are dropped.
+pub(crate) fn weft_density<R>(
+    config: &RuntimeConfig,
+    path: &Path,
+    n: usize,
+    batch: usize,
+    then: impl FnOnce(&tokio::runtime::Runtime, &mut [Process]) -> Result<R>,
+) -> Result<(Density, R)> {
+    let node =
+        Node::new(config).context("cannot create a node with a pool of that many processes")?;
     let mut spec = ProcessSpec::new("idle", path);
     spec.memory = 64 << 10;
     let spec = Arc::new(spec);
@@ -182,7 +217,7 @@ fn weft_density(pool: &Pool, path: &Path) -> Result<Density> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (d, held) = measure(pool.n, pool.batch, |i| {
+    let (d, mut held) = measure(n, batch, |i| {
         let env = node.env(&spec, i as u64);
         rt.block_on(async {
             let mut p = Process::instantiate(program.clone(), env).await?;
@@ -190,16 +225,17 @@ fn weft_density(pool: &Pool, path: &Path) -> Result<Density> {
             Ok(p)
         })
     });
+    let after = then(&rt, &mut held)?;
     drop(held);
-    Ok(d)
+    Ok((d, after))
 }
 
 pub fn density(ctx: &Ctx) -> Result<Vec<Figure>> {
     let path = ctx.scratch.write("tiny.wat", TINY)?;
     let pool = Pool::of(ctx)?;
     // Baseline first, then dropped, so the two pools never coexist.
-    let raw = raw_density(&pool)?;
-    let weft = weft_density(&pool, &path)?;
+    let raw = raw_density(&pool.config(), pool.n, pool.batch)?;
+    let (weft, ()) = weft_density(&pool.config(), &path, pool.n, pool.batch, |_, _| Ok(()))?;
     let rss = rss_figure(&pool, &weft, &raw);
     progress(&rss);
     let fig = capacity_figure(&pool, &weft, &raw);
@@ -217,13 +253,7 @@ fn rss_figure(pool: &Pool, weft: &Density, raw: &Density) -> Figure {
         ..
     } = *pool;
     let beyond = |d: &Density, label: &str| {
-        let mut h = histogram();
-        for v in d.per_process.iter_recorded() {
-            let _ = h.record_n(
-                v.value_iterated_to().saturating_sub(touched).max(1),
-                v.count_at_value(),
-            );
-        }
+        let h = beyond_touched(&d.per_process, touched);
         Summary::of(format!("{label} (held {} of {n})", d.held), &h)
     };
     let mut rss = Figure::new(

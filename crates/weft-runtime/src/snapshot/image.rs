@@ -210,9 +210,6 @@ impl MemoryImage {
                         data,
                     };
                 }
-                if let MemoryImage::Sparse { len: mine, .. } = self {
-                    *mine = *len;
-                }
             }
             (MemoryImage::Pages { .. }, MemoryImage::Pages { len, .. }) => {
                 let (pages, data) = self.merged(newer);
@@ -225,13 +222,13 @@ impl MemoryImage {
         }
     }
 
-    /// Overwrites in place the pages of `newer`, if this sparse image
-    /// lists every one of them already (the usual case: a process keeps
+    /// Overwrites in place the pages of `newer` (and takes its length), if
+    /// this sparse image lists every one of them already (the usual case: a process keeps
     /// writing the pages it wrote before), so applying an increment costs
     /// its own size, not the holder's. False, and nothing changed,
     /// otherwise.
     fn overwrite_listed(&mut self, newer: &MemoryImage) -> bool {
-        let MemoryImage::Sparse { pages, data, .. } = self else {
+        let MemoryImage::Sparse { len, pages, data } = self else {
             return false;
         };
         let spans: Option<Vec<usize>> = newer
@@ -248,6 +245,7 @@ impl MemoryImage {
         for (start, (_, bytes)) in spans.into_iter().zip(newer.each_page()) {
             data[start..start + bytes.len()].copy_from_slice(bytes);
         }
+        *len = newer.len();
         true
     }
 
