@@ -202,7 +202,17 @@ async fn publish_status(
             wants_sync,
         };
         let status = writer.write(status, &hot, Instant::now());
-        if let Err(e) = ctx.session.put(&key, codec::encode(&status)).await {
+        // A status is a delta of the one before: one dropped on a congested
+        // link (a large checkpoint on its way) left the controller blind to
+        // this node until its next full status, up to 10 s later, and a
+        // move waited that long for its replica to be seen running. So
+        // statuses wait for room instead of being dropped.
+        let sent = ctx
+            .session
+            .put(&key, codec::encode(&status))
+            .congestion_control(zenoh::qos::CongestionControl::Block)
+            .await;
+        if let Err(e) = sent {
             tracing::warn!("cannot publish status: {e}");
         }
     }

@@ -109,7 +109,7 @@ async fn one_round(
         )
         .await?;
     tokio::time::sleep(WATCH_AFTER).await;
-    let takeover = seen.finish(PERIOD_NS);
+    let takeover = seen.finish(PERIOD_NS).map(|o| (o.pause_us, o.missed));
 
     cluster.start_node(&NodeSpec::new(primary.as_str()).max_processes(16))?;
     watch
@@ -183,7 +183,7 @@ fn live_on(s: &NodeStatus, app: &str) -> bool {
 async fn watch_for(watch: &Watch, app: &str, window: Duration) -> Result<Option<(f64, u64)>> {
     let outputs = watch_outputs(watch, app).await?;
     tokio::time::sleep(window).await;
-    Ok(outputs.finish(PERIOD_NS))
+    Ok(outputs.finish(PERIOD_NS).map(|o| (o.pause_us, o.missed)))
 }
 
 async fn watch_outputs(watch: &Watch, app: &str) -> Result<OutputWatch> {

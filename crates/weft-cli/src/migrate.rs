@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use weft_client::migration::{Migration, MigrationReport};
-use weft_types::{NodeName, ProcessRef};
+use weft_types::{NodeName, ProcessRef, Tag};
 
 use crate::cluster::ClientArgs;
 use crate::out::outln;
@@ -60,5 +60,12 @@ fn print_report(r: &MigrationReport) -> Result<()> {
         r.downtime_us
             .map_or_else(unknown, |d| format!("{:.2} ms", d / 1e3))
     );
+    if let (Some(began), Some(tag)) = (r.pause_began_us, r.pause_after_tag_ns) {
+        outln!(
+            "  that pause began {:.0} ms after the request, after tag {}",
+            began / 1e3,
+            Tag(tag)
+        );
+    }
     Ok(())
 }

@@ -48,6 +48,10 @@ pub struct MigrationReport {
     pub state_bytes: u64,
     /// Output tags, between the first and the last seen, that never arrived.
     pub missed_ticks: Option<u64>,
+    /// When the longest pause began, from the request (µs), and the last
+    /// tag seen before it: where in the move to look for its cause.
+    pub pause_began_us: Option<f64>,
+    pub pause_after_tag_ns: Option<u64>,
     /// How memory written during the move reaches the target.
     pub dirty_tracking: &'static str,
 }
@@ -62,6 +66,19 @@ pub struct Moved {
 
 /// One output message seen on the fabric: (arrival, tag, seq).
 pub type Seen = (Instant, u64, u64);
+
+/// What a watch of a process's outputs showed.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed {
+    /// The longest pause between the first arrivals of successive tags,
+    /// beyond one period (µs).
+    pub pause_us: f64,
+    /// When that pause began, and the last tag that arrived before it.
+    pub pause_began: Instant,
+    pub pause_after_tag: u64,
+    /// Tags between the first and the last seen that never arrived.
+    pub missed: u64,
+}
 
 /// A subscription to a process's output ports that notes every arrival.
 pub struct OutputWatch {
@@ -93,7 +110,7 @@ impl OutputWatch {
     }
 
     /// Stops watching; see [`pause_and_gaps`] for what it returns.
-    pub fn finish(self, period_ns: u64) -> Option<(f64, u64)> {
+    pub fn finish(self, period_ns: u64) -> Option<Observed> {
         let seen = std::mem::take(&mut *self.seen.lock().unwrap());
         pause_and_gaps(&seen, period_ns)
     }
@@ -153,16 +170,19 @@ impl<'a> Migration<'a> {
         let period = entry.period_ns.filter(|p| *p > 0);
         let observed = period.and_then(|p| self.outputs.finish(p));
         let (_, state_bytes) = self.client.checkpoint_info(&self.who).await?;
-        let (downtime_us, missed_ticks) = observed.unzip();
+        let since_request =
+            |at: Instant| at.saturating_duration_since(self.started).as_secs_f64() * 1e6;
         let report = MigrationReport {
             app: self.who.app,
             process: self.who.process,
             from: self.from,
             to: self.to,
-            downtime_us,
+            downtime_us: observed.map(|o| o.pause_us),
             total_us,
             state_bytes,
-            missed_ticks,
+            missed_ticks: observed.map(|o| o.missed),
+            pause_began_us: observed.map(|o| since_request(o.pause_began)),
+            pause_after_tag_ns: observed.map(|o| o.pause_after_tag),
             dirty_tracking: DIRTY_TRACKING,
         };
         Ok(Moved { report, entry })
@@ -196,9 +216,9 @@ async fn wait_live(
 }
 
 /// From the output messages seen: the longest pause between the first
-/// arrivals of successive tags, beyond one period (µs), and how many tags
-/// between the first and the last seen never arrived.
-pub fn pause_and_gaps(seen: &[Seen], period: u64) -> Option<(f64, u64)> {
+/// arrivals of successive tags, beyond one period, where it began, and how
+/// many tags between the first and the last seen never arrived.
+pub fn pause_and_gaps(seen: &[Seen], period: u64) -> Option<Observed> {
     let mut first_arrival: BTreeMap<u64, Instant> = BTreeMap::new();
     for (at, tag, _) in seen {
         first_arrival.entry(*tag).or_insert(*at);
@@ -206,15 +226,23 @@ pub fn pause_and_gaps(seen: &[Seen], period: u64) -> Option<(f64, u64)> {
     let (&first, &last) = (first_arrival.keys().next()?, first_arrival.keys().last()?);
     let expected = (last - first) / period + 1;
     let missed = expected.saturating_sub(first_arrival.len() as u64);
-    let mut arrivals: Vec<Instant> = first_arrival.values().copied().collect();
+    let mut arrivals: Vec<(Instant, u64)> =
+        first_arrival.into_iter().map(|(t, at)| (at, t)).collect();
     arrivals.sort();
-    let pause = arrivals
+    let (gap, (began, after_tag)) = arrivals
         .windows(2)
-        .map(|w| w[1] - w[0])
-        .max()
-        .unwrap_or_default()
-        .saturating_sub(Duration::from_nanos(period));
-    Some((pause.as_secs_f64() * 1e6, missed))
+        .map(|w| (w[1].0 - w[0].0, w[0]))
+        .max_by_key(|(gap, _)| *gap)
+        .unwrap_or((Duration::ZERO, arrivals[0]));
+    Some(Observed {
+        pause_us: gap
+            .saturating_sub(Duration::from_nanos(period))
+            .as_secs_f64()
+            * 1e6,
+        pause_began: began,
+        pause_after_tag: after_tag,
+        missed,
+    })
 }
 
 #[cfg(test)]
@@ -235,9 +263,15 @@ mod tests {
             (ms(70), 40_000_000, 5),
             (ms(71), 50_000_000, 6),
         ];
-        let (pause_us, missed) = pause_and_gaps(&seen, period).unwrap();
-        assert_eq!(missed, 1);
-        assert!((pause_us - 40_000.0).abs() < 1.0, "{pause_us}");
+        let seen = pause_and_gaps(&seen, period).unwrap();
+        assert_eq!(seen.missed, 1);
+        assert!((seen.pause_us - 40_000.0).abs() < 1.0, "{}", seen.pause_us);
+        assert_eq!(
+            seen.pause_began,
+            ms(20),
+            "the pause began after tag 2's first arrival"
+        );
+        assert_eq!(seen.pause_after_tag, 20_000_000);
         assert!(pause_and_gaps(&[], period).is_none());
     }
 }

@@ -208,10 +208,8 @@ async fn watch(shared: &SharedRef, session: &zenoh::Session) -> Result<()> {
         .history(true)
         .await
         .map_err(|e| anyhow!("cannot watch node liveliness: {e}"))?;
-    // Statuses wait newest-wins per node: the controller is
-    // level-triggered and needs only the latest of each, so a slow
-    // controller falls behind by one status per node at most and never
-    // holds Zenoh's receive path back.
+    // Statuses wait in order per node, bounded (see `Inbound`), so a slow
+    // controller never holds Zenoh's receive path back.
     let statuses = Arc::new(Inbound::default());
     let _statuses = {
         let statuses = statuses.clone();
@@ -232,8 +230,10 @@ async fn watch(shared: &SharedRef, session: &zenoh::Session) -> Result<()> {
     };
     let status = async {
         loop {
-            for (key, payload) in statuses.take().await {
-                node_status(shared, &key, &payload.to_bytes());
+            for (key, payloads) in statuses.take().await {
+                for payload in payloads {
+                    node_status(shared, &key, &payload.to_bytes());
+                }
                 // Statuses of thousands of processes arrive faster than a
                 // busy controller handles them; without a yield, `take`
                 // is always ready and this loop would starve the requests

@@ -106,7 +106,10 @@ pub async fn fetch(
 
 /// Every answer to a query on `key` (a key expression several queryables
 /// may match), each with the key it came on (an error answer carries no
-/// key: `key` stands for it): its bytes, or the error it answered with. Waits until all have answered or `timeout` passed.
+/// key: `key` stands for it): its bytes, or the error it answered with.
+/// Waits until all have answered or `timeout` passed. The answers are bulk
+/// (checkpoints): they travel at background priority, which replies take
+/// from their query, so that no port message waits behind them on a link.
 pub async fn fetch_all(
     session: &zenoh::Session,
     key: &str,
@@ -117,6 +120,7 @@ pub async fn fetch_all(
         .get(selector(key, parameters))
         .target(zenoh::query::QueryTarget::All)
         .consolidation(zenoh::query::ConsolidationMode::None)
+        .priority(zenoh::qos::Priority::Background)
         .timeout(timeout)
         .await
         .map_err(|e| anyhow!("{e}"))

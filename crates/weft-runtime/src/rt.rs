@@ -51,27 +51,89 @@ pub fn sleep_until_ns(deadline_ns: u64) {
 pub fn make_current_thread_rt(priority: i32, cpu: Option<usize>) -> RtClass {
     if let Some(cpu) = cpu {
         // SAFETY: cpu_set_t is plain data; CPU_SET stays within its bounds for cpu < CPU_SETSIZE.
-        unsafe {
+        let set = unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
             libc::CPU_SET(cpu % libc::CPU_SETSIZE as usize, &mut set);
-            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                tracing::warn!(
-                    cpu,
-                    "cannot pin rt thread: {}",
-                    std::io::Error::last_os_error()
-                );
-            }
+            set
+        };
+        if let Err(e) = set_affinity(&set) {
+            tracing::warn!(cpu, "cannot pin rt thread: {e}");
         }
     }
+    if set_policy(libc::SCHED_FIFO, priority).is_ok() {
+        RtClass::Hard
+    } else {
+        RtClass::Soft
+    }
+}
+
+fn set_affinity(set: &libc::cpu_set_t) -> std::io::Result<()> {
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; 0 is the calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn set_policy(policy: libc::c_int, priority: i32) -> std::io::Result<()> {
     let param = libc::sched_param {
         sched_priority: priority,
     };
     // SAFETY: valid policy and parameter for the calling thread.
-    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    let rc = unsafe { libc::sched_setscheduler(0, policy, &param) };
     if rc == 0 {
-        RtClass::Hard
+        Ok(())
     } else {
-        RtClass::Soft
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// An rt process's thread, which leaves the rt CPU for work that takes as
+/// long as the process's state is large (instantiating and restoring it,
+/// its final snapshot): at `SCHED_FIFO` that work would hold the one rt
+/// CPU from every other rt process for its whole length (a 64 MiB restore
+/// kept a neighbour from running for 85 ms).
+pub struct RtThread {
+    priority: i32,
+    cpu: Option<usize>,
+    /// The CPUs the thread could run on before it was pinned.
+    normal_cpus: libc::cpu_set_t,
+}
+
+impl RtThread {
+    /// The calling thread, at normal priority until [`RtThread::rt`].
+    pub fn current(priority: i32, cpu: Option<usize>) -> RtThread {
+        // SAFETY: cpu_set_t is plain data; sched_getaffinity fills at most its size.
+        let normal_cpus = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+            set
+        };
+        RtThread {
+            priority,
+            cpu,
+            normal_cpus,
+        }
+    }
+
+    /// SCHED_FIFO, pinned: see [`make_current_thread_rt`].
+    pub fn rt(&self) -> RtClass {
+        make_current_thread_rt(self.priority, self.cpu)
+    }
+
+    /// Runs `work` at normal priority on any of the thread's former CPUs.
+    /// The thread is left at normal priority: call [`RtThread::rt`] to
+    /// take up the rt schedule again.
+    pub fn off_rt<T>(&self, work: impl FnOnce() -> T) -> T {
+        if let Err(e) = set_policy(libc::SCHED_OTHER, 0) {
+            tracing::debug!("cannot leave SCHED_FIFO: {e}");
+        }
+        if let Err(e) = set_affinity(&self.normal_cpus) {
+            tracing::debug!("cannot unpin the rt thread: {e}");
+        }
+        work()
     }
 }
 

@@ -38,8 +38,9 @@ fn moves_note(m: &Moved) -> String {
          consumer (a message-driven process counting messages) runs on node c, so every output crosses the fabric. \
          Three `weft node` processes joined to a `weft controller` over TCP on loopback; each move is the code `weft \
          migrate --json` runs (weft_client::migration). Transfer: the controller starts a replica on the target from the \
-         process's latest checkpoint taken after the target subscribed to its inputs (checkpoints come every 500 ms, \
-         as binary frames through the controller; it was {state} bytes); the replica catches up and \
+         process's latest checkpoint taken after the target subscribed to its inputs (taken every 500 ms as the pages \
+         written since the one before, kept whole by the process's node and its checkpoint peer; the target fetches it \
+         from one of them, never through the controller; it was {state} bytes); the replica catches up and \
          runs in step with its outputs held back, and once it reports being within 600 ms of the present the controller \
          promotes it in place and stops the old one. Dirty tracking: {}.",
         m.samples.len(),
@@ -59,17 +60,19 @@ fn per_move(m: &Moved) -> String {
         .map(|s| {
             let r = &s.moved.report;
             format!(
-                "{}→{} {} ms / {} / {:.0} ms",
+                "{}→{} {} ms{} / {} / {:.0} ms",
                 r.from,
                 r.to,
                 show(r.downtime_us.map(|d| format!("{:.2}", d / 1e3))),
+                r.pause_began_us
+                    .map_or_else(String::new, |b| format!(" (at +{:.0} ms)", b / 1e3)),
                 show(r.missed_ticks.map(|t| t.to_string())),
                 r.total_us / 1e3,
             )
         })
         .collect();
     format!(
-        "Per move, downtime / missed ticks / total time: {}.",
+        "Per move, downtime (when its pause began) / missed ticks / total time: {}.",
         moves.join(", ")
     )
 }
@@ -150,10 +153,10 @@ fn downtime_figure(m: &Moved, local: &LocalCosts, id: &str) -> Figure {
          process computes meanwhile. For scale, the in-process snapshot → encode → decode → restore of this state takes \
          median {} (what a stop-and-copy move would have to pause for at the least). Downtime is measured by a client \
          session subscribed to the process's output ports, so it includes every pause of the outputs, moved or not; the \
-         baseline shows the pauses without a move. Those grow with the state with or without a move: every 500 ms \
-         the node snapshots the process on its own thread (weft-runtime's maybe_checkpoint), then the agent's one \
-         outbox task encodes the checkpoint and publishes it, and the process's port messages queue behind it in that \
-         task. {} of {} moves saw outputs.",
+         baseline shows the pauses without a move. The replica's start (instantiating the module and restoring the \
+         state) runs at normal priority, off the rt CPU: at SCHED_FIFO a 64 MiB restore kept the other rt processes of \
+         that CPU (here the moving process itself, on the same machine) from running for 85 ms. Where each move's \
+         longest pause began, from the request, is in the per-move list. {} of {} moves saw outputs.",
         Unit::Nanoseconds.show(local.in_memory.value_at_quantile(0.5) as f64),
         downtime.len(),
         m.samples.len()

@@ -251,7 +251,9 @@ async fn watch_outputs(
 ) -> Result<Option<(f64, u64)>> {
     let outputs = OutputWatch::start(client.session(), client.keys(), who).await?;
     tokio::time::sleep(window).await;
-    Ok(outputs.finish(case.period_ns()))
+    Ok(outputs
+        .finish(case.period_ns())
+        .map(|o| (o.pause_us, o.missed)))
 }
 
 /// For a failed move's reason: whether the nodes hold a checkpoint

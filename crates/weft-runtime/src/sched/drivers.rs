@@ -23,12 +23,15 @@ pub(crate) fn run_rt(mut sup: Supervisor) {
         .effective_deadline()
         .expect("rt processes have a period")
         .as_nanos() as u64;
-    rt::make_current_thread_rt(rt::RT_PRIORITY, rt::rt_cpu());
+    let thread = rt::RtThread::current(rt::RT_PRIORITY, rt::rt_cpu());
     let mut process: Option<Process> = None;
     while !sup.stop.is_set() {
         let Some(p) = process.as_mut() else {
-            match run_sync(sup.start()) {
-                Ok((p, _)) => process = Some(p),
+            match thread.off_rt(|| run_sync(sup.start())) {
+                Ok((p, _)) => {
+                    thread.rt();
+                    process = Some(p);
+                }
                 Err(fault) => {
                     if !rt_backoff(&mut sup, fault) {
                         break;
@@ -65,7 +68,7 @@ pub(crate) fn run_rt(mut sup: Supervisor) {
             Ok(()) => {}
         }
     }
-    sup.finish(process);
+    thread.off_rt(|| sup.finish(process));
 }
 
 /// The next release of a periodic process, after a skip-ahead if it fell
