@@ -157,12 +157,28 @@ impl NodeStatus {
         next.delta_of = None;
         *self = next;
 
-        let gone_processes: HashSet<ReportKey> = gone.processes.into_iter().collect();
-        self.processes
-            .retain(|p| !gone_processes.contains(&p.key()));
-        let gone_checkpoints: HashSet<&ProcessRef> = gone.checkpoints.iter().collect();
-        self.checkpoints
-            .retain(|c| !gone_checkpoints.contains(&c.key()));
+        // Most deltas remove nothing; the ones that do are matched by
+        // reference, since building each entry's key cloned two strings per
+        // entry per status (a tenth of a busy controller's CPU at 10,000
+        // processes).
+        if !gone.processes.is_empty() {
+            let gone: HashSet<(&AppName, &ProcessName, bool)> = gone
+                .processes
+                .iter()
+                .map(|k| (&k.app, &k.process, k.replica))
+                .collect();
+            self.processes
+                .retain(|p| !gone.contains(&(&p.app, &p.name, p.replica)));
+        }
+        if !gone.checkpoints.is_empty() {
+            let gone: HashSet<(&AppName, &ProcessName)> = gone
+                .checkpoints
+                .iter()
+                .map(|who| (&who.app, &who.process))
+                .collect();
+            self.checkpoints
+                .retain(|c| !gone.contains(&(&c.app, &c.process)));
+        }
         let mut applied = Applied {
             gone_checkpoints: gone.checkpoints,
             ..Applied::default()
