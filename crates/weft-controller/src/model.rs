@@ -139,15 +139,33 @@ impl Observed {
         }
         self.note_losses(&node, &applied.processes);
         for c in applied.checkpoints {
-            let who = c.key();
-            let newest = self.newest_checkpoint.entry(who.clone()).or_insert(c.tag);
-            *newest = (*newest).max(c.tag);
-            self.checkpoints
-                .entry(who)
-                .or_default()
-                .insert(node.clone(), c.tag);
+            self.note_checkpoint(&node, ProcessRef::new(c.app, c.process), c.tag);
         }
         first
+    }
+
+    /// Notes that `node` holds `who`'s checkpoint at `tag`. Most calls
+    /// update entries that exist, so those clone nothing: at 10,000
+    /// processes every status carries thousands of them.
+    fn note_checkpoint(&mut self, node: &NodeName, who: ProcessRef, tag: Tag) {
+        match self.newest_checkpoint.get_mut(&who) {
+            Some(newest) => *newest = (*newest).max(tag),
+            None => {
+                self.newest_checkpoint.insert(who.clone(), tag);
+            }
+        }
+        match self.checkpoints.get_mut(&who) {
+            Some(holders) => match holders.get_mut(node) {
+                Some(held) => *held = tag,
+                None => {
+                    holders.insert(node.clone(), tag);
+                }
+            },
+            None => {
+                self.checkpoints
+                    .insert(who, BTreeMap::from([(node.clone(), tag)]));
+            }
+        }
     }
 
     fn forget_holder(&mut self, who: &ProcessRef, node: &NodeName) {
