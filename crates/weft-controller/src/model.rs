@@ -15,7 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tracing::debug;
+use tracing::warn;
 use weft_fabric::proto::{NodeStatus, ProcessStatus};
 use weft_fabric::status::ReportKey;
 use weft_manifest::{AppManifest, ProcessSpec};
@@ -90,6 +90,9 @@ pub struct Spec {
 pub struct NodeSeen {
     pub alive: bool,
     pub status: Option<NodeStatus>,
+    /// Whether a status of the node went missing and the view waits for
+    /// its next full one (said once per gap).
+    pub waits_for_full: bool,
 }
 
 /// What the nodes report.
@@ -130,10 +133,16 @@ impl Observed {
         let applied = match NodeStatus::apply(&mut seen.status, status) {
             Ok(applied) => applied,
             Err(gap) => {
-                debug!(node = %node, "{gap}; waiting for its next full status");
+                // Once per gap: a first status (held: nothing) is no news,
+                // and the rest of the gap repeats every status interval.
+                if !seen.waits_for_full && seen.status.is_some() {
+                    warn!(node = %node, "{gap}: a status went missing; this node's view stays as it was until its next full status (at most 10 s)");
+                }
+                seen.waits_for_full = true;
                 return false;
             }
         };
+        seen.waits_for_full = false;
         for who in &applied.gone_checkpoints {
             self.forget_holder(who, &node);
         }

@@ -91,6 +91,7 @@ fn alive(name: &str, tier: &str) -> NodeSeen {
             seq: 1,
             wants_sync: true,
         }),
+        waits_for_full: false,
     }
 }
 
@@ -615,5 +616,36 @@ fn capacity_is_the_slots_a_node_reports_not_free_plus_listed() {
     assert_eq!(
         view.free_slots, 2,
         "a node that does not say: free + listed"
+    );
+}
+
+#[test]
+fn a_missing_status_leaves_the_view_until_a_full_one_and_is_noted_once() {
+    let mut seen = Observed::default();
+    let node = n("edge-1");
+    let full = alive("edge-1", "edge").status.unwrap();
+    seen.nodes.insert(node.clone(), alive("edge-1", "edge"));
+    let mut gapped = full.clone();
+    gapped.seq = 5;
+    gapped.delta_of = Some(4);
+    gapped.free_slots = 3;
+    seen.set_status(node.clone(), gapped.clone());
+    let view = &seen.nodes[&node];
+    assert!(view.waits_for_full, "status 2 to 4 went missing");
+    assert_eq!(
+        view.status.as_ref().unwrap().free_slots,
+        10,
+        "the view stays"
+    );
+    let mut next = full;
+    next.seq = 6;
+    next.free_slots = 4;
+    seen.set_status(node.clone(), next);
+    let view = &seen.nodes[&node];
+    assert!(!view.waits_for_full);
+    assert_eq!(
+        view.status.as_ref().unwrap().free_slots,
+        4,
+        "a full status replaces the view"
     );
 }
