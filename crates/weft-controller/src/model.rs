@@ -136,7 +136,8 @@ impl Observed {
                 // Once per gap: a first status (held: nothing) is no news,
                 // and the rest of the gap repeats every status interval.
                 if !seen.waits_for_full && seen.status.is_some() {
-                    warn!(node = %node, "{gap}: a status went missing; this node's view stays as it was until its next full status (at most 10 s)");
+                    let within = weft_fabric::status::StatusPolicy::default().full_every;
+                    warn!(node = %node, "{gap}: a status went missing; this node's view stays as it was until its next full status (within {within:?})");
                 }
                 seen.waits_for_full = true;
                 return false;
