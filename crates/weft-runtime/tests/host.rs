@@ -174,7 +174,7 @@ fn every_host_function_returns_its_documented_status() {
     let mut process = probe(&node, PROBE);
     let call = run_sync(process.tick(Tag::ZERO)).expect("no call faults");
     let snapshot = process.snapshot().unwrap();
-    let memory = snapshot.instances[0].memories[&0].full().unwrap();
+    let memory = snapshot.instances[0].memories[&0].to_bytes().unwrap();
     let got = |i: usize| i32::from_le_bytes(memory[4096 + 4 * i..][..4].try_into().unwrap());
     let wrong: Vec<String> = EXPECTED
         .iter()

@@ -1,7 +1,8 @@
 //! Incremental checkpoints of a running process.
 //!
 //! The first checkpoint of a process incarnation is a base (every memory
-//! whole); each later one carries only the pages written since the one
+//! whole, kept sparse: its zero pages are skipped as it is copied, so a
+//! small process's base costs the pages it wrote); each later one carries only the pages written since the one
 //! before, found by `dirty.rs`, plus the small state that travels whole.
 //! The process never takes a second base: whoever keeps its checkpoints
 //! applies each increment to the whole copy it holds (see the agent's
@@ -23,6 +24,7 @@ use weft_abi::exports;
 use xxhash_rust::xxh3::Xxh3;
 
 use super::dirty::{DirtyTracking, PageTracker};
+use super::image::SparseCopy;
 use super::uffd::PAGE;
 use super::{Link, MemoryImage, Snapshot, index_after};
 use crate::process::Process;
@@ -39,7 +41,7 @@ pub(crate) enum Tracking {
         /// process's own thread, between two calls).
         memories: Vec<(MemoryAt, Memory)>,
         trackers: BTreeMap<MemoryAt, PageTracker>,
-        copies: BTreeMap<MemoryAt, Vec<u8>>,
+        copies: BTreeMap<MemoryAt, SparseCopy>,
     },
     /// The base was taken; checkpoints are increments of this chain.
     Chained {
@@ -101,7 +103,7 @@ impl Process {
         for (at, memory) in &memories {
             let data = memory.data(&self.store);
             trackers.insert(*at, PageTracker::begin(data));
-            copies.insert(*at, Vec::with_capacity(data.len()));
+            copies.insert(*at, SparseCopy::default());
         }
         self.tracking = Some(Tracking::Copying {
             link,
@@ -129,14 +131,14 @@ impl Process {
         for (at, memory) in memories.iter() {
             let data = memory.data(&self.store);
             let copy = copies.entry(*at).or_default();
-            let start = copy.len().min(data.len());
+            let start = copy.copied().min(data.len());
             let slice = start..start + left.min(data.len() - start);
             if let Some(tracker) = trackers.get_mut(at) {
                 tracker.clean(data, slice.clone());
             }
-            copy.extend_from_slice(&data[slice.clone()]);
+            copy.copy_to(data, slice.end);
             left -= slice.len();
-            if copy.len() < data.len() {
+            if copy.copied() < data.len() {
                 return false;
             }
         }
@@ -160,22 +162,16 @@ impl Process {
         &mut self,
         link: Link,
         mut trackers: BTreeMap<MemoryAt, PageTracker>,
-        mut copies: BTreeMap<MemoryAt, Vec<u8>>,
+        mut copies: BTreeMap<MemoryAt, SparseCopy>,
     ) -> Result<Snapshot> {
         let snapshot = self.capture(link, |at, memory| {
-            let mut copy = copies.remove(&at).unwrap_or_default();
-            let written = match trackers.get_mut(&at) {
-                Some(tracker) => tracker.take_written(memory),
-                None => {
+            match (trackers.get_mut(&at), copies.remove(&at)) {
+                (Some(tracker), Some(copy)) => copy.finish(memory, &tracker.take_written(memory)),
+                _ => {
                     trackers.insert(at, PageTracker::start(memory));
-                    copy.clear();
-                    copy.extend_from_slice(memory);
-                    Vec::new()
+                    MemoryImage::sparse_of(memory)
                 }
-            };
-            let mut image = MemoryImage::Full(copy);
-            image.overlay(&MemoryImage::pages_of(memory, &written));
-            image
+            }
         })?;
         self.tracking = Some(Tracking::Chained { link, trackers });
         Ok(snapshot)
@@ -195,7 +191,7 @@ impl Process {
             Some(tracker) => MemoryImage::pages_of(memory, &tracker.take_written(memory)),
             None => {
                 trackers.insert(at, PageTracker::start(memory));
-                MemoryImage::Full(memory.to_vec())
+                MemoryImage::sparse_of(memory)
             }
         })?;
         self.tracking = Some(Tracking::Chained { link, trackers });

@@ -13,8 +13,6 @@
 //! that could not send an increment before the next one was taken sends the
 //! two as one, and the chain stays whole.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use super::uffd::PAGE;
@@ -85,14 +83,6 @@ impl MemoryImage {
         !matches!(self, MemoryImage::Pages { .. })
     }
 
-    /// The whole memory as bytes, if this image holds it as such.
-    pub fn full(&self) -> Option<&[u8]> {
-        match self {
-            MemoryImage::Full(bytes) => Some(bytes),
-            _ => None,
-        }
-    }
-
     /// The whole memory expanded into bytes, if this image has it.
     pub fn to_bytes(&self) -> Option<Vec<u8>> {
         let mut bytes = vec![0; self.len() as usize];
@@ -133,22 +123,14 @@ impl MemoryImage {
     /// A whole image made sparse: its zero pages dropped. An increment is
     /// left as it is.
     pub fn compact(&mut self) {
-        let MemoryImage::Full(bytes) = self else {
-            return;
-        };
-        let mut pages = Vec::new();
-        let mut data = Vec::new();
-        for (page, chunk) in bytes.chunks(PAGE).enumerate() {
-            if chunk.iter().any(|b| *b != 0) {
-                pages.push(page as u32);
-                data.extend_from_slice(chunk);
-            }
+        if let MemoryImage::Full(bytes) = self {
+            *self = MemoryImage::sparse_of(bytes);
         }
-        *self = MemoryImage::Sparse {
-            len: bytes.len() as u64,
-            pages,
-            data,
-        };
+    }
+
+    /// `memory`, every byte of it, kept sparse.
+    pub(crate) fn sparse_of(memory: &[u8]) -> MemoryImage {
+        SparseCopy::default().finish(memory, &[])
     }
 
     /// Each listed page with its bytes (none for a `Full` image).
@@ -249,15 +231,90 @@ impl MemoryImage {
         true
     }
 
-    /// The pages listed in both images (the newer's bytes win), and their
-    /// bytes one after another.
+    /// The pages listed in either image (the newer's bytes win where both
+    /// list one), and their bytes one after another: one pass over both,
+    /// as both list their pages in ascending order.
     fn merged(&self, newer: &MemoryImage) -> (Vec<u32>, Vec<u8>) {
-        let mut merged: BTreeMap<u32, &[u8]> = self.each_page().collect();
-        merged.extend(newer.each_page());
-        let pages = merged.keys().copied().collect();
-        let data = merged.values().flat_map(|d| d.iter().copied()).collect();
+        let mut pages = Vec::new();
+        let mut data = Vec::with_capacity((self.carried() + newer.carried()) as usize);
+        let mut older = self.each_page().peekable();
+        let mut newer = newer.each_page().peekable();
+        loop {
+            let next = match (older.peek().map(|p| p.0), newer.peek().map(|p| p.0)) {
+                (None, None) => break,
+                (Some(old), Some(new)) if old < new => older.next(),
+                (Some(old), Some(new)) => {
+                    if old == new {
+                        older.next();
+                    }
+                    newer.next()
+                }
+                (Some(_), None) => older.next(),
+                (None, Some(_)) => newer.next(),
+            };
+            if let Some((page, bytes)) = next {
+                pages.push(page);
+                data.extend_from_slice(bytes);
+            }
+        }
         (pages, data)
     }
+}
+
+/// A whole memory copied into a sparse image a range at a time, its zero
+/// pages skipped: copying a mostly untouched memory allocates what the
+/// memory holds, not what it spans. (A node starting a thousand small
+/// processes otherwise held a thousand memory-sized copies at once, and
+/// its allocator kept that peak resident long after they were freed.)
+#[derive(Debug, Default)]
+pub(crate) struct SparseCopy {
+    /// Bytes of the memory, from its start, copied so far.
+    copied: usize,
+    pages: Vec<u32>,
+    data: Vec<u8>,
+}
+
+impl SparseCopy {
+    /// Bytes of the memory, from its start, copied so far.
+    pub(crate) fn copied(&self) -> usize {
+        self.copied
+    }
+
+    /// Copies the pages of `memory` from where the copy stands up to `end`
+    /// (a multiple of the page size, or the memory's end).
+    pub(crate) fn copy_to(&mut self, memory: &[u8], end: usize) {
+        let end = end.min(memory.len());
+        for start in (self.copied..end).step_by(PAGE) {
+            let page = &memory[start..(start + PAGE).min(memory.len())];
+            if !is_zero(page) {
+                self.pages.push((start / PAGE) as u32);
+                self.data.extend_from_slice(page);
+            }
+        }
+        self.copied = self.copied.max(end);
+    }
+
+    /// The image of `memory`: what was copied, the rest of it, and the
+    /// pages `written` since they were copied, copied again.
+    pub(crate) fn finish(mut self, memory: &[u8], written: &[u32]) -> MemoryImage {
+        self.copy_to(memory, memory.len());
+        let mut image = MemoryImage::Sparse {
+            len: memory.len() as u64,
+            pages: self.pages,
+            data: self.data,
+        };
+        if !written.is_empty() {
+            image.overlay(&MemoryImage::pages_of(memory, written));
+        }
+        image
+    }
+}
+
+/// True when `bytes` are all zero. An OR over every byte, not a search
+/// for the first non-zero one, so the compiler can do it a vector at a
+/// time.
+fn is_zero(bytes: &[u8]) -> bool {
+    bytes.iter().fold(0, |acc, b| acc | b) == 0
 }
 
 /// A snapshot's place in its chain.
@@ -385,5 +442,44 @@ impl InstanceState {
     /// Bytes of memory content carried.
     pub fn carried(&self) -> u64 {
         self.memories.values().map(MemoryImage::carried).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A memory of `n` pages, page `i` filled with `fill(i)`.
+    fn memory(n: usize, fill: impl Fn(usize) -> u8) -> Vec<u8> {
+        (0..n).flat_map(|i| vec![fill(i); PAGE]).collect()
+    }
+
+    #[test]
+    fn a_sparse_copy_skips_zero_pages_and_restores_every_byte() {
+        let bytes = memory(8, |i| if i % 3 == 0 { i as u8 + 1 } else { 0 });
+        let mut copy = SparseCopy::default();
+        copy.copy_to(&bytes, 2 * PAGE);
+        copy.copy_to(&bytes, 5 * PAGE);
+        assert_eq!(copy.copied(), 5 * PAGE);
+        let image = copy.finish(&bytes, &[]);
+        assert_eq!(image.carried(), 3 * PAGE as u64, "pages 0, 3 and 6");
+        assert_eq!(image.to_bytes().unwrap(), bytes);
+    }
+
+    /// Pages written after they were copied, listed or not, before, between
+    /// and after the listed ones, end up with their new bytes.
+    #[test]
+    fn pages_written_during_a_copy_are_merged_in_order() {
+        let before = memory(8, |i| if i == 2 || i == 5 { 9 } else { 0 });
+        let mut copy = SparseCopy::default();
+        copy.copy_to(&before, 8 * PAGE);
+        let after = memory(8, |i| match i {
+            0 | 3 | 5 | 7 => i as u8 + 10,
+            2 => 9,
+            _ => 0,
+        });
+        let image = copy.finish(&after, &[0, 3, 5, 7]);
+        image.check().unwrap();
+        assert_eq!(image.to_bytes().unwrap(), after);
     }
 }

@@ -172,9 +172,11 @@ fn index_after(name: &str, prefix: &str) -> Option<u32> {
 }
 
 impl Process {
-    /// Captures the whole process between two calls.
+    /// Captures the whole process between two calls, its memories sparse
+    /// (a stopping share of small processes would otherwise copy every
+    /// zero page of every one of them).
     pub fn snapshot(&mut self) -> Result<Snapshot> {
-        self.capture(Link::ALONE, |_, memory| MemoryImage::Full(memory.to_vec()))
+        self.capture(Link::ALONE, |_, memory| MemoryImage::sparse_of(memory))
     }
 
     /// Captures the process with each memory as `image` makes it from the
