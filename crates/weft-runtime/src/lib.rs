@@ -18,6 +18,7 @@
 //! * `wasi`: WASI preview 1 for command modules.
 
 pub mod device;
+mod durations;
 pub mod engine;
 mod host;
 pub mod inbox;

@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hdrhistogram::Histogram;
 use serde::Serialize;
 use weft_manifest::Class;
 use weft_types::{ProcessName, ProcessState};
 
+use crate::durations::Durations;
 use crate::types::{Fault, HashChain};
 
 /// How often a running process's snapshot is swapped in at most.
@@ -37,35 +37,16 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    pub fn of<C: hdrhistogram::Counter>(h: &Histogram<C>) -> Percentiles {
-        if h.is_empty() {
-            return Percentiles::default();
-        }
+    pub(crate) fn of(d: &Durations) -> Percentiles {
         let us = |ns: u64| ns as f64 / 1000.0;
         Percentiles {
-            p50_us: us(h.value_at_quantile(0.5)),
-            p99_us: us(h.value_at_quantile(0.99)),
-            max_us: us(h.max()),
-            samples: h.len(),
+            p50_us: us(d.quantile_ns(0.5)),
+            p99_us: us(d.quantile_ns(0.99)),
+            max_us: us(d.max_ns()),
+            samples: d.samples(),
         }
     }
 }
-
-/// A histogram of nanoseconds at 2 significant digits (values within 1 %,
-/// and at least 64 ns apart), with 32-bit counts (a count saturates after
-/// four billion samples in one bucket), that grows to the largest value it
-/// has seen, up to [`LONGEST`]. Sized for the largest possible value at 3
-/// digits with 64-bit counts, two of them were over 400 KiB per process,
-/// most of a small process's footprint; these are a few KiB, and grow a
-/// handful of times in a process's life.
-pub(crate) fn histogram() -> Histogram<u32> {
-    let mut h = Histogram::new_with_bounds(64, 128, 2).expect("valid histogram bounds");
-    h.auto(true);
-    h
-}
-
-/// The longest duration a histogram records; longer ones count as this.
-const LONGEST: u64 = 60_000_000_000;
 
 /// An optional u64 in an atomic (`u64::MAX` is none).
 #[derive(Debug)]
@@ -153,8 +134,8 @@ pub(crate) struct MetricsWriter {
     chain: HashChain,
     last_output: Vec<u8>,
     marks: VecDeque<(u64, HashChain)>,
-    jitter: Histogram<u32>,
-    exec: Histogram<u32>,
+    jitter: Durations,
+    exec: Durations,
     published_at_ns: u64,
 }
 
@@ -182,8 +163,8 @@ impl MetricsWriter {
             chain: HashChain::default(),
             last_output: Vec::new(),
             marks: VecDeque::new(),
-            jitter: histogram(),
-            exec: histogram(),
+            jitter: Durations::new(),
+            exec: Durations::new(),
             published_at_ns: 0,
         };
         let handle = MetricsHandle(writer.shared.clone());
@@ -256,9 +237,9 @@ impl MetricsWriter {
 
     pub fn timing(&mut self, jitter: Option<Duration>, exec: Duration) {
         if let Some(jitter) = jitter {
-            record(&mut self.jitter, jitter);
+            self.jitter.record(jitter);
         }
-        record(&mut self.exec, exec);
+        self.exec.record(exec);
     }
 
     /// Publishes if the last publication is older than [`PUBLISH_EVERY`].
@@ -281,10 +262,6 @@ impl MetricsWriter {
             exec: Percentiles::of(&self.exec),
         }));
     }
-}
-
-fn record(h: &mut Histogram<u32>, d: Duration) {
-    let _ = h.record((d.as_nanos() as u64).clamp(1, LONGEST));
 }
 
 impl MetricsHandle {
