@@ -15,7 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tracing::warn;
+use tracing::{debug, warn};
 use weft_fabric::proto::{NodeStatus, ProcessStatus};
 use weft_fabric::status::ReportKey;
 use weft_manifest::{AppManifest, ProcessSpec};
@@ -130,6 +130,14 @@ impl Observed {
     pub fn set_status(&mut self, node: NodeName, status: NodeStatus) -> bool {
         let seen = self.nodes.entry(node.clone()).or_default();
         let first = seen.status.is_none() && seen.alive;
+        debug!(
+            node = %node,
+            seq = status.seq,
+            delta = status.delta_of.is_some(),
+            processes = status.processes.len(),
+            checkpoints = status.checkpoints.len(),
+            "node status"
+        );
         let applied = match NodeStatus::apply(&mut seen.status, status) {
             Ok(applied) => applied,
             Err(gap) => {
