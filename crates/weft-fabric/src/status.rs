@@ -11,7 +11,8 @@
 //! process with no replica is sent at most once per `refresh`, which bounds
 //! the traffic by the number of processes, not by how fast they tick. A
 //! delta carries at most `max_entries` entries, the changes that matter
-//! first; the rest wait for the next status. Every `full_every` the status
+//! first (process changes before checkpoints control has not heard of);
+//! the rest wait for the next status. Every `full_every` the status
 //! lists everything, so a reader that missed a delta (it is told so by
 //! [`StatusGap`]) is whole again within that time.
 
@@ -278,6 +279,11 @@ pub struct StatusWriter {
 enum Why {
     /// A change that matters to control.
     Change,
+    /// A checkpoint a reader has not heard of, of a process with no
+    /// replica: it waits behind process changes, which control acts on
+    /// (after a node dies, the survivors start hundreds of processes and
+    /// take their first checkpoints at once).
+    NewCheckpoint,
     /// Progress not sent since this instant.
     Refresh(Instant),
 }
@@ -335,10 +341,12 @@ impl StatusWriter {
         let held: HashSet<ProcessRef> =
             status.checkpoints.iter().map(HeldCheckpoint::key).collect();
         for c in std::mem::take(&mut status.checkpoints) {
+            let hot = is_hot(&c.app, &c.process);
             let why = match self.checkpoints.get(&c.key()) {
-                None => Some(Why::Change),
+                None if hot => Some(Why::Change),
+                None => Some(Why::NewCheckpoint),
                 Some(sent) if sent.entry == c => None,
-                Some(_) if is_hot(&c.app, &c.process) => Some(Why::Change),
+                Some(_) if hot => Some(Why::Change),
                 Some(sent) => self.stale(sent.at, now),
             };
             checkpoints.extend(why.map(|why| (why, c)));
@@ -605,6 +613,20 @@ mod tests {
         let sent = link.send(next, (seq + 1) * 250, &[]);
         assert!(sent.delta_of.is_some());
         assert_eq!(sent.processes[0].restarts, 1, "{:?}", sent.processes[0]);
+    }
+
+    #[test]
+    fn process_changes_go_before_new_checkpoints() {
+        let mut link = Link::new(policy());
+        link.send(all(1, 0, 0), 0, &[]);
+        // 80 new processes with checkpoints, p0 hot: 160 entries, 100 go.
+        let sent = link.send(all(2, 80, 0), 250, &["p0"]);
+        assert_eq!(sent.processes.len(), 80, "every process change goes first");
+        let names: Vec<_> = sent.checkpoints.iter().map(|c| c.process.to_string()).collect();
+        assert_eq!(names.len(), 20);
+        assert!(names.contains(&"p0".to_string()), "the hot one is a change");
+        let sent = link.send(all(3, 80, 0), 500, &["p0"]);
+        assert_eq!((sent.processes.len(), sent.checkpoints.len()), (0, 60));
     }
 
     #[test]
