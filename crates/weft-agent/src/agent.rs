@@ -4,6 +4,7 @@
 //! running what it was last given, and Zenoh reconnects by itself.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,11 +16,13 @@ use weft_fabric::proto::{NodeRequest, NodeResponse, NodeStatus};
 use weft_fabric::status::{Gone, StatusPolicy, StatusWriter};
 use weft_fabric::{FabricConfig, Keys, codec, rpc};
 use weft_manifest::module::DigestDir;
+use weft_metrics::MetricsServer;
 use weft_runtime::device::{Devices, ThermalPlant};
 use weft_runtime::{Node, RuntimeConfig};
 use weft_types::{AppName, NodeName, RtClass};
 
 use crate::apps::{self, Context, LocalApp};
+use crate::metrics::NodeMetrics;
 use crate::wiring::Outbox;
 
 /// How a node agent runs, builder style.
@@ -34,6 +37,7 @@ pub struct AgentConfig {
     max_processes: u32,
     checkpoint_every: Duration,
     status_every: Duration,
+    metrics: Option<SocketAddr>,
 }
 
 impl AgentConfig {
@@ -47,6 +51,7 @@ impl AgentConfig {
             max_processes: weft_runtime::engine::machine_max_processes(&RuntimeConfig::default()),
             checkpoint_every: Duration::from_millis(500),
             status_every: Duration::from_millis(250),
+            metrics: None,
         }
     }
     pub fn labels(mut self, labels: BTreeMap<String, String>) -> Self {
@@ -74,6 +79,11 @@ impl AgentConfig {
         self.status_every = every;
         self
     }
+    /// Serve `/metrics` on this address.
+    pub fn metrics(mut self, addr: SocketAddr) -> Self {
+        self.metrics = Some(addr);
+        self
+    }
 }
 
 fn devices(names: &[String]) -> Result<Devices> {
@@ -94,11 +104,6 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     let rt_class = weft_runtime::rt::node_rt_class();
     let session = config.fabric.open().await?;
     let keys = Keys::new(&config.fabric.cluster);
-    let _token = session
-        .liveliness()
-        .declare_token(keys.node_alive(&config.name))
-        .await
-        .map_err(|e| anyhow!("cannot declare liveliness: {e}"))?;
     let ctx = Arc::new(Context {
         node,
         name: config.name.clone(),
@@ -112,6 +117,27 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         settled: AtomicBool::new(false),
     });
     let apps: Arc<AsyncMutex<BTreeMap<AppName, LocalApp>>> = Arc::default();
+    let (metrics, _metrics_server) = match config.metrics {
+        Some(addr) => {
+            let board = Arc::new(NodeMetrics::new(
+                config.name.clone(),
+                rt_class,
+                config.max_processes,
+                ctx.outbox.checkpoints().clone(),
+            ));
+            weft_runtime::metrics::publish_histograms();
+            let server =
+                MetricsServer::bind(addr, weft_metrics::registry_of(board.clone())).await?;
+            (Some(board), Some(server))
+        }
+        None => (None, None),
+    };
+    // Alive only once everything that can fail at start has started.
+    let _token = session
+        .liveliness()
+        .declare_token(keys.node_alive(&config.name))
+        .await
+        .map_err(|e| anyhow!("cannot declare liveliness: {e}"))?;
     let dirty_tracking = weft_runtime::dirty_tracking();
     tracing::info!(
         node = %config.name,
@@ -147,7 +173,13 @@ pub async fn run(config: AgentConfig) -> Result<()> {
             },
         ))
     };
-    let status = tokio::spawn(publish_status(ctx.clone(), apps.clone(), config, rt_class));
+    let status = tokio::spawn(publish_status(
+        ctx.clone(),
+        apps.clone(),
+        config,
+        rt_class,
+        metrics,
+    ));
     tokio::select! {
         r = server => r.context("rpc server")??,
         r = status => r.context("status task")?,
@@ -167,6 +199,7 @@ async fn publish_status(
     apps: Arc<AsyncMutex<BTreeMap<AppName, LocalApp>>>,
     config: AgentConfig,
     rt_class: RtClass,
+    metrics: Option<Arc<NodeMetrics>>,
 ) {
     let mut every = tokio::time::interval(config.status_every);
     let key = ctx.keys.node_status(&config.name);
@@ -179,6 +212,9 @@ async fn publish_status(
             let hot = apps.values().flat_map(|a| a.replicated()).collect();
             let wants =
                 !ctx.settled.load(Ordering::SeqCst) || apps.values().any(|a| a.wants_sync());
+            if let Some(metrics) = &metrics {
+                metrics.set_apps(apps.values().map(LocalApp::metrics).collect());
+            }
             (processes, hot, wants)
         };
         let status = NodeStatus {

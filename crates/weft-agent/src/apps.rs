@@ -618,6 +618,14 @@ impl LocalApp {
             .collect()
     }
 
+    /// The metrics of this app's processes here, for `/metrics`.
+    pub(crate) fn metrics(&self) -> crate::metrics::AppMetrics {
+        crate::metrics::AppMetrics {
+            app: self.assignment.app.clone(),
+            processes: self.running.metrics().to_vec(),
+        }
+    }
+
     /// The processes of this app that have a replica somewhere, whose
     /// progress the controller compares with their replica's.
     pub(crate) fn replicated(&self) -> impl Iterator<Item = ProcessRef> + '_ {

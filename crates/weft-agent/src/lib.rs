@@ -5,6 +5,7 @@
 //! * `share`: what a change to this node's share of an app takes (pure).
 //! * `apps`: starting, reconfiguring and stopping this node's share of an app.
 //! * `checkpoints`: this node's checkpoints, applied and sent.
+//! * `metrics`: what the node's `/metrics` shows.
 //! * `fetch`: modules from the controller, checkpoints from the nodes that hold them.
 //! * `wiring`: cross-node ports, checkpoints and logs over Zenoh.
 
@@ -12,6 +13,7 @@ mod agent;
 mod apps;
 mod checkpoints;
 mod fetch;
+mod metrics;
 mod share;
 mod wiring;
 

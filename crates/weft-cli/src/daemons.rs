@@ -2,6 +2,7 @@
 //! `weft router`, and where each joins the fabric.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -69,8 +70,16 @@ pub struct NodeArgs {
     /// standbys and moves elsewhere).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "500ms")]
     pub checkpoint_every: std::time::Duration,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9461
+    /// (see docs/observability.md) [default: off]
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
+    pub metrics: Option<SocketAddr>,
     #[command(flatten)]
     pub fabric: FabricArgs,
+}
+
+fn parse_metrics_addr(text: &str) -> Result<SocketAddr, String> {
+    weft_metrics::parse_addr(text).map_err(|e| e.to_string())
 }
 
 pub fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
@@ -119,6 +128,10 @@ pub async fn node(mut args: NodeArgs) -> Result<()> {
         Some(n) => config.max_processes(n),
         None => config,
     };
+    let config = match args.metrics {
+        Some(addr) => config.metrics(addr),
+        None => config,
+    };
     weft_agent::run(config).await
 }
 
@@ -155,6 +168,10 @@ pub struct ControllerArgs {
     /// Where the controller keeps its state (controller.redb).
     #[arg(long, default_value = ".weft/controller")]
     pub data_dir: PathBuf,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9460
+    /// (see docs/observability.md) [default: off]
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
+    pub metrics: Option<SocketAddr>,
     #[command(flatten)]
     pub fabric: FabricArgs,
 }
@@ -163,8 +180,9 @@ pub async fn controller(mut args: ControllerArgs) -> Result<()> {
     if args.fabric.listen.is_empty() {
         args.fabric.listen.push(DEFAULT_ENDPOINT.into());
     }
-    let config =
+    let mut config =
         weft_controller::ControllerConfig::new(&args.data_dir, args.fabric.config(Mode::Peer));
+    config.metrics = args.metrics;
     weft_controller::run_until(config, async {
         let _ = tokio::signal::ctrl_c().await;
     })

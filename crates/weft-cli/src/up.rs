@@ -2,6 +2,7 @@
 //! node agents as separate OS processes, all on loopback, and deploys the
 //! demo app. Ctrl-C stops all of it.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -32,7 +33,17 @@ pub struct UpArgs {
     /// Where state and logs go (default: a fresh temporary directory).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// The controller serves Prometheus metrics on 127.0.0.1 at this port,
+    /// and node i at this port + i.
+    #[arg(long, default_value_t = DEFAULT_METRICS_PORT)]
+    metrics_port: u16,
+    /// Serve no metrics.
+    #[arg(long)]
+    no_metrics: bool,
 }
+
+/// The controller's metrics port under `weft up` (nodes follow it).
+const DEFAULT_METRICS_PORT: u16 = 9460;
 
 /// How long the nodes have to join.
 /// How long `weft up` waits for the demo's processes to run.
@@ -41,6 +52,13 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The nodes of an N-node cluster: edge nodes with the simulated plant,
 /// and one cloud node.
+/// Where component `i` (0: the controller, then the nodes) of `weft up`
+/// serves its metrics.
+fn metrics_addr(args: &UpArgs, i: usize) -> Option<SocketAddr> {
+    let port = args.metrics_port.checked_add(u16::try_from(i).ok()?)?;
+    (!args.no_metrics).then(|| SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
 fn node_roles(n: usize) -> Vec<NodeSpec> {
     (0..n)
         .map(|i| {
@@ -75,14 +93,28 @@ pub async fn up(args: UpArgs) -> Result<()> {
         .cluster("default")
         .endpoint(&args.listen)
         .graceful();
+    if let Some(addr) = metrics_addr(&args, 0) {
+        cluster = cluster.controller_metrics(addr);
+    }
     eprintln!(
         "starting a controller and {} nodes (logs in {})…",
         args.nodes,
         logs.display()
     );
     cluster.start_controller()?;
-    for node in node_roles(args.nodes) {
+    let mut scraped = Vec::new();
+    for (i, mut node) in node_roles(args.nodes).into_iter().enumerate() {
+        if let Some(addr) = metrics_addr(&args, i + 1) {
+            node = node.metrics(addr);
+            scraped.push(format!(
+                "  {:<12} http://{addr}/metrics",
+                node.name.as_str()
+            ));
+        }
         cluster.start_node(&node)?;
+    }
+    if let Some(addr) = metrics_addr(&args, 0) {
+        scraped.insert(0, format!("  {:<12} http://{addr}/metrics", "controller"));
     }
     cluster
         .wait_for_nodes(args.nodes, JOIN_TIMEOUT)
@@ -106,6 +138,12 @@ pub async fn up(args: UpArgs) -> Result<()> {
     out!("{}", cluster::nodes_table(&nodes));
     outln!();
     out!("{}", cluster::ps_table(&ps));
+    if !scraped.is_empty() {
+        outln!(
+            "\nPrometheus metrics (docs/observability.md):\n{}",
+            scraped.join("\n")
+        );
+    }
     outln!(
         "\nThe cluster is up at {}. In another terminal:\n  weft ps            # where every process runs, its ticks and output hash\n  weft nodes         # the nodes, their pids and labels\n  weft logs cluster-cell/analytics\n  weft migrate cluster-cell/pid --to edge-3   # a live move: no missed tick\n  kill -9 <pid of pid's node>   # its hot standby takes over\nCtrl-C here stops everything.",
         args.listen

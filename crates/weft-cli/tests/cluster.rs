@@ -1467,3 +1467,92 @@ fn single_node_run_without_timing_faults(app: &Path, secs: u64, recording: &Path
     }
     panic!("three single-node runs in a row missed deadlines");
 }
+
+/// The body of `GET http://addr/metrics`, if it answers.
+fn scrape(addr: std::net::SocketAddr) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: weft\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// The value of the sample line that starts with `series` (its name and
+/// labels), if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[test]
+fn a_node_and_the_controller_serve_documented_prometheus_metrics() {
+    let loopback = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (controller_at, node_at) = (loopback(free_port()), loopback(free_port()));
+    let dir = tempfile::tempdir().unwrap();
+    let mut inner = LocalCluster::new(env!("CARGO_BIN_EXE_weft"), dir.path().join("cluster"))
+        .unwrap()
+        .controller_metrics(controller_at);
+    inner.start_controller().unwrap();
+    let mut c = Cluster { inner, dir };
+    c.inner
+        .start_node(&NodeSpec::new("m1").metrics(node_at))
+        .unwrap();
+    c.wait_nodes_alive(1);
+    c.deploy(&counter_app(c.dir.path(), "metered", ""));
+
+    let labels = r#"{app="metered",process="counter",node="m1",class="rt"}"#;
+    let node = c.wait_for("the counter ticking in the node's metrics", |_| {
+        let text = scrape(node_at)?;
+        (sample(&text, &format!("weft_process_ticks_total{labels}"))? > 0.0).then_some(text)
+    });
+    let jitter = format!(r#"{{le="+Inf",{}"#, &labels[1..]);
+    assert!(
+        sample(
+            &node,
+            &format!("weft_process_jitter_seconds_bucket{jitter}")
+        )
+        .is_some(),
+        "no jitter histogram in\n{node}"
+    );
+    let trap = labels.replace('}', r#",kind="trap"}"#);
+    assert_eq!(
+        sample(&node, &format!("weft_process_faults_total{trap}")),
+        Some(0.0)
+    );
+    let controller = c.wait_for("node m1 alive in the controller's metrics", |_| {
+        let text = scrape(controller_at)?;
+        (sample(&text, r#"weft_controller_node_alive{node="m1"}"#)? == 1.0).then_some(text)
+    });
+    assert!(
+        sample(
+            &controller,
+            r#"weft_controller_events_total{event="placed"}"#
+        ) >= Some(1.0),
+        "{controller}"
+    );
+
+    // Every exported family is documented.
+    let docs = std::fs::read_to_string(repo().join("docs/observability.md")).unwrap();
+    for text in [&node, &controller] {
+        for family in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+            let name = family.split(' ').next().unwrap();
+            assert!(
+                docs.contains(&format!("`{name}")),
+                "{name} is not in docs/observability.md"
+            );
+        }
+    }
+
+    // A bad address is refused at start, by name.
+    let out = weft()
+        .args(["node", "--name", "m2", "--metrics", "nowhere:x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("\"nowhere:x\""), "{stderr}");
+}

@@ -39,6 +39,8 @@ pub struct NodeSpec {
     pub max_processes: Option<u32>,
     /// How often it checkpoints its processes (the node's default if unset).
     pub checkpoint_every: Option<std::time::Duration>,
+    /// Where it serves `/metrics` (nowhere if unset).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl NodeSpec {
@@ -49,6 +51,7 @@ impl NodeSpec {
             devices: Vec::new(),
             max_processes: None,
             checkpoint_every: None,
+            metrics: None,
         }
     }
     pub fn label(mut self, key: &str, value: &str) -> Self {
@@ -67,6 +70,10 @@ impl NodeSpec {
         self.checkpoint_every = Some(every);
         self
     }
+    pub fn metrics(mut self, addr: std::net::SocketAddr) -> Self {
+        self.metrics = Some(addr);
+        self
+    }
 }
 
 /// The processes of one local cluster.
@@ -76,6 +83,7 @@ pub struct LocalCluster {
     cluster: String,
     endpoint: String,
     graceful: bool,
+    controller_metrics: Option<std::net::SocketAddr>,
     controller: Option<Child>,
     nodes: BTreeMap<NodeName, Child>,
 }
@@ -93,6 +101,7 @@ impl LocalCluster {
             cluster: format!("c{}", free_port()?),
             endpoint: format!("tcp/127.0.0.1:{}", free_port()?),
             graceful: false,
+            controller_metrics: None,
             controller: None,
             nodes: BTreeMap::new(),
         })
@@ -112,6 +121,12 @@ impl LocalCluster {
     /// Stop children with SIGINT (then SIGKILL after a grace) on drop.
     pub fn graceful(mut self) -> Self {
         self.graceful = true;
+        self
+    }
+
+    /// Where the controller serves `/metrics` (nowhere if unset).
+    pub fn controller_metrics(mut self, addr: std::net::SocketAddr) -> Self {
+        self.controller_metrics = Some(addr);
         self
     }
 
@@ -160,7 +175,7 @@ impl LocalCluster {
 
     /// Starts (or restarts) the controller.
     pub fn start_controller(&mut self) -> Result<()> {
-        let args = vec![
+        let mut args = vec![
             "controller".into(),
             "--cluster".into(),
             self.cluster.clone(),
@@ -169,6 +184,9 @@ impl LocalCluster {
             "--data-dir".into(),
             self.dir.join("controller").display().to_string(),
         ];
+        if let Some(addr) = self.controller_metrics {
+            args.extend(["--metrics".into(), addr.to_string()]);
+        }
         self.controller = Some(self.spawn("controller", &args)?);
         Ok(())
     }
@@ -207,6 +225,9 @@ impl LocalCluster {
                 "--checkpoint-every".into(),
                 format!("{}ms", every.as_millis()),
             ]);
+        }
+        if let Some(addr) = node.metrics {
+            args.extend(["--metrics".into(), addr.to_string()]);
         }
         let child = self.spawn(name, &args)?;
         self.nodes.insert(node.name.clone(), child);

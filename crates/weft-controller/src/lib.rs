@@ -14,11 +14,13 @@
 //! * `shared`: the state the tasks share, and its locks.
 //! * `reconcile`: plan, persist, tell the nodes.
 //! * `api`: the requests the controller answers.
+//! * `metrics`: what the controller's `/metrics` shows.
 //! * `inbound`: checkpoints received and not stored yet, newest only.
 //! * `service`: the running service ([`run`]).
 
 mod api;
 mod inbound;
+mod metrics;
 pub mod model;
 pub mod placement;
 pub mod plan;

@@ -127,6 +127,27 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// Its name in the `weft_controller_events_total` metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Placed { .. } => "placed",
+            Event::Moved { .. } => "moved",
+            Event::Lost { .. } => "lost",
+            Event::Pending { .. } => "pending",
+            Event::TookOver { .. } => "took_over",
+            Event::SwappedWithStandby { .. } => "swapped_with_standby",
+            Event::MoveStarted { .. } => "move_started",
+            Event::MoveFinished { .. } => "move_finished",
+            Event::MoveAbandoned { .. } => "move_abandoned",
+            Event::HandoverStarted { .. } => "handover_started",
+            Event::HandedOver { .. } => "handed_over",
+            Event::HandoverGivenUp { .. } => "handover_given_up",
+            Event::DelayWarning { .. } => "delay_warning",
+        }
+    }
+}
+
 /// The next decisions. See the module documentation.
 pub fn plan(spec: &Spec, seen: &Observed, current: &Current, now_ms: u64) -> Plan {
     let mut p = Planner {

@@ -64,11 +64,15 @@ impl SyncTracker {
 /// controller that restarts never undoes what nodes were told.
 pub(crate) async fn reconcile(shared: &SharedRef) {
     let mut persisted = shared.reconciling.lock().await;
+    let began = Instant::now();
     let (current, syncs) = {
         let mut state = shared.state();
         state.observed.presume_unseen = shared.in_grace();
         let plan = plan::plan(&state.spec, &state.observed, &state.current, now_ms());
-        plan.events.iter().for_each(log);
+        for event in &plan.events {
+            log(event);
+            shared.metrics.event(event.kind());
+        }
         state.current = plan.current;
         state.pending = plan.pending;
         state.warnings = plan.warnings;
@@ -88,6 +92,8 @@ pub(crate) async fn reconcile(shared: &SharedRef) {
             send_sync(shared, node, NodeRequest::Sync { apps, seen });
         }
     }
+    let took = began.elapsed().as_secs_f64();
+    shared.metrics.reconcile_seconds.observe(took);
 }
 
 fn log(event: &Event) {
@@ -174,6 +180,9 @@ fn send_sync(shared: &SharedRef, node: NodeName, request: NodeRequest) {
             Ok(NodeResponse::Error { message }) => Some(message),
             Err(e) => Some(format!("{e:#}")),
         };
+        shared
+            .metrics
+            .sync(if failure.is_none() { "ok" } else { "error" });
         let mut failing = shared.sync.failing.lock().unwrap();
         match failure {
             Some(message) if failing.insert(node.clone()) => {

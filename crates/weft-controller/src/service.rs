@@ -10,6 +10,7 @@
 //! reconnect; a move or handover that was in flight carries on.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,11 +21,13 @@ use weft_fabric::codec;
 use weft_fabric::proto::{ControlRequest, NodeStatus};
 use weft_fabric::{FabricConfig, Keys};
 use weft_manifest::AppManifest;
+use weft_metrics::MetricsListener;
 use weft_types::NodeName;
 use zenoh::sample::SampleKind;
 
 use crate::api;
 use crate::inbound::Inbound;
+use crate::metrics::ControllerMetrics;
 use crate::model::{App, Spec, State};
 use crate::reconcile::{SyncTracker, reconcile};
 use crate::shared::{Shared, SharedRef, blocking};
@@ -41,6 +44,8 @@ pub struct ControllerConfig {
     /// After a start, how long nodes named in stored placements are
     /// presumed alive before their processes are moved elsewhere.
     pub startup_grace: Duration,
+    /// Where to serve `/metrics`, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl ControllerConfig {
@@ -50,6 +55,7 @@ impl ControllerConfig {
             fabric,
             sync_interval: Duration::from_millis(500),
             startup_grace: Duration::from_secs(5),
+            metrics: None,
         }
     }
     pub fn sync_interval(mut self, interval: Duration) -> Self {
@@ -58,6 +64,10 @@ impl ControllerConfig {
     }
     pub fn startup_grace(mut self, grace: Duration) -> Self {
         self.startup_grace = grace;
+        self
+    }
+    pub fn metrics(mut self, addr: SocketAddr) -> Self {
+        self.metrics = Some(addr);
         self
     }
 }
@@ -70,6 +80,10 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
 /// Runs the controller until `shutdown` completes (then returns `Ok`) or a
 /// fatal error. Dropping the returned future stops everything it started.
 pub async fn run_until(config: ControllerConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let metrics_listener = match config.metrics {
+        Some(addr) => Some(MetricsListener::bind(addr).await?),
+        None => None,
+    };
     let store = Arc::new(Store::open(&config.data_dir)?);
     let state = recover(&store)?;
     let persisted = state.current.clone();
@@ -81,7 +95,9 @@ pub async fn run_until(config: ControllerConfig, shutdown: impl Future<Output = 
         .await
         .map_err(|e| anyhow!("{e}"))
         .context("cannot declare the controller's liveliness token")?;
+    let metrics = Arc::new(ControllerMetrics::default());
     let shared = Arc::new(Shared {
+        metrics: metrics.clone(),
         store,
         keys: keys.clone(),
         session: session.clone(),
@@ -93,6 +109,10 @@ pub async fn run_until(config: ControllerConfig, shutdown: impl Future<Output = 
         reconciling: tokio::sync::Mutex::new(persisted),
         sync: Arc::new(SyncTracker::default()),
     });
+    let _metrics_server = match metrics_listener {
+        Some(listener) => Some(listener.serve(metrics.registry(Arc::downgrade(&shared)))?),
+        None => None,
+    };
     let apps = shared.state().spec.apps.len();
     info!(cluster = %config.fabric.cluster, data = %config.data_dir.display(), apps, "controller started");
     let result = tokio::select! {
@@ -280,9 +300,21 @@ fn node_status(shared: &SharedRef, key: &str, bytes: &[u8]) {
             return;
         }
     };
+    shared.metrics.statuses.inc();
     let mut state = shared.state();
     let in_flight = !state.current.moves.is_empty() || !state.current.handovers.is_empty();
-    let first = state.observed.set_status(node, status);
+    let waited = |state: &State| {
+        state
+            .observed
+            .nodes
+            .get(&node)
+            .is_some_and(|s| s.waits_for_full)
+    };
+    let waited_before = waited(&state);
+    let first = state.observed.set_status(node.clone(), status);
+    if !waited_before && waited(&state) {
+        shared.metrics.status_gaps.inc();
+    }
     drop(state);
     if first || in_flight {
         shared.kick.notify_one();

@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use tokio::sync::Notify;
 use weft_fabric::Keys;
 
+use crate::metrics::ControllerMetrics;
 use crate::model::{Current, State};
 use crate::reconcile::SyncTracker;
 use crate::store::Store;
@@ -30,6 +31,7 @@ pub(crate) struct Shared {
     pub writes: tokio::sync::Mutex<()>,
     pub reconciling: tokio::sync::Mutex<Current>,
     pub sync: Arc<SyncTracker>,
+    pub metrics: Arc<ControllerMetrics>,
 }
 
 impl Shared {

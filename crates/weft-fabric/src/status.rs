@@ -622,7 +622,11 @@ mod tests {
         // 80 new processes with checkpoints, p0 hot: 160 entries, 100 go.
         let sent = link.send(all(2, 80, 0), 250, &["p0"]);
         assert_eq!(sent.processes.len(), 80, "every process change goes first");
-        let names: Vec<_> = sent.checkpoints.iter().map(|c| c.process.to_string()).collect();
+        let names: Vec<_> = sent
+            .checkpoints
+            .iter()
+            .map(|c| c.process.to_string())
+            .collect();
         assert_eq!(names.len(), 20);
         assert!(names.contains(&"p0".to_string()), "the hot one is a change");
         let sent = link.send(all(3, 80, 0), 500, &["p0"]);

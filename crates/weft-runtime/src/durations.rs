@@ -30,6 +30,7 @@ pub(crate) struct Durations {
     buckets: Vec<(u16, u32)>,
     samples: u64,
     max_ns: u64,
+    sum_ns: u64,
 }
 
 /// The bucket of `ns`: the value itself below `2 * SUB`, then `SUB`
@@ -71,6 +72,29 @@ impl Durations {
         }
         self.samples += 1;
         self.max_ns = self.max_ns.max(ns);
+        self.sum_ns = self.sum_ns.saturating_add(ns);
+    }
+
+    pub fn sum_ns(&self) -> u64 {
+        self.sum_ns
+    }
+
+    /// How many samples fall at or below each of `bounds_ns` (ascending)
+    /// and not below the one before it; the last count is of samples above
+    /// every bound. A bucket that straddles a bound counts above it, so a
+    /// sample within a bucket's width (1/128) of a bound may count in the
+    /// next one up: a sample is never shown faster than it was.
+    pub fn counts_by_bound(&self, bounds_ns: &[u64], counts: &mut [u64]) {
+        debug_assert_eq!(counts.len(), bounds_ns.len() + 1);
+        counts.fill(0);
+        let mut at = 0;
+        for &(bucket, count) in &self.buckets {
+            let highest = highest_in(bucket).min(self.max_ns);
+            while at < bounds_ns.len() && highest > bounds_ns[at] {
+                at += 1;
+            }
+            counts[at] += count as u64;
+        }
     }
 
     pub fn samples(&self) -> u64 {
@@ -106,6 +130,21 @@ impl Durations {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_by_bound_split_the_samples_at_each_bound() {
+        let mut d = Durations::new();
+        for ns in [100, 200, 999, 1_000, 5_000, 2_000_000] {
+            d.record(Duration::from_nanos(ns));
+        }
+        let mut counts = [0; 4];
+        d.counts_by_bound(&[200, 1_000, 10_000], &mut counts);
+        // 1_000 is in the bucket 1_000..=1_003, which reaches above the
+        // bound: it counts above it (a sample is never shown faster than
+        // it was), while 999 ends its bucket and counts at or below.
+        assert_eq!(counts, [2, 1, 2, 1]);
+        assert_eq!(d.sum_ns(), 2_007_299);
+    }
 
     #[test]
     fn buckets_are_exact_below_256_ns_then_128_per_power_of_two() {

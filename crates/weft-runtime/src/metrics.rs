@@ -4,7 +4,7 @@
 //! (node status, the live table, final reports) hold a [`MetricsHandle`] and
 //! never take a lock the driver could wait on: counters are atomics, and
 //! everything else (state, hash chain, last output, chain marks,
-//! percentiles) is a snapshot the driver swaps in whole at every change of
+//! percentiles, histograms) is a snapshot the driver swaps in whole at every change of
 //! state and at most every [`PUBLISH_EVERY`] otherwise. So an rt thread
 //! never waits for a status reader, and a report's chain may trail its
 //! counters by up to that much; a stopped process's report is exact.
@@ -20,7 +20,7 @@ use weft_manifest::Class;
 use weft_types::{ProcessName, ProcessState};
 
 use crate::durations::Durations;
-use crate::types::{Fault, HashChain};
+use crate::types::{Fault, FaultCounts, FaultKind, HashChain};
 
 /// How often a running process's snapshot is swapped in at most.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
@@ -46,6 +46,74 @@ impl Percentiles {
             samples: d.samples(),
         }
     }
+}
+
+/// Upper bounds of the exported timing histograms, in nanoseconds: steps
+/// of 1, 2.5 and 5 from 1 µs to 1 s, which spans a 1 kHz loop's jitter
+/// and a slow be call alike.
+pub const HISTOGRAM_BOUNDS_NS: [u64; 19] = [
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+];
+
+/// Durations counted by [`HISTOGRAM_BOUNDS_NS`], the form a Prometheus
+/// histogram takes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Histogram {
+    /// Samples at or below each bound and above the one before it; the
+    /// last is of samples above every bound.
+    pub counts: [u64; HISTOGRAM_BOUNDS_NS.len() + 1],
+    pub sum_ns: u64,
+}
+
+impl Histogram {
+    fn of(d: &Durations) -> Histogram {
+        let mut h = Histogram {
+            sum_ns: d.sum_ns(),
+            ..Histogram::default()
+        };
+        d.counts_by_bound(&HISTOGRAM_BOUNDS_NS, &mut h.counts);
+        h
+    }
+
+    pub fn samples(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// A process's wake-up jitter and call times as histograms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timing {
+    pub jitter: Histogram,
+    pub exec: Histogram,
+}
+
+/// Whether processes publish [`Timing`] histograms for a scraper. Off
+/// until a node serves `/metrics`, so a node nobody scrapes does not pay
+/// their ~350 bytes per process and per publication.
+static HISTOGRAMS_WANTED: AtomicBool = AtomicBool::new(false);
+
+/// Makes every process of this OS process publish its [`Timing`]
+/// histograms from its next publication on.
+pub fn publish_histograms() {
+    HISTOGRAMS_WANTED.store(true, Ordering::Relaxed);
 }
 
 /// An optional u64 in an atomic (`u64::MAX` is none).
@@ -80,6 +148,7 @@ pub(crate) struct Counters {
     pub deadline_misses: AtomicU64,
     pub skipped_releases: AtomicU64,
     pub faults: AtomicU64,
+    faults_by_kind: FaultCounts,
     pub restarts: AtomicU64,
     pub fuel_used: AtomicU64,
     pub memory_bytes: AtomicU64,
@@ -112,6 +181,7 @@ struct Published {
     marks: Vec<(u64, HashChain)>,
     jitter: Percentiles,
     exec: Percentiles,
+    timing: Option<Box<Timing>>,
 }
 
 struct Shared {
@@ -155,6 +225,7 @@ impl MetricsWriter {
                     marks: Vec::new(),
                     jitter: Percentiles::default(),
                     exec: Percentiles::default(),
+                    timing: None,
                 }),
             }),
             state: ProcessState::Starting,
@@ -193,6 +264,7 @@ impl MetricsWriter {
 
     pub fn fault(&mut self, fault: Fault) {
         Counters::add(&self.counters().faults, 1);
+        self.counters().faults_by_kind.add(fault.kind);
         self.last_fault = Some(fault);
     }
 
@@ -260,6 +332,12 @@ impl MetricsWriter {
             marks: self.marks.iter().copied().collect(),
             jitter: Percentiles::of(&self.jitter),
             exec: Percentiles::of(&self.exec),
+            timing: HISTOGRAMS_WANTED.load(Ordering::Relaxed).then(|| {
+                Box::new(Timing {
+                    jitter: Histogram::of(&self.jitter),
+                    exec: Histogram::of(&self.exec),
+                })
+            }),
         }));
     }
 }
@@ -280,6 +358,31 @@ impl MetricsHandle {
     /// CPU).
     pub fn brief(&self) -> ProcessReport {
         self.report_with(1)
+    }
+
+    /// What a metrics scrape reads: counters and histograms, none of the
+    /// strings a report formats.
+    pub fn sample(&self) -> ProcessSample {
+        let c = &self.0.counters;
+        let p = self.0.published.load();
+        ProcessSample {
+            class: self.0.class,
+            state: p.state,
+            standby: c.standby.load(Ordering::Relaxed),
+            ticks: Counters::get(&c.ticks),
+            messages_in: Counters::get(&c.messages_in),
+            messages_out: Counters::get(&c.messages_out),
+            messages_dropped: Counters::get(&c.messages_dropped),
+            messages_refused: Counters::get(&c.messages_refused),
+            tardy: Counters::get(&c.tardy),
+            deadline_misses: Counters::get(&c.deadline_misses),
+            skipped_releases: Counters::get(&c.skipped_releases),
+            faults: c.faults_by_kind.get(),
+            restarts: Counters::get(&c.restarts),
+            fuel_used: Counters::get(&c.fuel_used),
+            memory_bytes: Counters::get(&c.memory_bytes),
+            timing: p.timing.as_deref().copied(),
+        }
     }
 
     fn report_with(&self, marks: usize) -> ProcessReport {
@@ -322,6 +425,29 @@ impl MetricsHandle {
             exec: p.exec,
         }
     }
+}
+
+/// A process's counters and histograms at one instant, for a scrape.
+#[derive(Debug, Clone)]
+pub struct ProcessSample {
+    pub class: Class,
+    pub state: ProcessState,
+    pub standby: bool,
+    pub ticks: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub messages_dropped: u64,
+    pub messages_refused: u64,
+    pub tardy: u64,
+    pub deadline_misses: u64,
+    pub skipped_releases: u64,
+    /// Faults by kind, every kind listed.
+    pub faults: [(FaultKind, u64); FaultKind::ALL.len()],
+    pub restarts: u64,
+    pub fuel_used: u64,
+    pub memory_bytes: u64,
+    /// None until [`publish_histograms`] is on and the process has published since.
+    pub timing: Option<Timing>,
 }
 
 /// A process's output chain at one tag.

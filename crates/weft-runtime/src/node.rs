@@ -415,6 +415,11 @@ impl RunningApp {
         }
     }
 
+    /// The metrics of every process, to read from any thread.
+    pub fn metrics(&self) -> &[MetricsHandle] {
+        &self.processes
+    }
+
     /// Every process's [`MetricsHandle::brief`] report.
     pub fn brief_reports(&self) -> Vec<ProcessReport> {
         self.processes.iter().map(MetricsHandle::brief).collect()

@@ -104,6 +104,53 @@ pub enum FaultKind {
     Trap,
 }
 
+impl FaultKind {
+    pub const ALL: [FaultKind; 6] = [
+        FaultKind::Instantiate,
+        FaultKind::FuelExhausted,
+        FaultKind::MemoryLimit,
+        FaultKind::StackOverflow,
+        FaultKind::Deadline,
+        FaultKind::Trap,
+    ];
+
+    /// Its name in JSON and in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Instantiate => "instantiate",
+            FaultKind::FuelExhausted => "fuel_exhausted",
+            FaultKind::MemoryLimit => "memory_limit",
+            FaultKind::StackOverflow => "stack_overflow",
+            FaultKind::Deadline => "deadline",
+            FaultKind::Trap => "trap",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How many faults of each kind a process had.
+#[derive(Debug, Default)]
+pub(crate) struct FaultCounts([std::sync::atomic::AtomicU64; FaultKind::ALL.len()]);
+
+impl FaultCounts {
+    pub fn add(&self, kind: FaultKind) {
+        self.0[kind.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// (kind, count) of every kind, zeros included.
+    pub fn get(&self) -> [(FaultKind, u64); FaultKind::ALL.len()] {
+        FaultKind::ALL.map(|k| {
+            (
+                k,
+                self.0[k.index()].load(std::sync::atomic::Ordering::Relaxed),
+            )
+        })
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error, Serialize)]
 #[error("{message}")]
 pub struct Fault {

@@ -1,0 +1,261 @@
+//! What a node's `/metrics` shows: every process's counters and timing
+//! histograms, and the node's own figures.
+//!
+//! A scrape never waits on the apps lock (a sync may hold it while a share
+//! restarts) nor on anything a process's thread takes: the status task
+//! swaps the list of the node's process handles in here at every status,
+//! and a scrape reads those handles' atomics and published snapshots.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use weft_metrics::{Collector, DescriptorEncoder, HistogramRow, counter, gauge, histogram};
+use weft_runtime::metrics::{HISTOGRAM_BOUNDS_NS, Histogram, MetricsHandle, ProcessSample};
+use weft_types::{AppName, NodeName, RtClass};
+
+use crate::checkpoints::Checkpoints;
+
+/// The processes of one app on this node.
+pub(crate) struct AppMetrics {
+    pub app: AppName,
+    pub processes: Vec<MetricsHandle>,
+}
+
+/// The node's side of `/metrics`, shared with its status task.
+pub(crate) struct NodeMetrics {
+    node: NodeName,
+    rt_class: RtClass,
+    slots: u32,
+    checkpoints: Arc<Checkpoints>,
+    apps: ArcSwap<Vec<AppMetrics>>,
+    statuses: AtomicU64,
+}
+
+impl fmt::Debug for NodeMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeMetrics")
+            .field("node", &self.node)
+            .finish()
+    }
+}
+
+impl NodeMetrics {
+    pub fn new(
+        node: NodeName,
+        rt_class: RtClass,
+        slots: u32,
+        checkpoints: Arc<Checkpoints>,
+    ) -> NodeMetrics {
+        NodeMetrics {
+            node,
+            rt_class,
+            slots,
+            checkpoints,
+            apps: ArcSwap::from_pointee(Vec::new()),
+            statuses: AtomicU64::new(0),
+        }
+    }
+
+    /// The processes as of this status.
+    pub fn set_apps(&self, apps: Vec<AppMetrics>) {
+        self.apps.store(Arc::new(apps));
+        self.statuses.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A process's labels: app, process, node, class.
+type Labels<'a> = [(&'static str, &'a str); 4];
+
+/// One scraped process.
+struct Row<'a> {
+    labels: Labels<'a>,
+    sample: ProcessSample,
+}
+
+/// A sampled counter of a process.
+type Field = fn(&ProcessSample) -> u64;
+
+const COUNTERS: &[(&str, &str, Field)] = &[
+    ("process_ticks", "Periodic releases run.", |s| s.ticks),
+    (
+        "process_deadline_misses",
+        "Calls that overran their deadline.",
+        |s| s.deadline_misses,
+    ),
+    (
+        "process_skipped_releases",
+        "Releases skipped after a stall.",
+        |s| s.skipped_releases,
+    ),
+    ("process_restarts", "Restarts after a fault.", |s| {
+        s.restarts
+    }),
+    (
+        "process_messages_in",
+        "Messages the process handled.",
+        |s| s.messages_in,
+    ),
+    ("process_messages_out", "Messages it sent.", |s| {
+        s.messages_out
+    }),
+    (
+        "process_messages_tardy",
+        "Messages that arrived after their tag was read.",
+        |s| s.tardy,
+    ),
+    (
+        "process_messages_dropped",
+        "Messages dropped on a full inbox.",
+        |s| s.messages_dropped,
+    ),
+    (
+        "process_messages_refused",
+        "Messages refused (not granted, malformed).",
+        |s| s.messages_refused,
+    ),
+    (
+        "process_fuel_used",
+        "Fuel (Wasm instructions, roughly) used; over ticks, fuel per tick.",
+        |s| s.fuel_used,
+    ),
+];
+
+impl Collector for NodeMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let apps = self.apps.load();
+        let rows: Vec<Row> = apps
+            .iter()
+            .flat_map(|a| {
+                a.processes.iter().map(|p| {
+                    let sample = p.sample();
+                    Row {
+                        labels: [
+                            ("app", a.app.as_str()),
+                            ("process", p.name().as_str()),
+                            ("node", self.node.as_str()),
+                            ("class", sample.class.as_str()),
+                        ],
+                        sample,
+                    }
+                })
+            })
+            .collect();
+        self.encode_node(&mut encoder, rows.len())?;
+        for (name, help, field) in COUNTERS {
+            counter(
+                &mut encoder,
+                name,
+                help,
+                rows.iter().map(|r| (r.labels, field(&r.sample))),
+            )?;
+        }
+        counter(
+            &mut encoder,
+            "process_faults",
+            "Faults, by kind.",
+            rows.iter().flat_map(|r| {
+                r.sample
+                    .faults
+                    .iter()
+                    .map(|(kind, n)| (with(r.labels, ("kind", kind.as_str())), *n))
+            }),
+        )?;
+        gauge(
+            &mut encoder,
+            "process_memory_bytes",
+            "Linear memory of the process.",
+            rows.iter()
+                .map(|r| (r.labels, r.sample.memory_bytes as f64)),
+        )?;
+        gauge(
+            &mut encoder,
+            "process_state",
+            "1 for the state the process is in (starting, running, failed, parked, stopped).",
+            rows.iter()
+                .map(|r| (with(r.labels, ("state", r.sample.state.as_str())), 1.0)),
+        )?;
+        gauge(
+            &mut encoder,
+            "process_standby",
+            "1 for a replica (hot standby or move target) whose outputs are held back.",
+            rows.iter()
+                .map(|r| (r.labels, f64::from(u8::from(r.sample.standby)))),
+        )?;
+        let bounds: Vec<f64> = HISTOGRAM_BOUNDS_NS
+            .iter()
+            .map(|ns| *ns as f64 / 1e9)
+            .collect();
+        let timed = |pick: fn(&weft_runtime::metrics::Timing) -> &Histogram| {
+            rows.iter().filter_map(move |r| {
+                let h = pick(r.sample.timing.as_ref()?);
+                Some(HistogramRow {
+                    labels: r.labels,
+                    counts: &h.counts,
+                    sum: h.sum_ns as f64 / 1e9,
+                })
+            })
+        };
+        histogram(
+            &mut encoder,
+            "process_jitter_seconds",
+            "How late each release woke up, against its release time.",
+            &bounds,
+            timed(|t| &t.jitter),
+        )?;
+        histogram(
+            &mut encoder,
+            "process_exec_seconds",
+            "How long each call (tick or message) ran.",
+            &bounds,
+            timed(|t| &t.exec),
+        )
+    }
+}
+
+impl NodeMetrics {
+    fn encode_node(&self, encoder: &mut DescriptorEncoder, processes: usize) -> fmt::Result {
+        let node = [("node", self.node.as_str())];
+        gauge(
+            encoder,
+            "node_processes",
+            "Processes and replicas on the node.",
+            [(node, processes as f64)],
+        )?;
+        gauge(
+            encoder,
+            "node_slots",
+            "Processes the node may run at most (--max-processes).",
+            [(node, f64::from(self.slots))],
+        )?;
+        gauge(
+            encoder,
+            "node_rt_class",
+            "1 for the real-time class the node's rt threads get (fifo, soft).",
+            [(with(node, ("rt_class", self.rt_class.as_str())), 1.0)],
+        )?;
+        counter(
+            encoder,
+            "node_checkpoint_bytes_sent",
+            "Checkpoint bytes sent to other nodes (links pushed, checkpoints served).",
+            [(node, self.checkpoints.bytes_sent())],
+        )?;
+        counter(
+            encoder,
+            "node_statuses",
+            "Statuses the node has published.",
+            [(node, self.statuses.load(Ordering::Relaxed))],
+        )
+    }
+}
+
+/// `labels` and one more.
+fn with<'a, const N: usize>(
+    labels: [(&'static str, &'a str); N],
+    extra: (&'static str, &'a str),
+) -> Vec<(&'static str, &'a str)> {
+    let mut all = labels.to_vec();
+    all.push(extra);
+    all
+}
