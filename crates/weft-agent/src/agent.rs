@@ -120,10 +120,9 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     let (metrics, _metrics_server) = match config.metrics {
         Some(addr) => {
             let board = Arc::new(NodeMetrics::new(
-                config.name.clone(),
+                ctx.clone(),
                 rt_class,
                 config.max_processes,
-                ctx.outbox.checkpoints().clone(),
             ));
             weft_runtime::metrics::publish_histograms();
             let server =

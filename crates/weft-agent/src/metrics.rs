@@ -8,14 +8,14 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use arc_swap::ArcSwap;
 use weft_metrics::{Collector, DescriptorEncoder, HistogramRow, counter, gauge, histogram};
 use weft_runtime::metrics::{HISTOGRAM_BOUNDS_NS, Histogram, MetricsHandle, ProcessSample};
 use weft_types::{AppName, NodeName, RtClass};
 
-use crate::checkpoints::Checkpoints;
+use crate::apps::Context;
 
 /// The processes of one app on this node.
 pub(crate) struct AppMetrics {
@@ -28,9 +28,9 @@ pub(crate) struct NodeMetrics {
     node: NodeName,
     rt_class: RtClass,
     slots: u32,
-    checkpoints: Arc<Checkpoints>,
+    /// Where the checkpoint and status counters are.
+    ctx: Arc<Context>,
     apps: ArcSwap<Vec<AppMetrics>>,
-    statuses: AtomicU64,
 }
 
 impl fmt::Debug for NodeMetrics {
@@ -42,26 +42,19 @@ impl fmt::Debug for NodeMetrics {
 }
 
 impl NodeMetrics {
-    pub fn new(
-        node: NodeName,
-        rt_class: RtClass,
-        slots: u32,
-        checkpoints: Arc<Checkpoints>,
-    ) -> NodeMetrics {
+    pub fn new(ctx: Arc<Context>, rt_class: RtClass, slots: u32) -> NodeMetrics {
         NodeMetrics {
-            node,
+            node: ctx.name.clone(),
             rt_class,
             slots,
-            checkpoints,
+            ctx,
             apps: ArcSwap::from_pointee(Vec::new()),
-            statuses: AtomicU64::new(0),
         }
     }
 
     /// The processes as of this status.
     pub fn set_apps(&self, apps: Vec<AppMetrics>) {
         self.apps.store(Arc::new(apps));
-        self.statuses.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -172,7 +165,7 @@ impl Collector for NodeMetrics {
         gauge(
             &mut encoder,
             "process_state",
-            "1 for the state the process is in (starting, running, failed, parked, stopped).",
+            "1 for the state the process is in, as `weft ps` shows it.",
             rows.iter()
                 .map(|r| (with(r.labels, ("state", r.sample.state.as_str())), 1.0)),
         )?;
@@ -239,13 +232,13 @@ impl NodeMetrics {
             encoder,
             "node_checkpoint_bytes_sent",
             "Checkpoint bytes sent to other nodes (links pushed, checkpoints served).",
-            [(node, self.checkpoints.bytes_sent())],
+            [(node, self.ctx.outbox.checkpoints().bytes_sent())],
         )?;
         counter(
             encoder,
             "node_statuses",
             "Statuses the node has published.",
-            [(node, self.statuses.load(Ordering::Relaxed))],
+            [(node, self.ctx.status_seq.load(Ordering::Relaxed))],
         )
     }
 }

@@ -221,7 +221,7 @@ impl Outbox {
     }
 
     /// This node's checkpoint store.
-    pub(crate) fn checkpoints(&self) -> &Arc<Checkpoints> {
+    pub(crate) fn checkpoints(&self) -> &Checkpoints {
         &self.checkpoints
     }
 

@@ -50,15 +50,15 @@ const DEFAULT_METRICS_PORT: u16 = 9460;
 const DEMO_TIMEOUT: Duration = Duration::from_secs(60);
 const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The nodes of an N-node cluster: edge nodes with the simulated plant,
-/// and one cloud node.
 /// Where component `i` (0: the controller, then the nodes) of `weft up`
-/// serves its metrics.
+/// serves its metrics. `up` has checked that every port fits.
 fn metrics_addr(args: &UpArgs, i: usize) -> Option<SocketAddr> {
-    let port = args.metrics_port.checked_add(u16::try_from(i).ok()?)?;
+    let port = args.metrics_port + u16::try_from(i).expect("checked in up");
     (!args.no_metrics).then(|| SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
+/// The nodes of an N-node cluster: edge nodes with the simulated plant,
+/// and one cloud node.
 fn node_roles(n: usize) -> Vec<NodeSpec> {
     (0..n)
         .map(|i| {
@@ -77,6 +77,14 @@ fn node_roles(n: usize) -> Vec<NodeSpec> {
 pub async fn up(args: UpArgs) -> Result<()> {
     if args.nodes == 0 {
         return Err(anyhow::anyhow!("--nodes must be at least 1")).bad_input();
+    }
+    if !args.no_metrics && usize::from(args.metrics_port) + args.nodes > usize::from(u16::MAX) {
+        return Err(anyhow::anyhow!(
+            "--metrics-port {} leaves no room for {} nodes above it (ports up to 65535): pick a lower port or pass --no-metrics",
+            args.metrics_port,
+            args.nodes
+        ))
+        .bad_input();
     }
     if !args.no_demo && !args.app.is_file() {
         bail!(

@@ -92,10 +92,6 @@ impl Histogram {
         d.counts_by_bound(&HISTOGRAM_BOUNDS_NS, &mut h.counts);
         h
     }
-
-    pub fn samples(&self) -> u64 {
-        self.counts.iter().sum()
-    }
 }
 
 /// A process's wake-up jitter and call times as histograms.
