@@ -27,7 +27,9 @@ use anyhow::{Context as _, Result};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use weft_fabric::Keys;
-use weft_fabric::proto::{AppAssignment, ChainMark, HandedOver, ProcessStatus, StatusMark};
+use weft_fabric::proto::{
+    AppAssignment, ChainMark, FaultNote, HandedOver, ProcessStatus, StatusMark,
+};
 use weft_manifest::AppManifest;
 use weft_manifest::module::DigestDir;
 use weft_runtime::{Node, RunningApp, Snapshot, StartOptions};
@@ -613,6 +615,11 @@ impl LocalApp {
                     output_hash: m.output_hash.clone(),
                 }),
                 last_output_hex: p.last_output_hex,
+                last_fault: p.last_fault.map(|f| FaultNote {
+                    kind: f.kind,
+                    tag: f.tag,
+                    message: f.message,
+                }),
                 name: p.name,
             })
             .collect()

@@ -6,6 +6,7 @@
 mod cluster;
 mod daemons;
 mod error;
+mod events;
 mod inspect;
 mod migrate;
 mod out;
@@ -93,6 +94,23 @@ enum Command {
         #[command(flatten)]
         client: cluster::ClientArgs,
     },
+    /// Show what happened in the cluster (placements, faults, migrations,
+    /// takeovers, nodes joining and dying), oldest first; of one APP or
+    /// APP/PROCESS if named. With --json, one JSON object per line.
+    Events {
+        target: Option<weft_client::EventFilter>,
+        /// Keep printing events as they happen (survives a controller restart).
+        #[arg(long, short)]
+        follow: bool,
+        /// Only events after this sequence number (the `seq` of the JSON).
+        #[arg(long)]
+        after: Option<u64>,
+        /// With --follow, stop after this long.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+        #[command(flatten)]
+        client: cluster::ClientArgs,
+    },
     /// Move a running process (APP/PROCESS) to another node live, without a missed tick.
     Migrate {
         target: ProcessRef,
@@ -161,6 +179,21 @@ fn main() -> ExitCode {
             duration,
             client,
         } => block_on(cluster::logs(client, target, duration)),
+        Command::Events {
+            target,
+            follow,
+            after,
+            duration,
+            client,
+        } => {
+            let args = events::EventsArgs {
+                filter: target.unwrap_or_default(),
+                after,
+                follow,
+                duration,
+            };
+            block_on(events::events(client, args))
+        }
         Command::Drain { node, client } => block_on(cluster::drain(client, node)),
         Command::Undrain { node, client } => block_on(cluster::undrain(client, node)),
         Command::Migrate { target, to, client } => block_on(migrate::migrate(client, target, to)),

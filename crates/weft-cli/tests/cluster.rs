@@ -1556,3 +1556,159 @@ fn a_node_and_the_controller_serve_documented_prometheus_metrics() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("\"nowhere:x\""), "{stderr}");
 }
+
+/// A process that traps at every tick, restarted twice, then parked.
+fn crashing_app(dir: &Path) -> PathBuf {
+    std::fs::write(
+        dir.join("crash.wat"),
+        r#"(module (func (export "weft_tick") (param i64) unreachable))"#,
+    )
+    .unwrap();
+    let path = dir.join("crash.toml");
+    std::fs::write(
+        &path,
+        "name = \"crash\"\n[[process]]\nname = \"crasher\"\nmodule = \"crash.wat\"\n\
+         period = \"100ms\"\nrestart = \"on-failure\"\nmax_restarts = 2\nbackoff = \"50ms\"\n",
+    )
+    .unwrap();
+    path
+}
+
+/// Events of `weft events --json` output, one per line.
+fn event_lines(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Where the first event of `kind` about `process` (if given) is.
+fn position(events: &[Value], kind: &str, process: Option<&str>) -> Option<usize> {
+    events
+        .iter()
+        .position(|e| e["kind"] == kind && process.is_none_or(|p| e["process"] == p))
+}
+
+/// A live migration, a kill -9 takeover and a crash loop are events, in
+/// the order they happened; a follower sees them as they come, and goes on
+/// after a controller restart without a number seen twice.
+#[test]
+fn migration_takeover_and_faults_are_events_in_order() {
+    let mut c = Cluster::new();
+    for node in ["a", "b", "c"] {
+        c.start_node(node, "", &[]);
+    }
+    c.wait_nodes_alive(3);
+    let followed = c.dir.path().join("followed.jsonl");
+    let follower = Interrupt(
+        weft()
+            .args(["events", "--follow", "--json"])
+            .args(["--cluster", c.name(), "--connect", c.endpoint()])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&followed).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let read_followed = || event_lines(&std::fs::read(&followed).unwrap());
+    c.deploy(&standby_app(c.dir.path()));
+    let placed = |c: &Cluster| {
+        let p = c.process("counter")?;
+        let standby = p["standby"]["node"].as_str()?.to_string();
+        (p["state"] == "running" && p["standby"]["state"] == "standby")
+            .then(|| (p["node"].as_str().unwrap().to_string(), standby))
+    };
+    let (primary, standby) = c.wait_for("counter and its standby", placed);
+    let third = ["a", "b", "c"]
+        .into_iter()
+        .find(|n| *n != primary && *n != standby)
+        .unwrap();
+    let out = c.client(&["migrate", "hot/counter", "--to", third]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.wait("the counter on its new node", |c| {
+        c.running_on("counter").as_deref() == Some(third)
+    });
+    c.signal_node(third, libc::SIGKILL);
+    c.wait("the standby live", |c| {
+        c.running_on("counter").as_deref() == Some(standby.as_str())
+    });
+    let crash = crashing_app(c.dir.path());
+    let out = c.client(&["deploy", crash.to_str().unwrap(), "--no-wait"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.wait("the crasher parked, in its events", |c| {
+        let out = c.client(&["events", "--json", "crash/crasher"]);
+        position(&event_lines(&out.stdout), "parked", None).is_some()
+    });
+
+    let all = event_lines(&c.client(&["events", "--json"]).stdout);
+    let at = |kind: &str, process: Option<&str>| {
+        position(&all, kind, process)
+            .unwrap_or_else(|| panic!("no {kind} event of {process:?} in {all:#?}"))
+    };
+    let order = [
+        at("deployed", None),
+        at("migration_begun", Some("counter")),
+        at("migration_done", Some("counter")),
+        at("node_dead", None),
+        at("takeover", Some("counter")),
+        at("fault", Some("crasher")),
+        at("restart", Some("crasher")),
+        at("parked", Some("crasher")),
+    ];
+    assert!(order.is_sorted(), "out of order {order:?}: {all:#?}");
+    let done = &all[order[2]];
+    assert_eq!(done["node"], third);
+    assert_eq!(done["from"], primary.as_str());
+    assert!(done["millis"].as_f64().is_some(), "{done}");
+    assert_eq!(all[order[3]]["node"], third);
+    assert_eq!(all[order[4]]["node"], standby.as_str());
+    let fault = &all[order[5]];
+    assert_eq!(fault["fault"], "trap", "{fault}");
+    assert!(fault["tag"].as_u64().is_some(), "the fault's tag: {fault}");
+    let seq = |e: &Value| e["seq"].as_u64().unwrap();
+    let seqs: Vec<u64> = all.iter().map(seq).collect();
+    assert!(
+        seqs.is_sorted() && seqs.windows(2).all(|w| w[0] < w[1]),
+        "{seqs:?}"
+    );
+    let only = event_lines(&c.client(&["events", "--json", "crash"]).stdout);
+    assert!(!only.is_empty() && only.iter().all(|e| e["app"] == "crash"));
+    let takeover = seq(&all[order[4]]);
+    c.wait("the follower to see the takeover", |_| {
+        read_followed().iter().any(|e| seq(e) == takeover)
+    });
+
+    // The stream is stored: a restarted controller carries it on, and so
+    // does the follower.
+    let last = *seqs.last().unwrap();
+    c.inner.kill_controller();
+    c.start_controller();
+    let after_restart = |c: &Cluster| {
+        let out = c.client(&["events", "--json", "--after", &last.to_string()]);
+        let events = event_lines(&out.stdout);
+        position(&events, "node_up", None).map(|i| seq(&events[i]))
+    };
+    let joined = c.wait_for("a node_up event after the restart", after_restart);
+    c.wait("the follower to go on after the restart", |_| {
+        read_followed().iter().any(|e| seq(e) == joined)
+    });
+    drop(follower);
+    let followed: Vec<u64> = read_followed().iter().map(seq).collect();
+    assert!(
+        followed.windows(2).all(|w| w[0] < w[1]),
+        "no event twice, none out of order: {followed:?}"
+    );
+    let before: Vec<u64> = seqs.iter().copied().filter(|s| *s <= last).collect();
+    assert!(
+        before.iter().all(|s| followed.contains(s)),
+        "the follower saw every event: {followed:?} vs {before:?}"
+    );
+}

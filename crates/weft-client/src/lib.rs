@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use weft_fabric::codec::DeployBundle;
-use weft_fabric::proto::{ControlRequest, ControlResponse, NodeEntry, PsEntry};
+use weft_fabric::proto::{ControlRequest, ControlResponse, EventEntry, NodeEntry, PsEntry};
 use weft_fabric::rpc::{self, CallError};
 use weft_fabric::{FabricConfig, Keys, Mode};
 use weft_types::{AppName, NodeName, ProcessName, ProcessRef, Tag};
@@ -55,6 +55,45 @@ pub enum ClientError {
     Timeout(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+}
+
+/// Whose events to read: everything, one app's, or one process's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    pub app: Option<AppName>,
+    pub process: Option<ProcessName>,
+}
+
+impl std::str::FromStr for EventFilter {
+    type Err = String;
+
+    /// `APP` or `APP/PROCESS`.
+    fn from_str(text: &str) -> Result<EventFilter, String> {
+        if text.contains('/') {
+            let who: ProcessRef = text.parse().map_err(|e| format!("{e}"))?;
+            return Ok(EventFilter {
+                app: Some(who.app),
+                process: Some(who.process),
+            });
+        }
+        let app = text.parse().map_err(|e| format!("{e}"))?;
+        Ok(EventFilter {
+            app: Some(app),
+            process: None,
+        })
+    }
+}
+
+/// A batch of the controller's events.
+#[derive(Debug, Clone)]
+pub struct Events {
+    /// Oldest first.
+    pub events: Vec<EventEntry>,
+    /// The newest sequence number the controller has given (read after it
+    /// to follow).
+    pub last: u64,
+    /// The oldest it still keeps.
+    pub oldest: u64,
 }
 
 /// What a deploy did.
@@ -222,6 +261,36 @@ impl Client {
                 holders,
             } => Ok((tag, bytes, holders)),
             other => Err(unexpected("checkpoint_info", &other)),
+        }
+    }
+
+    /// The events after `after` (every one kept if `None`) that pass
+    /// `filter`. With `wait`, an answer that would be empty waits up to
+    /// that long (at most 5 s) for the next event.
+    pub async fn events(
+        &self,
+        after: Option<u64>,
+        filter: &EventFilter,
+        wait: Option<Duration>,
+    ) -> Result<Events, ClientError> {
+        let request = ControlRequest::Events {
+            after,
+            app: filter.app.clone(),
+            process: filter.process.clone(),
+            limit: None,
+            wait_ms: wait.map(|w| w.as_millis() as u64),
+        };
+        match self.request(&request).await? {
+            ControlResponse::Events {
+                events,
+                last,
+                oldest,
+            } => Ok(Events {
+                events,
+                last,
+                oldest,
+            }),
+            other => Err(unexpected("events", &other)),
         }
     }
 

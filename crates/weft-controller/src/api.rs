@@ -8,15 +8,17 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 use tracing::{info, warn};
 use weft_fabric::codec::DeployBundle;
-use weft_fabric::proto::{ControlRequest, ControlResponse};
+use weft_fabric::proto::{ControlRequest, ControlResponse, EventEntry};
 use weft_manifest::module::digest_of_any;
 use weft_manifest::{AppManifest, ModuleRef};
-use weft_types::{AppName, ModuleDigest, NodeName, ProcessName, ProcessRef};
+use weft_types::{AppName, EventKind, ModuleDigest, NodeName, ProcessName, ProcessRef};
 
+use crate::events::Query;
 use crate::model::{App, MoveIntent, Unit};
 use crate::placement;
 use crate::plan;
@@ -47,6 +49,21 @@ pub(crate) async fn handle(shared: &SharedRef, request: ControlRequest) -> Contr
         ControlRequest::Migrate { app, process, to } => migrate(shared, app, process, to).await,
         ControlRequest::CheckpointInfo { app, process } => {
             checkpoint_info(shared, ProcessRef::new(app, process)).await
+        }
+        ControlRequest::Events {
+            after,
+            app,
+            process,
+            limit,
+            wait_ms,
+        } => {
+            let query = Query {
+                after,
+                app,
+                process,
+                limit,
+            };
+            Ok(events(shared, query, wait_ms).await)
         }
     };
     result.unwrap_or_else(refused)
@@ -99,10 +116,19 @@ async fn deploy_bundle(shared: &SharedRef, bytes: Vec<u8>) -> Result<ControlResp
         blocking(move || store.put_app(&name, &record, &bundle.modules)).await?;
     }
     let generation = record.generation;
-    match generation {
-        1 => info!(app = %name, processes = manifest.processes.len(), "new app"),
-        _ => info!(app = %name, generation, "rolling update"),
-    }
+    let processes = manifest.processes.len();
+    let message = match generation {
+        1 => {
+            info!(app = %name, processes, "new app");
+            format!("{name} deployed: {processes} processes")
+        }
+        _ => {
+            info!(app = %name, generation, "rolling update");
+            format!("{name} updated to generation {generation}: {processes} processes")
+        }
+    };
+    let event = EventEntry::new(EventKind::Deployed, message).app(&name);
+    shared.events.record([event.count(processes as u64)]);
     let app = App {
         record,
         manifest: Arc::new(manifest),
@@ -168,6 +194,8 @@ async fn remove(shared: &SharedRef, app: AppName) -> Result<ControlResponse> {
     blocking(move || store.remove_app(&name)).await?;
     shared.state().spec.apps.remove(&app);
     info!(app = %app, "app removed");
+    let event = EventEntry::new(EventKind::Removed, format!("{app} removed")).app(&app);
+    shared.events.record([event]);
     reconcile(shared).await;
     Ok(ControlResponse::Removed { app })
 }
@@ -186,6 +214,9 @@ async fn drain(shared: &SharedRef, node: NodeName) -> Result<ControlResponse> {
     blocking(move || store.drain(&name)).await?;
     shared.state().spec.drained.insert(node.clone());
     info!(node = %node, processes = moved.len(), "draining node");
+    let message = format!("node {node} drained: {} processes move off it", moved.len());
+    let event = EventEntry::new(EventKind::NodeDrained, message).node(&node);
+    shared.events.record([event.count(moved.len() as u64)]);
     reconcile(shared).await;
     Ok(ControlResponse::Drained { node, moved })
 }
@@ -202,6 +233,9 @@ async fn undrain(shared: &SharedRef, node: NodeName) -> Result<ControlResponse> 
     blocking(move || store.undrain(&name)).await?;
     shared.state().spec.drained.remove(&node);
     info!(node = %node, "node takes processes again");
+    let message = format!("node {node} takes processes again");
+    let event = EventEntry::new(EventKind::NodeUndrained, message).node(&node);
+    shared.events.record([event]);
     reconcile(shared).await;
     Ok(ControlResponse::Undrained { node })
 }
@@ -233,6 +267,11 @@ async fn migrate(
         from
     };
     info!(process = %who, from = %from, to = %to, "migrating");
+    let message = format!("{who} moves live from {from} to {to}");
+    let event = EventEntry::new(EventKind::MigrationBegun, message);
+    shared
+        .events
+        .record([event.process(&who).node(&to).from(&from)]);
     reconcile(shared).await;
     Ok(ControlResponse::Migrating {
         app,
@@ -301,6 +340,28 @@ fn check_migration(
     placement::check_node(&candidates, &primary, &view, &state.spec.drained, &placed)
         .map_err(|why| anyhow!("node {to} cannot run {who}: {why}"))?;
     Ok(Ok(from))
+}
+
+/// The longest a reader may ask to wait for an event: under the fabric's
+/// request timeout, so a follower is answered before it gives up.
+const LONGEST_WAIT: Duration = Duration::from_secs(5);
+
+/// The events a reader asked for; if there are none yet and it is willing
+/// to wait, the ones that come within its wait.
+async fn events(shared: &SharedRef, query: Query, wait_ms: Option<u64>) -> ControlResponse {
+    let mut answer = shared.events.read(&query);
+    if answer.events.is_empty()
+        && let Some(wait) = wait_ms
+    {
+        let wait = Duration::from_millis(wait).min(LONGEST_WAIT);
+        shared.events.wait_after(answer.last, wait).await;
+        answer = shared.events.read(&query);
+    }
+    ControlResponse::Events {
+        events: answer.events,
+        last: answer.last,
+        oldest: answer.oldest,
+    }
 }
 
 /// The newest checkpoint the alive nodes hold of `who`, from their

@@ -19,6 +19,7 @@
 //! * `service`: the running service ([`run`]).
 
 mod api;
+mod events;
 mod inbound;
 mod metrics;
 pub mod model;

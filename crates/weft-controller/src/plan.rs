@@ -102,6 +102,8 @@ pub enum Event {
         who: ProcessRef,
         from: NodeName,
         to: NodeName,
+        /// From the request to the takeover.
+        took_ms: u64,
     },
     MoveAbandoned {
         who: ProcessRef,

@@ -15,6 +15,7 @@ use tracing::{debug, error, info, warn};
 use weft_fabric::proto::{AppAssignment, NodeRequest, NodeResponse, StatusMark};
 use weft_types::NodeName;
 
+use crate::events;
 use crate::plan::{self, Event};
 use crate::shared::{SharedRef, blocking, now_ms};
 use crate::views;
@@ -73,6 +74,7 @@ pub(crate) async fn reconcile(shared: &SharedRef) {
             log(event);
             shared.metrics.event(event.kind());
         }
+        shared.events.record(events::from_plan(&plan.events));
         state.current = plan.current;
         state.pending = plan.pending;
         state.warnings = plan.warnings;
@@ -125,7 +127,7 @@ fn log(event: &Event) {
         Event::MoveStarted { who, from, to } => {
             info!(process = %who, from = %from, to = %to, "moving live off the drained node")
         }
-        Event::MoveFinished { who, from, to } => info!(
+        Event::MoveFinished { who, from, to, .. } => info!(
             process = %who, from = %from, to = %to,
             "moved live: the replica on the target takes over"
         ),

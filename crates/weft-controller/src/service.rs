@@ -18,19 +18,20 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use tracing::{debug, error, info, warn};
 use weft_fabric::codec;
-use weft_fabric::proto::{ControlRequest, NodeStatus};
+use weft_fabric::proto::{ControlRequest, EventEntry, NodeStatus};
 use weft_fabric::{FabricConfig, Keys};
 use weft_manifest::AppManifest;
 use weft_metrics::MetricsListener;
-use weft_types::NodeName;
+use weft_types::{EventKind, NodeName};
 use zenoh::sample::SampleKind;
 
 use crate::api;
+use crate::events::{self, EventLog, KEEP};
 use crate::inbound::Inbound;
 use crate::metrics::ControllerMetrics;
 use crate::model::{App, Spec, State};
 use crate::reconcile::{SyncTracker, reconcile};
-use crate::shared::{Shared, SharedRef, blocking};
+use crate::shared::{Shared, SharedRef, blocking, now_ms};
 use crate::store::Store;
 
 /// How the controller runs, builder style.
@@ -86,6 +87,7 @@ pub async fn run_until(config: ControllerConfig, shutdown: impl Future<Output = 
     };
     let store = Arc::new(Store::open(&config.data_dir)?);
     let state = recover(&store)?;
+    let events = EventLog::recover(store.events()?);
     let persisted = state.current.clone();
     let keys = Keys::new(&config.fabric.cluster);
     let session = config.fabric.open().await?;
@@ -108,6 +110,7 @@ pub async fn run_until(config: ControllerConfig, shutdown: impl Future<Output = 
         writes: tokio::sync::Mutex::new(()),
         reconciling: tokio::sync::Mutex::new(persisted),
         sync: Arc::new(SyncTracker::default()),
+        events,
     });
     let _metrics_server = match metrics_listener {
         Some(listener) => Some(listener.serve(metrics.registry(Arc::downgrade(&shared)))?),
@@ -119,8 +122,13 @@ pub async fn run_until(config: ControllerConfig, shutdown: impl Future<Output = 
         r = serve(&shared, &session) => r,
         r = watch(&shared, &session) => r,
         _ = reconcile_loop(&shared, config.sync_interval) => Err(anyhow!("the reconciliation loop stopped")),
+        _ = save_events(&shared) => Err(anyhow!("the event writer stopped")),
         _ = shutdown => Ok(()),
     };
+    let last = shared.events.unsaved();
+    if let Err(e) = shared.store.append_events(&last, KEEP) {
+        warn!("the newest events were not stored: {e:#}");
+    }
     drop(shared);
     if let Err(e) = session.close().await {
         debug!("closing the fabric session: {e}");
@@ -163,6 +171,51 @@ async fn reconcile_loop(shared: &SharedRef, interval: Duration) {
         tokio::select! {
             _ = shared.kick.notified() => {}
             _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// How long new events gather before they are written together.
+const GATHER_EVENTS: Duration = Duration::from_millis(50);
+
+/// Writes new events to the store in batches, and shows them to readers
+/// once stored; a batch that fails is tried again with the next.
+async fn save_events(shared: &SharedRef) {
+    let mut failing = false;
+    loop {
+        shared.events.wait_unsaved().await;
+        tokio::time::sleep(GATHER_EVENTS).await;
+        let batch = shared.events.unsaved();
+        let Some(last) = batch.last().map(|e| e.seq) else {
+            continue;
+        };
+        let store = shared.store.clone();
+        let written = blocking(move || {
+            let result = store.append_events(&batch, KEEP);
+            Ok(result.map_err(|e| (e, batch)))
+        })
+        .await;
+        let written = written.and_then(|r| {
+            r.map_err(|(e, batch)| {
+                shared.events.unsaved_again(batch);
+                e
+            })
+        });
+        match written {
+            Ok(()) => {
+                shared.events.stored(last);
+                if failing {
+                    failing = false;
+                    info!("events are stored again");
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    error!("cannot store events (kept in memory, tried again): {e:#}");
+                }
+                failing = true;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
     }
 }
@@ -277,10 +330,17 @@ fn node_liveliness(shared: &SharedRef, node: NodeName, alive: bool) {
         }
         seen.alive = alive;
     }
-    match alive {
-        true => info!(node = %node, "node joined"),
-        false => warn!(node = %node, "node is gone"),
-    }
+    let event = match alive {
+        true => {
+            info!(node = %node, "node joined");
+            EventEntry::new(EventKind::NodeUp, format!("node {node} joined"))
+        }
+        false => {
+            warn!(node = %node, "node is gone");
+            EventEntry::new(EventKind::NodeDead, format!("node {node} is gone"))
+        }
+    };
+    shared.events.record([event.node(&node)]);
     shared.kick.notify_one();
 }
 
@@ -311,11 +371,24 @@ fn node_status(shared: &SharedRef, key: &str, bytes: &[u8]) {
             .is_some_and(|s| s.waits_for_full)
     };
     let waited_before = waited(&state);
+    let events = {
+        let held = state
+            .observed
+            .nodes
+            .get(&node)
+            .and_then(|n| n.status.as_ref());
+        let mut bursts = shared.events.bursts.lock().unwrap();
+        events::status_events(&node, held, &status, &mut bursts, now_ms())
+    };
     let first = state.observed.set_status(node.clone(), status);
-    if !waited_before && waited(&state) {
+    let gap = waited(&state);
+    if !waited_before && gap {
         shared.metrics.status_gaps.inc();
     }
     drop(state);
+    if !gap {
+        shared.events.record(events);
+    }
     if first || in_flight {
         shared.kick.notify_one();
     }

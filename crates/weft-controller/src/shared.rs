@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use tokio::sync::Notify;
 use weft_fabric::Keys;
 
+use crate::events::EventLog;
 use crate::metrics::ControllerMetrics;
 use crate::model::{Current, State};
 use crate::reconcile::SyncTracker;
@@ -32,6 +33,7 @@ pub(crate) struct Shared {
     pub reconciling: tokio::sync::Mutex<Current>,
     pub sync: Arc<SyncTracker>,
     pub metrics: Arc<ControllerMetrics>,
+    pub events: EventLog,
 }
 
 impl Shared {

@@ -9,6 +9,7 @@
 //! | `moves` | (app, process) | JSON [`MoveIntent`](crate::model::MoveIntent) |
 //! | `handovers` | (app, process) | JSON [`Handover`](crate::model::Handover) |
 //! | `drained` | node name | `()` |
+//! | `events` | sequence number | JSON [`EventEntry`] (the newest [`KEEP`](crate::events::KEEP)) |
 //!
 //! Checkpoints are not here: nodes hold them, and their statuses say which
 //! node holds which (a `checkpoints` table of an older controller is
@@ -26,6 +27,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+use tracing::warn;
+use weft_fabric::proto::EventEntry;
 use weft_types::{AppName, ModuleDigest, NodeName, ProcessRef};
 
 use crate::model::{Current, Placed, Unit};
@@ -38,6 +41,7 @@ const HANDOVERS: TableDefinition<(&str, &str), &str> = TableDefinition::new("han
 /// Where controllers before node-held checkpoints kept them.
 const OLD_CHECKPOINTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("checkpoints");
 const DRAINED: TableDefinition<&str, ()> = TableDefinition::new("drained");
+const EVENTS: TableDefinition<u64, &str> = TableDefinition::new("events");
 
 /// File name of the database inside the data directory.
 pub const FILE_NAME: &str = "controller.redb";
@@ -92,6 +96,7 @@ impl Store {
             tx.open_table(MOVES)?;
             tx.open_table(HANDOVERS)?;
             tx.open_table(DRAINED)?;
+            tx.open_table(EVENTS)?;
             tx.delete_table(OLD_CHECKPOINTS)?;
             Ok(())
         })?;
@@ -319,6 +324,49 @@ impl Store {
                     .with_context(|| self.corrupt(&format!("drained node {n:?}")))
             })
             .collect()
+    }
+}
+
+impl Store {
+    /// Appends `events` and drops all but the newest `keep`, in one
+    /// transaction.
+    pub fn append_events(&self, events: &[EventEntry], keep: usize) -> Result<()> {
+        let Some(newest) = events.last().map(|e| e.seq) else {
+            return Ok(());
+        };
+        self.write("store events", |tx| {
+            let mut table = tx.open_table(EVENTS)?;
+            for e in events {
+                table.insert(e.seq, json(e).as_str())?;
+            }
+            let cutoff = newest.saturating_sub(keep as u64 - 1);
+            table.retain_in(..cutoff, |_, _| false)?;
+            Ok(())
+        })
+    }
+
+    /// The stored events, oldest first. One that does not decode is left
+    /// out with a warning naming it: a damaged event loses that event only.
+    pub fn events(&self) -> Result<Vec<EventEntry>> {
+        let raw = self.read("list the events", |tx| {
+            let table = tx.open_table(EVENTS)?;
+            let mut out = Vec::new();
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                out.push((k.value(), v.value().to_string()));
+            }
+            Ok(out)
+        })?;
+        let decoded = raw.into_iter().filter_map(|(seq, record)| {
+            match serde_json::from_str::<EventEntry>(&record) {
+                Ok(event) if event.seq == seq => Some(event),
+                Ok(_) | Err(_) => {
+                    warn!("{}; left out", self.corrupt(&format!("event {seq}")));
+                    None
+                }
+            }
+        });
+        Ok(decoded.collect())
     }
 }
 

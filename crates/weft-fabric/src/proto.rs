@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use weft_types::{
-    AppName, DirtyTracking, NodeName, NodeState, ProcessName, ProcessRef, ProcessState,
-    ReplicaState, RtClass, Tag,
+    AppName, DirtyTracking, EventKind, FaultKind, NodeName, NodeState, ProcessName, ProcessRef,
+    ProcessState, ReplicaState, RtClass, Tag,
 };
 
 /// What a node announces about itself, periodically, on `node/<name>/status`.
@@ -169,6 +169,19 @@ pub struct ProcessStatus {
     /// The payload of its last output (hex).
     #[serde(default)]
     pub last_output_hex: Option<String>,
+    /// Its latest fault, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_fault: Option<FaultNote>,
+}
+
+/// A process's fault as its node reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FaultNote {
+    pub kind: FaultKind,
+    /// The tag of the call that faulted (`None` when it failed to start).
+    #[serde(default)]
+    pub tag: Option<Tag>,
+    pub message: String,
 }
 
 impl ProcessStatus {
@@ -200,6 +213,7 @@ impl ProcessStatus {
             replica: false,
             chain_mark: None,
             last_output_hex: None,
+            last_fault: None,
         }
     }
 }
@@ -299,6 +313,21 @@ pub enum ControlRequest {
         app: AppName,
         process: ProcessName,
     },
+    /// The controller's events after `after` (all it keeps, if `None`),
+    /// oldest first, of one app or process if named. With `wait_ms`, an
+    /// answer that would be empty waits that long for a new event first.
+    Events {
+        #[serde(default)]
+        after: Option<u64>,
+        #[serde(default)]
+        app: Option<AppName>,
+        #[serde(default)]
+        process: Option<ProcessName>,
+        #[serde(default)]
+        limit: Option<u32>,
+        #[serde(default)]
+        wait_ms: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -344,6 +373,15 @@ pub enum ControlResponse {
         #[serde(default)]
         holders: BTreeMap<NodeName, Tag>,
     },
+    Events {
+        events: Vec<EventEntry>,
+        /// The newest sequence number the controller has given an event
+        /// (ask for events after it to follow).
+        last: u64,
+        /// The oldest it still keeps: asked for events after an older one,
+        /// the ones in between are gone.
+        oldest: u64,
+    },
     NotFound {
         what: String,
     },
@@ -365,6 +403,7 @@ impl ControlResponse {
             ControlResponse::Undrained { .. } => "undrained",
             ControlResponse::Migrating { .. } => "migrating",
             ControlResponse::CheckpointInfo { .. } => "checkpoint_info",
+            ControlResponse::Events { .. } => "events",
             ControlResponse::NotFound { .. } => "not_found",
             ControlResponse::Error { .. } => "error",
         }
@@ -415,4 +454,108 @@ pub struct NodeEntry {
     pub dirty_tracking: Option<DirtyTracking>,
     pub free_slots: u32,
     pub processes: usize,
+}
+
+/// How many events the controller keeps (the newest).
+pub const EVENTS_KEPT: usize = 10_000;
+
+/// One event the controller recorded (`weft events`). Every event has a
+/// kind, a time and a sentence; the other fields are set where they apply.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EventEntry {
+    /// Its place in the controller's stream: increasing, never reused.
+    pub seq: u64,
+    /// Wall-clock time, ms since the Unix epoch.
+    pub at_unix_ms: u64,
+    pub kind: EventKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<AppName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessName>,
+    /// Where it happened: the process's node, or the node itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeName>,
+    /// The node a process left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<NodeName>,
+    /// Whether it concerns a replica (hot standby or move target).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replica: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<FaultKind>,
+    /// The logical time it concerns (a fault's call, a checkpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<Tag>,
+    /// How many: processes placed at once, deadline misses in a burst.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// How long: a migration, the pause of a process's outputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub millis: Option<f64>,
+    pub message: String,
+}
+
+impl EventEntry {
+    /// An event of `kind`, not numbered yet (the controller's stream gives
+    /// it its `seq` and time when it records it).
+    pub fn new(kind: EventKind, message: impl Into<String>) -> EventEntry {
+        EventEntry {
+            seq: 0,
+            at_unix_ms: 0,
+            kind,
+            app: None,
+            process: None,
+            node: None,
+            from: None,
+            replica: false,
+            fault: None,
+            tag: None,
+            count: None,
+            millis: None,
+            message: message.into(),
+        }
+    }
+    pub fn app(mut self, app: &AppName) -> Self {
+        self.app = Some(app.clone());
+        self
+    }
+    /// Of one process: its app and name.
+    pub fn process(mut self, who: &ProcessRef) -> Self {
+        self.app = Some(who.app.clone());
+        self.process = Some(who.process.clone());
+        self
+    }
+    pub fn node(mut self, node: &NodeName) -> Self {
+        self.node = Some(node.clone());
+        self
+    }
+    pub fn from(mut self, node: &NodeName) -> Self {
+        self.from = Some(node.clone());
+        self
+    }
+    pub fn replica(mut self, replica: bool) -> Self {
+        self.replica = replica;
+        self
+    }
+    pub fn fault(mut self, kind: FaultKind) -> Self {
+        self.fault = Some(kind);
+        self
+    }
+    pub fn tag(mut self, tag: Option<Tag>) -> Self {
+        self.tag = tag;
+        self
+    }
+    pub fn count(mut self, count: u64) -> Self {
+        self.count = Some(count);
+        self
+    }
+    pub fn millis(mut self, millis: f64) -> Self {
+        self.millis = Some(millis);
+        self
+    }
+
+    /// Whether it concerns `app` (and `process` of it, if given).
+    pub fn concerns(&self, app: &AppName, process: Option<&ProcessName>) -> bool {
+        self.app.as_ref() == Some(app) && process.is_none_or(|p| self.process.as_ref() == Some(p))
+    }
 }

@@ -89,46 +89,10 @@ pub struct LogLine {
 /// Receives a process's guest log lines: (process, level, tag, text).
 pub type LogSink = Arc<dyn Fn(&ProcessName, i32, Tag, &str) + Send + Sync>;
 
-/// Why a process stopped running a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FaultKind {
-    /// The module does not start: missing grant, link error, bad module.
-    Instantiate,
-    FuelExhausted,
-    MemoryLimit,
-    StackOverflow,
-    /// Over its wall-clock deadline (be processes are interrupted).
-    Deadline,
-    /// Any other trap: unreachable, out-of-bounds access, bad host call...
-    Trap,
-}
+pub use weft_types::FaultKind;
 
-impl FaultKind {
-    pub const ALL: [FaultKind; 6] = [
-        FaultKind::Instantiate,
-        FaultKind::FuelExhausted,
-        FaultKind::MemoryLimit,
-        FaultKind::StackOverflow,
-        FaultKind::Deadline,
-        FaultKind::Trap,
-    ];
-
-    /// Its name in JSON and in metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FaultKind::Instantiate => "instantiate",
-            FaultKind::FuelExhausted => "fuel_exhausted",
-            FaultKind::MemoryLimit => "memory_limit",
-            FaultKind::StackOverflow => "stack_overflow",
-            FaultKind::Deadline => "deadline",
-            FaultKind::Trap => "trap",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
+fn fault_index(kind: FaultKind) -> usize {
+    kind as usize
 }
 
 /// How many faults of each kind a process had.
@@ -137,7 +101,7 @@ pub(crate) struct FaultCounts([std::sync::atomic::AtomicU64; FaultKind::ALL.len(
 
 impl FaultCounts {
     pub fn add(&self, kind: FaultKind) {
-        self.0[kind.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.0[fault_index(kind)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// (kind, count) of every kind, zeros included.
@@ -145,7 +109,7 @@ impl FaultCounts {
         FaultKind::ALL.map(|k| {
             (
                 k,
-                self.0[k.index()].load(std::sync::atomic::Ordering::Relaxed),
+                self.0[fault_index(k)].load(std::sync::atomic::Ordering::Relaxed),
             )
         })
     }
@@ -156,6 +120,9 @@ impl FaultCounts {
 pub struct Fault {
     pub kind: FaultKind,
     pub message: String,
+    /// The tag of the call that faulted (`None` when starting failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<Tag>,
 }
 
 impl Fault {
@@ -163,6 +130,15 @@ impl Fault {
         Fault {
             kind,
             message: message.into(),
+            tag: None,
+        }
+    }
+
+    /// The same fault, noted as raised by the call at `tag`.
+    pub(crate) fn at(self, tag: Tag) -> Fault {
+        Fault {
+            tag: Some(tag),
+            ..self
         }
     }
 

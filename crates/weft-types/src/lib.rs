@@ -26,7 +26,7 @@ pub use name::{
     AppName, MAX_NAME_LEN, NameError, NodeName, PortName, ProcessName, ProcessRef, ProcessRefError,
 };
 pub use state::{
-    Class, DirtyTracking, NodeState, ParseError, PortHandle, ProcessState, ReplicaState, Role,
-    RtClass, StandbyMode,
+    Class, DirtyTracking, EventKind, FaultKind, NodeState, ParseError, PortHandle, ProcessState,
+    ReplicaState, Role, RtClass, StandbyMode,
 };
 pub use tag::Tag;

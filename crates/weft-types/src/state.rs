@@ -135,6 +135,79 @@ text_enum!(
 );
 
 text_enum!(
+    /// Why a process stopped running a call.
+    FaultKind, "fault kind" {
+        /// The module does not start: missing grant, link error, bad module.
+        Instantiate => "instantiate",
+        FuelExhausted => "fuel_exhausted",
+        MemoryLimit => "memory_limit",
+        StackOverflow => "stack_overflow",
+        /// Over its wall-clock deadline (be processes are interrupted).
+        Deadline => "deadline",
+        /// Any other trap: unreachable, out-of-bounds access, bad host call...
+        Trap => "trap",
+    }
+);
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 6] = [
+        FaultKind::Instantiate,
+        FaultKind::FuelExhausted,
+        FaultKind::MemoryLimit,
+        FaultKind::StackOverflow,
+        FaultKind::Deadline,
+        FaultKind::Trap,
+    ];
+}
+
+text_enum!(
+    /// What happened, in the controller's event stream (`weft events`).
+    EventKind, "event kind" {
+        /// An app was deployed or updated.
+        Deployed => "deployed",
+        Removed => "removed",
+        /// A process (or a replica) was given a node.
+        Placed => "placed",
+        /// Placement moved a process to another node (handed over, not live).
+        Moved => "moved",
+        /// A process lost its node and waits for another.
+        Lost => "lost",
+        /// No node can take a process.
+        Pending => "pending",
+        /// A new run of a process reports running: fresh, restored from a
+        /// checkpoint, or a replica that took over.
+        Started => "started",
+        Fault => "fault",
+        /// A process restarted after a fault.
+        Restart => "restart",
+        /// A process crash-looped and is not restarted any more.
+        Parked => "parked",
+        /// A process faulted with restart policy `never`.
+        Failed => "failed",
+        /// A process missed deadlines (one event per burst).
+        DeadlineMisses => "deadline_misses",
+        /// Messages reached a process after their tag had run (one event per burst).
+        Tardy => "tardy",
+        MigrationBegun => "migration_begun",
+        MigrationDone => "migration_done",
+        MigrationAbandoned => "migration_abandoned",
+        /// A process's node died and its replica took over.
+        Takeover => "takeover",
+        /// A process and its hot standby swapped nodes.
+        StandbySwap => "standby_swap",
+        HandoverBegun => "handover_begun",
+        HandoverDone => "handover_done",
+        HandoverGivenUp => "handover_given_up",
+        NodeUp => "node_up",
+        NodeDead => "node_dead",
+        NodeDrained => "node_drained",
+        NodeUndrained => "node_undrained",
+        /// A placement the controller advises against.
+        Warning => "warning",
+    }
+);
+
+text_enum!(
     /// The state of a process's hot standby in `weft ps`.
     ReplicaState, "standby state" {
         /// No node can take it.

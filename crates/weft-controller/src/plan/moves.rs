@@ -79,6 +79,7 @@ impl Planner<'_> {
                     who,
                     from,
                     to: mv.to,
+                    took_ms: self.now_ms.saturating_sub(mv.since_ms),
                 });
             } else if elapsed(mv.since_ms, self.now_ms, MOVE_TIMEOUT) {
                 self.abandon(&who, &mv, "its replica did not catch up in time");

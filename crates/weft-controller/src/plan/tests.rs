@@ -237,7 +237,7 @@ fn a_move_completes_once_its_replica_has_caught_up() {
         who("cell/log"),
         MoveIntent {
             to: n("e3"),
-            since_ms: NOW,
+            since_ms: NOW - 700,
         },
     );
     report(&mut seen, "c1", "log", false, 10 * S);
@@ -270,7 +270,8 @@ fn a_move_completes_once_its_replica_has_caught_up() {
     assert!(done.events.contains(&Event::MoveFinished {
         who: who("cell/log"),
         from: n("c1"),
-        to: n("e3")
+        to: n("e3"),
+        took_ms: 700,
     }));
 }
 

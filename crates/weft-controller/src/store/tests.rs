@@ -141,3 +141,33 @@ fn an_old_checkpoint_table_is_dropped_on_open() {
         "the old table is gone"
     );
 }
+
+/// Events survive a reopen, only the newest `keep` stay, and a damaged
+/// record loses only itself.
+#[test]
+fn events_are_kept_bounded_across_reopen_and_a_damaged_one_is_left_out() {
+    use weft_types::EventKind;
+    let dir = tempfile::tempdir().unwrap();
+    let event = |seq: u64| EventEntry {
+        seq,
+        ..EventEntry::new(EventKind::NodeUp, format!("event {seq}"))
+    };
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let first: Vec<EventEntry> = (1..=6).map(event).collect();
+        store.append_events(&first, 4).unwrap();
+        store.append_events(&[event(7)], 4).unwrap();
+        store.append_events(&[], 4).unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let seqs: Vec<u64> = store.events().unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [4, 5, 6, 7]);
+    store
+        .write("damage an event", |tx| {
+            tx.open_table(EVENTS)?.insert(5, "{not json")?;
+            Ok(())
+        })
+        .unwrap();
+    let seqs: Vec<u64> = store.events().unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [4, 6, 7]);
+}

@@ -203,7 +203,7 @@ impl Supervisor {
                 let logs = process.take_logs();
                 self.gate.logs(process, tag, logs, rerun);
                 self.record(tag, || Event::Fault { kind: fault.kind });
-                return Err(fault);
+                return Err(fault.at(tag));
             }
         };
         self.calls += 1;
