@@ -1488,6 +1488,86 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
+/// A real Prometheus (Debian's `prometheus`) scraping `targets` every
+/// second, killed by PID on drop.
+struct Prometheus {
+    child: Child,
+    at: std::net::SocketAddr,
+}
+
+impl Prometheus {
+    fn start(dir: &Path, targets: &[std::net::SocketAddr]) -> Prometheus {
+        let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: weft\n    \
+                 static_configs:\n      - targets: [{}]\n",
+                targets.join(", ")
+            ),
+        )
+        .unwrap();
+        let at = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+            .arg(format!("--web.listen-address={at}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start prometheus: install it with scripts/setup.sh (Debian package `prometheus`)");
+        Prometheus { child, at }
+    }
+
+    /// A GET of `path` on Prometheus's HTTP API, if it answers 200.
+    fn get(&self, path: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.at).ok()?;
+        // HTTP/1.0, so the body comes whole rather than chunked.
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: prometheus\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let (head, body) = response.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.0 200").then(|| body.to_string())
+    }
+
+    /// Waits until an instant query of `promql` has results; returns them.
+    fn wait_for(&self, promql: &str) -> Vec<Value> {
+        let encoded: String = promql
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let path = format!("/api/v1/query?query={encoded}");
+        let end = Instant::now() + WAIT;
+        while Instant::now() < end {
+            let answer = self
+                .get(&path)
+                .and_then(|b| serde_json::from_str::<Value>(&b).ok());
+            if let Some(result) = answer.as_ref().and_then(|a| a["data"]["result"].as_array())
+                && !result.is_empty()
+            {
+                return result.clone();
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let targets = self.get("/api/v1/targets").unwrap_or_default();
+        panic!("Prometheus has no {promql} after {WAIT:?}; its targets: {targets}");
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn a_node_and_the_controller_serve_documented_prometheus_metrics() {
     let loopback = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
@@ -1546,6 +1626,23 @@ fn a_node_and_the_controller_serve_documented_prometheus_metrics() {
             );
         }
     }
+
+    // A real Prometheus scrapes both and serves the series with their labels.
+    let prometheus = Prometheus::start(c.dir.path(), &[controller_at, node_at]);
+    let ticks = prometheus.wait_for(r#"weft_process_ticks_total{app="metered",process="counter"}"#);
+    let metric = &ticks[0]["metric"];
+    assert_eq!(
+        (&metric["node"], &metric["class"], &metric["job"]),
+        (&Value::from("m1"), &Value::from("rt"), &Value::from("weft")),
+        "{ticks:#?}"
+    );
+    let alive = prometheus.wait_for(r#"weft_controller_node_alive{node="m1"}"#);
+    assert_eq!(alive[0]["value"][1], "1", "{alive:#?}");
+    let buckets = prometheus.wait_for(r#"weft_process_jitter_seconds_bucket{process="counter"}"#);
+    assert!(buckets.len() > 10, "every bucket a series: {buckets:#?}");
+    let up = prometheus.wait_for("up == 1");
+    assert_eq!(up.len(), 2, "both targets scraped: {up:#?}");
+    drop(prometheus);
 
     // A bad address is refused at start, by name.
     let out = weft()
