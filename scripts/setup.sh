@@ -54,9 +54,11 @@ command -v cyclictest >/dev/null 2>&1 || missing+=(rt-tests)
 command -v criu >/dev/null 2>&1 || missing+=(criu)
 # A real Prometheus scrapes a test cluster (crates/weft-cli/tests/cluster.rs).
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+# `weft top` is tested in a real terminal.
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 
 if [ ${#missing[@]} -eq 0 ]; then
-    log "clang, wasm-ld, wasi-libc, compiler-rt wasm32, wabt, cyclictest, criu, prometheus: present"
+    log "clang, wasm-ld, wasi-libc, compiler-rt wasm32, wabt, cyclictest, criu, prometheus, tmux: present"
 elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -23,6 +23,7 @@ use weft_types::{AppName, NodeName, RtClass};
 
 use crate::apps::{self, Context, LocalApp};
 use crate::metrics::NodeMetrics;
+use crate::monitor;
 use crate::wiring::Outbox;
 
 /// How a node agent runs, builder style.
@@ -117,19 +118,20 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         settled: AtomicBool::new(false),
     });
     let apps: Arc<AsyncMutex<BTreeMap<AppName, LocalApp>>> = Arc::default();
-    let (metrics, _metrics_server) = match config.metrics {
+    // The status task hands the process handles to this board; `/metrics`
+    // and the task monitor read them from it.
+    let board = Arc::new(NodeMetrics::new(
+        ctx.clone(),
+        rt_class,
+        config.max_processes,
+    ));
+    let _metrics_server = match config.metrics {
         Some(addr) => {
-            let board = Arc::new(NodeMetrics::new(
-                ctx.clone(),
-                rt_class,
-                config.max_processes,
-            ));
             weft_runtime::metrics::publish_histograms();
-            let server =
-                MetricsServer::bind(addr, weft_metrics::registry_of(board.clone())).await?;
-            (Some(board), Some(server))
+            let registry = weft_metrics::registry_of(board.clone());
+            Some(MetricsServer::bind(addr, registry).await?)
         }
-        None => (None, None),
+        None => None,
     };
     // Alive only once everything that can fail at start has started.
     let _token = session
@@ -172,15 +174,27 @@ pub async fn run(config: AgentConfig) -> Result<()> {
             },
         ))
     };
+    let monitor = {
+        let board = board.clone();
+        tokio::spawn(rpc::serve_raw(
+            session.clone(),
+            keys.node_monitor(&config.name),
+            move |_, _, _| {
+                let board = board.clone();
+                async move { Ok(weft_fabric::codec::encode(&monitor::monitor(&board))) }
+            },
+        ))
+    };
     let status = tokio::spawn(publish_status(
         ctx.clone(),
         apps.clone(),
         config,
         rt_class,
-        metrics,
+        board,
     ));
     tokio::select! {
         r = server => r.context("rpc server")??,
+        r = monitor => r.context("task monitor")??,
         r = status => r.context("status task")?,
         _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
     }
@@ -198,7 +212,7 @@ async fn publish_status(
     apps: Arc<AsyncMutex<BTreeMap<AppName, LocalApp>>>,
     config: AgentConfig,
     rt_class: RtClass,
-    metrics: Option<Arc<NodeMetrics>>,
+    board: Arc<NodeMetrics>,
 ) {
     let mut every = tokio::time::interval(config.status_every);
     let key = ctx.keys.node_status(&config.name);
@@ -211,9 +225,7 @@ async fn publish_status(
             let hot = apps.values().flat_map(|a| a.replicated()).collect();
             let wants =
                 !ctx.settled.load(Ordering::SeqCst) || apps.values().any(|a| a.wants_sync());
-            if let Some(metrics) = &metrics {
-                metrics.set_apps(apps.values().map(LocalApp::metrics).collect());
-            }
+            board.set_apps(apps.values().map(LocalApp::metrics).collect());
             (processes, hot, wants)
         };
         let status = NodeStatus {

@@ -625,10 +625,12 @@ impl LocalApp {
             .collect()
     }
 
-    /// The metrics of this app's processes here, for `/metrics`.
+    /// The metrics of this app's processes here, for `/metrics` and the
+    /// task monitor.
     pub(crate) fn metrics(&self) -> crate::metrics::AppMetrics {
         crate::metrics::AppMetrics {
             app: self.assignment.app.clone(),
+            manifest: self.running.manifest().clone(),
             processes: self.running.metrics().to_vec(),
         }
     }

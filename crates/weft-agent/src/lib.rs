@@ -14,6 +14,7 @@ mod apps;
 mod checkpoints;
 mod fetch;
 mod metrics;
+mod monitor;
 mod share;
 mod wiring;
 

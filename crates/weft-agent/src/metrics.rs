@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use arc_swap::ArcSwap;
+use weft_manifest::AppManifest;
 use weft_metrics::{Collector, DescriptorEncoder, HistogramRow, counter, gauge, histogram};
 use weft_runtime::metrics::{HISTOGRAM_BOUNDS_NS, Histogram, MetricsHandle, ProcessSample};
 use weft_types::{AppName, NodeName, RtClass};
@@ -20,6 +21,7 @@ use crate::apps::Context;
 /// The processes of one app on this node.
 pub(crate) struct AppMetrics {
     pub app: AppName,
+    pub manifest: Arc<AppManifest>,
     pub processes: Vec<MetricsHandle>,
 }
 
@@ -55,6 +57,19 @@ impl NodeMetrics {
     /// The processes as of this status.
     pub fn set_apps(&self, apps: Vec<AppMetrics>) {
         self.apps.store(Arc::new(apps));
+    }
+
+    /// The processes as of the latest status.
+    pub fn apps(&self) -> Arc<Vec<AppMetrics>> {
+        self.apps.load_full()
+    }
+
+    pub fn rt_class(&self) -> RtClass {
+        self.rt_class
+    }
+
+    pub fn node(&self) -> &NodeName {
+        &self.node
     }
 }
 

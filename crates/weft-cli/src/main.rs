@@ -13,6 +13,7 @@ mod out;
 mod replay;
 mod run;
 mod table;
+mod top;
 mod up;
 
 use std::path::PathBuf;
@@ -111,6 +112,21 @@ enum Command {
         #[command(flatten)]
         client: cluster::ClientArgs,
     },
+    /// A live task monitor of every process on every node: cycle time,
+    /// jitter, deadline misses, fuel. Sorts by any column (←/→, r); q quits.
+    Top {
+        /// Print the table once and exit (with --json: the nodes' monitors).
+        #[arg(long)]
+        once: bool,
+        /// The column to sort by at first.
+        #[arg(long, value_enum, default_value = "node")]
+        sort: top::Column,
+        /// How often to refresh.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+        interval: std::time::Duration,
+        #[command(flatten)]
+        client: cluster::ClientArgs,
+    },
     /// Move a running process (APP/PROCESS) to another node live, without a missed tick.
     Migrate {
         target: ProcessRef,
@@ -194,6 +210,19 @@ fn main() -> ExitCode {
             };
             block_on(events::events(client, args))
         }
+        Command::Top {
+            once,
+            sort,
+            interval,
+            client,
+        } => block_on(top::top(
+            client,
+            top::TopArgs {
+                once,
+                sort,
+                interval,
+            },
+        )),
         Command::Drain { node, client } => block_on(cluster::drain(client, node)),
         Command::Undrain { node, client } => block_on(cluster::undrain(client, node)),
         Command::Migrate { target, to, client } => block_on(migrate::migrate(client, target, to)),

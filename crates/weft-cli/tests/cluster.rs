@@ -894,6 +894,32 @@ fn weft_up_runs_the_demo_and_heals() {
             "each node says how it finds written pages: {node}"
         );
     }
+    // `weft top` in a real terminal shows every process, and re-sorts.
+    let top = Tmux::start(&[
+        env!("CARGO_BIN_EXE_weft"),
+        "top",
+        "--connect",
+        &endpoint,
+        "--interval",
+        "300ms",
+    ]);
+    let screen = top.wait_for("every demo process in weft top", |screen| {
+        ["pid", "supervisor", "analytics", "heartbeat"]
+            .iter()
+            .all(|p| screen.contains(&format!("cluster-cell/{p}")))
+            && screen.contains("(replica)")
+    });
+    assert!(
+        screen.contains("NODE▲") && screen.contains("JIT_P99"),
+        "{screen}"
+    );
+    top.keys(&["Right"]);
+    top.wait_for("the table sorted by process", |s| {
+        s.contains("APP/PROCESS▲")
+    });
+    top.keys(&["q"]);
+    top.wait_for_exit();
+
     let pid_node = node_of("pid").unwrap();
     assert!(
         pid_node.starts_with("edge-"),
@@ -980,6 +1006,92 @@ fn weft_up_runs_the_demo_and_heals() {
         !client(&["nodes"]).status.success(),
         "the cluster is gone after Ctrl-C"
     );
+}
+
+/// A program running in a detached tmux session of its own server
+/// (`tmux -L`), read by capturing its screen; the server is killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(command: &[&str]) -> Tmux {
+        let socket = format!("weft-test-{}-{}", std::process::id(), free_port());
+        let tmux = Tmux { socket };
+        let out = tmux
+            .command()
+            .args(["new-session", "-d", "-s", "t", "-x", "200", "-y", "40"])
+            .args(command)
+            .output()
+            .expect("cannot run tmux: install it with scripts/setup.sh");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tmux
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket]);
+        c
+    }
+
+    /// The screen, or `None` once the session has ended.
+    fn screen(&self) -> Option<String> {
+        let out = self
+            .command()
+            .args(["capture-pane", "-p", "-t", "t"])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn wait_for(&self, what: &str, check: impl Fn(&str) -> bool) -> String {
+        let end = Instant::now() + WAIT;
+        let mut last = String::new();
+        while Instant::now() < end {
+            if let Some(screen) = self.screen() {
+                if check(&screen) {
+                    return screen;
+                }
+                last = screen;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("timed out waiting for {what}; the screen:\n{last}");
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let out = self
+            .command()
+            .args(["send-keys", "-t", "t"])
+            .args(keys)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn wait_for_exit(&self) {
+        let end = Instant::now() + WAIT;
+        while self.screen().is_some() {
+            assert!(Instant::now() < end, "the program did not exit");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.command().arg("kill-server").output();
+    }
 }
 
 /// Draining a node moves its processes with their final state: the old

@@ -20,7 +20,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use weft_fabric::codec::DeployBundle;
-use weft_fabric::proto::{ControlRequest, ControlResponse, EventEntry, NodeEntry, PsEntry};
+use weft_fabric::proto::{
+    ControlRequest, ControlResponse, EventEntry, NodeEntry, NodeMonitor, PsEntry,
+};
 use weft_fabric::rpc::{self, CallError};
 use weft_fabric::{FabricConfig, Keys, Mode};
 use weft_types::{AppName, NodeName, ProcessName, ProcessRef, Tag};
@@ -292,6 +294,27 @@ impl Client {
             }),
             other => Err(unexpected("events", &other)),
         }
+    }
+
+    /// The task monitor of every node that answers within `timeout`,
+    /// by node name. A node that answers with something else is left out
+    /// with a warning: a monitor is a view, not a decision.
+    pub async fn monitors(&self, timeout: Duration) -> Result<Vec<NodeMonitor>, ClientError> {
+        let key = self.keys.all_node_monitors();
+        let answers = rpc::fetch_all(&self.session, &key, "", timeout).await?;
+        let mut monitors: Vec<NodeMonitor> = answers
+            .into_iter()
+            .filter_map(|(key, answer)| {
+                let decoded = answer.map_err(anyhow::Error::msg).and_then(|bytes| {
+                    weft_fabric::codec::decode::<NodeMonitor>(&bytes).map_err(anyhow::Error::from)
+                });
+                decoded
+                    .map_err(|e| tracing::warn!(key, "bad task monitor: {e:#}"))
+                    .ok()
+            })
+            .collect();
+        monitors.sort_by(|a, b| a.node.cmp(&b.node));
+        Ok(monitors)
     }
 
     /// The `ps` entry of one process.

@@ -47,6 +47,13 @@ impl Keys {
     pub fn all_node_status(&self) -> String {
         format!("{}/node/*/status", self.root)
     }
+    /// Where a node answers with its task monitor ([`crate::proto::NodeMonitor`]).
+    pub fn node_monitor(&self, node: &NodeName) -> String {
+        format!("{}/node/{node}/monitor", self.root)
+    }
+    pub fn all_node_monitors(&self) -> String {
+        format!("{}/node/*/monitor", self.root)
+    }
     pub fn node_rpc(&self, node: &NodeName) -> String {
         format!("{}/node/{node}/rpc", self.root)
     }

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use weft_types::{
-    AppName, DirtyTracking, EventKind, FaultKind, NodeName, NodeState, ProcessName, ProcessRef,
-    ProcessState, ReplicaState, RtClass, Tag,
+    AppName, Class, DirtyTracking, EventKind, FaultKind, NodeName, NodeState, ProcessName,
+    ProcessRef, ProcessState, ReplicaState, RtClass, Tag,
 };
 
 /// What a node announces about itself, periodically, on `node/<name>/status`.
@@ -558,4 +558,48 @@ impl EventEntry {
     pub fn concerns(&self, app: &AppName, process: Option<&ProcessName>) -> bool {
         self.app.as_ref() == Some(app) && process.is_none_or(|p| self.process.as_ref() == Some(p))
     }
+}
+
+/// A node's task monitor: how each of its processes keeps time, on
+/// `node/<name>/monitor` (read by `weft top`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeMonitor {
+    pub node: NodeName,
+    pub rt_class: RtClass,
+    pub processes: Vec<TaskEntry>,
+}
+
+/// One process in a task monitor.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskEntry {
+    pub app: AppName,
+    pub process: ProcessName,
+    pub class: Class,
+    pub state: ProcessState,
+    /// A replica (hot standby or move target), outputs held back.
+    pub replica: bool,
+    pub period_ns: Option<u64>,
+    pub ticks: u64,
+    pub messages_in: u64,
+    pub deadline_misses: u64,
+    pub faults: u64,
+    pub restarts: u64,
+    /// Fuel per call (tick or message), on average.
+    pub fuel_per_call: Option<f64>,
+    pub memory_bytes: u64,
+    /// How long its calls take.
+    pub cycle: TimeStats,
+    /// How late its releases start.
+    pub jitter: TimeStats,
+}
+
+/// Durations since a process started, in microseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct TimeStats {
+    pub last_us: f64,
+    pub mean_us: f64,
+    pub min_us: f64,
+    pub max_us: f64,
+    pub p99_us: f64,
+    pub samples: u64,
 }

@@ -30,6 +30,9 @@ pub(crate) struct Durations {
     buckets: Vec<(u16, u32)>,
     samples: u64,
     max_ns: u64,
+    /// Meaningful once `samples > 0`.
+    min_ns: u64,
+    last_ns: u64,
     sum_ns: u64,
 }
 
@@ -70,6 +73,12 @@ impl Durations {
             Ok(i) => self.buckets[i].1 = self.buckets[i].1.saturating_add(1),
             Err(i) => self.buckets.insert(i, (bucket, 1)),
         }
+        self.min_ns = if self.samples == 0 {
+            ns
+        } else {
+            self.min_ns.min(ns)
+        };
+        self.last_ns = ns;
         self.samples += 1;
         self.max_ns = self.max_ns.max(ns);
         self.sum_ns = self.sum_ns.saturating_add(ns);
@@ -103,6 +112,21 @@ impl Durations {
 
     pub fn max_ns(&self) -> u64 {
         self.max_ns
+    }
+
+    /// The shortest recorded (0 when nothing was).
+    pub fn min_ns(&self) -> u64 {
+        self.min_ns
+    }
+
+    /// The latest recorded (0 when nothing was).
+    pub fn last_ns(&self) -> u64 {
+        self.last_ns
+    }
+
+    /// The mean (0 when nothing was recorded).
+    pub fn mean_ns(&self) -> u64 {
+        self.sum_ns.checked_div(self.samples).unwrap_or(0)
     }
 
     /// The value at quantile `q` (0 to 1): the largest value of the bucket
@@ -144,6 +168,9 @@ mod tests {
         // it was), while 999 ends its bucket and counts at or below.
         assert_eq!(counts, [2, 1, 2, 1]);
         assert_eq!(d.sum_ns(), 2_007_299);
+        assert_eq!((d.min_ns(), d.last_ns()), (100, 2_000_000));
+        assert_eq!(d.mean_ns(), 2_007_299 / 6);
+        assert_eq!(Durations::new().mean_ns(), 0);
     }
 
     #[test]

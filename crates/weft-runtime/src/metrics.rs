@@ -27,12 +27,17 @@ pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 /// How many whole-second chain marks a report keeps.
 pub const MARKS_KEPT: usize = 64;
 
-/// Median, 99th percentile and maximum, in microseconds.
+/// Median, 99th percentile, maximum, minimum, mean and latest, in
+/// microseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Percentiles {
     pub p50_us: f64,
     pub p99_us: f64,
     pub max_us: f64,
+    pub min_us: f64,
+    pub mean_us: f64,
+    /// The latest sample.
+    pub last_us: f64,
     pub samples: u64,
 }
 
@@ -43,6 +48,9 @@ impl Percentiles {
             p50_us: us(d.quantile_ns(0.5)),
             p99_us: us(d.quantile_ns(0.99)),
             max_us: us(d.max_ns()),
+            min_us: us(d.min_ns()),
+            mean_us: us(d.mean_ns()),
+            last_us: us(d.last_ns()),
             samples: d.samples(),
         }
     }

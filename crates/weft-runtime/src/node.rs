@@ -416,6 +416,10 @@ impl RunningApp {
     }
 
     /// The metrics of every process, to read from any thread.
+    pub fn manifest(&self) -> &Arc<AppManifest> {
+        &self.manifest
+    }
+
     pub fn metrics(&self) -> &[MetricsHandle] {
         &self.processes
     }
