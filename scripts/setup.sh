@@ -56,9 +56,11 @@ command -v criu >/dev/null 2>&1 || missing+=(criu)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 # `weft top` is tested in a real terminal.
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+# The dashboard is tested in a real browser.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 if [ ${#missing[@]} -eq 0 ]; then
-    log "clang, wasm-ld, wasi-libc, compiler-rt wasm32, wabt, cyclictest, criu, prometheus, tmux: present"
+    log "clang, wasm-ld, wasi-libc, compiler-rt wasm32, wabt, cyclictest, criu, prometheus, tmux, chromium: present"
 elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -168,8 +168,9 @@ pub struct ControllerArgs {
     /// Where the controller keeps its state (controller.redb).
     #[arg(long, default_value = ".weft/controller")]
     pub data_dir: PathBuf,
-    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9460
-    /// (see docs/observability.md) [default: off]
+    /// Serve Prometheus metrics at http://ADDR/metrics and the web
+    /// dashboard at http://ADDR/, e.g. 127.0.0.1:9460 (see
+    /// docs/observability.md) [default: off]
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
     pub metrics: Option<SocketAddr>,
     #[command(flatten)]

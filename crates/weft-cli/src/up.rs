@@ -146,6 +146,9 @@ pub async fn up(args: UpArgs) -> Result<()> {
     out!("{}", cluster::nodes_table(&nodes));
     outln!();
     out!("{}", cluster::ps_table(&ps));
+    if let Some(addr) = metrics_addr(&args, 0) {
+        outln!("\nDashboard: http://{addr}/");
+    }
     if !scraped.is_empty() {
         outln!(
             "\nPrometheus metrics (docs/observability.md):\n{}",
@@ -153,7 +156,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
         );
     }
     outln!(
-        "\nThe cluster is up at {}. In another terminal:\n  weft ps            # where every process runs, its ticks and output hash\n  weft nodes         # the nodes, their pids and labels\n  weft logs cluster-cell/analytics\n  weft migrate cluster-cell/pid --to edge-3   # a live move: no missed tick\n  kill -9 <pid of pid's node>   # its hot standby takes over\nCtrl-C here stops everything.",
+        "\nThe cluster is up at {}. In another terminal:\n  weft ps            # where every process runs, its ticks and output hash\n  weft nodes         # the nodes, their pids and labels\n  weft logs cluster-cell/analytics\n  weft migrate cluster-cell/pid --to edge-3   # a live move: no missed tick\n  kill -9 <pid of pid's node>   # its hot standby takes over\n  weft top           # live task monitor\n  weft events -f     # what happens, as it happens\nCtrl-C here stops everything.",
         args.listen
     );
     tokio::signal::ctrl_c().await?;

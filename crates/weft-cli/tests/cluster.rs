@@ -827,10 +827,12 @@ fn a_plain_python_zenoh_client_reads_port_traffic() {
 fn weft_up_runs_the_demo_and_heals() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = format!("tcp/127.0.0.1:{}", free_port());
+    let http_port = free_port().to_string();
     let mut up = Interrupt(
         weft()
             .args(["up", "--nodes", "3", "--listen", &endpoint, "--data-dir"])
             .arg(dir.path())
+            .args(["--metrics-port", &http_port])
             .current_dir(repo())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -920,6 +922,63 @@ fn weft_up_runs_the_demo_and_heals() {
     top.keys(&["q"]);
     top.wait_for_exit();
 
+    // The dashboard in a real browser: every node and process, the PID's
+    // telemetry charted live, and a migration through the page.
+    let dashboard = format!("http://127.0.0.1:{http_port}/");
+    let mut browser = Browser::open(&dashboard, dir.path());
+    let nodes = browser.wait_for("the nodes on the page", |b| {
+        let n = b.eval(
+            "[...document.querySelectorAll('#nodes tr[data-node]')].map(r => r.dataset.node)",
+        );
+        (n.as_array()?.len() == 3).then_some(n)
+    });
+    assert!(nodes.to_string().contains("cloud-1"), "{nodes}");
+    browser.wait_for("every process on the page", |b| {
+        let shown = b
+            .eval("document.getElementById('processes').textContent")
+            .to_string();
+        ["pid", "supervisor", "analytics", "heartbeat"]
+            .iter()
+            .all(|p| shown.contains(&format!("cluster-cell/{p}")))
+            .then_some(())
+    });
+    let points = |b: &mut Browser| b.eval("weftCharts.port.added").as_u64();
+    let charted = browser.wait_for("the telemetry chart", |b| points(b).filter(|n| *n > 2));
+    browser.wait_for("the telemetry chart to move on", |b| {
+        points(b).filter(|n| *n > charted)
+    });
+    assert_eq!(
+        browser.eval("weftCharts.port.names.length"),
+        3,
+        "temperature, setpoint and power"
+    );
+    let (from, standby) = browser.wait_for("pid and its standby", |_| {
+        let p = json(&["ps"]).into_iter().find(|p| p["name"] == "pid")?;
+        let standby = p["standby"]["node"].as_str()?.to_string();
+        (p["standby"]["state"] == "standby")
+            .then(|| (p["node"].as_str().unwrap().to_string(), standby))
+    });
+    browser.eval(&format!(
+        "document.querySelector('#migrate [name=process]').value = 'cluster-cell/pid';\
+         document.querySelector('#migrate [name=to]').value = '{standby}';\
+         document.querySelector('#migrate button').click(); true"
+    ));
+    browser.wait_for("the migration in the page's events", |b| {
+        let text = b
+            .eval("document.getElementById('events').textContent")
+            .to_string();
+        text.contains(&format!(
+            "cluster-cell/pid moves live from {from} to {standby}"
+        ))
+        .then_some(())
+    });
+    wait("pid on the node chosen in the page", &|| {
+        node_of("pid").as_deref() == Some(standby.as_str())
+    });
+    let shot = browser.screenshot("dashboard.png");
+    eprintln!("dashboard screenshot: {}", shot.display());
+    drop(browser);
+
     let pid_node = node_of("pid").unwrap();
     assert!(
         pid_node.starts_with("edge-"),
@@ -1000,6 +1059,10 @@ fn weft_up_runs_the_demo_and_heals() {
     std::io::Read::read_to_string(up.0.stdout.as_mut().unwrap(), &mut banner).unwrap();
     assert!(
         banner.contains("edge-1") && banner.contains("cloud-1") && banner.contains("weft ps"),
+        "{banner}"
+    );
+    assert!(
+        banner.contains(&format!("Dashboard: {dashboard}")),
         "{banner}"
     );
     assert!(
@@ -1091,6 +1154,188 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.command().arg("kill-server").output();
+    }
+}
+
+/// A headless Chromium (Debian's `chromium`) on one page, driven over the
+/// DevTools protocol; killed by PID on drop.
+struct Browser {
+    _chromium: KillTree,
+    socket: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
+    next_id: u64,
+}
+
+impl Browser {
+    fn open(url: &str, dir: &Path) -> Browser {
+        let port = free_port();
+        // Everything it writes, its crash handler's database too, goes
+        // under `home`, which names every process it starts (see KillTree).
+        let home = dir.join("chromium");
+        let child = Command::new("chromium")
+            .env("HOME", &home)
+            .args(["--headless=new", "--no-sandbox", "--disable-gpu"])
+            .args(["--disable-dev-shm-usage", "--disable-breakpad"])
+            .args(["--no-first-run", "--window-size=1400,1100"])
+            .arg(format!("--remote-debugging-port={port}"))
+            .arg(format!(
+                "--user-data-dir={}",
+                home.join("profile").display()
+            ))
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start chromium: install it with scripts/setup.sh");
+        let guard = KillTree {
+            child,
+            marker: home.display().to_string(),
+        };
+        let end = Instant::now() + WAIT;
+        let page = loop {
+            let targets = http_get(
+                std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                "/json/list",
+            )
+            .and_then(|body| serde_json::from_str::<Value>(&body).ok());
+            let page = targets.as_ref().and_then(|t| {
+                t.as_array()?.iter().find(|t| t["type"] == "page")?["webSocketDebuggerUrl"]
+                    .as_str()
+                    .map(String::from)
+            });
+            if let Some(page) = page {
+                break page;
+            }
+            assert!(Instant::now() < end, "chromium did not open the page");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let (socket, _) = tungstenite::connect(page.as_str()).unwrap();
+        Browser {
+            _chromium: guard,
+            socket,
+            next_id: 0,
+        }
+    }
+
+    /// Calls a DevTools method and returns its result.
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let request = serde_json::json!({"id": id, "method": method, "params": params});
+        self.socket
+            .send(tungstenite::Message::text(request.to_string()))
+            .unwrap();
+        loop {
+            let message = self.socket.read().unwrap();
+            let Ok(text) = message.to_text() else {
+                continue;
+            };
+            let Ok(answer) = serde_json::from_str::<Value>(text) else {
+                continue;
+            };
+            if answer["id"] == id {
+                return answer["result"].clone();
+            }
+        }
+    }
+
+    /// Evaluates `expression` in the page; its value, `null` if it threw.
+    fn eval(&mut self, expression: &str) -> Value {
+        let params = serde_json::json!({"expression": expression, "returnByValue": true});
+        self.call("Runtime.evaluate", params)["result"]["value"].clone()
+    }
+
+    fn wait_for<T>(&mut self, what: &str, mut check: impl FnMut(&mut Browser) -> Option<T>) -> T {
+        let end = Instant::now() + WAIT;
+        while Instant::now() < end {
+            if let Some(found) = check(self) {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let page = self.eval("document.body.innerText");
+        panic!(
+            "timed out waiting for {what}; the page shows:\n{}",
+            page.as_str().unwrap_or("")
+        );
+    }
+
+    /// Saves a PNG of the page as a test artifact; returns where.
+    fn screenshot(&mut self, name: &str) -> PathBuf {
+        use base64::Engine;
+        let shot = self.call(
+            "Page.captureScreenshot",
+            serde_json::json!({"format": "png"}),
+        );
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap())
+            .unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "a PNG");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, png).unwrap();
+        path
+    }
+}
+
+/// A child that starts a tree of processes (Chromium), some of which
+/// leave its process group: on drop, every process whose command line
+/// names `marker` is killed by PID, then the child is reaped.
+struct KillTree {
+    child: Child,
+    marker: String,
+}
+
+impl Drop for KillTree {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&self.marker) {
+                // SAFETY: signalling a process this test started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// A GET of `path` at a DevTools endpoint, if it answers 200. It speaks
+/// HTTP/1.1 only and keeps the connection open after its answer, so the
+/// body is read up to its `Content-Length`.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    // DevTools names its WebSocket URLs after the Host asked for.
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        response.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let length: usize = head.lines().find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")?
+                .trim()
+                .parse()
+                .ok()
+        })?;
+        if body.len() >= length {
+            let ok = head.split(' ').nth(1) == Some("200");
+            return ok.then(|| body.to_string());
+        }
     }
 }
 

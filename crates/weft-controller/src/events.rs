@@ -431,7 +431,10 @@ fn process_events(
         ));
     }
     let state_was = before.map(|p| p.state);
-    let new_run = before.is_none_or(|p| p.first_tag_ns != now.first_tag_ns);
+    // A run's first tag is reported once it has run one; a report that
+    // adds it is the same run.
+    let new_run =
+        before.is_none_or(|p| p.first_tag_ns.is_some() && p.first_tag_ns != now.first_tag_ns);
     match now.state {
         ProcessState::Running
             if !restarted && (state_was != Some(ProcessState::Running) || new_run) =>

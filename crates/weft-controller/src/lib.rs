@@ -15,10 +15,13 @@
 //! * `reconcile`: plan, persist, tell the nodes.
 //! * `api`: the requests the controller answers.
 //! * `metrics`: what the controller's `/metrics` shows.
+//! * `events`: the stored event stream (`weft events`).
+//! * `dashboard`: the web dashboard, beside `/metrics`.
 //! * `inbound`: checkpoints received and not stored yet, newest only.
 //! * `service`: the running service ([`run`]).
 
 mod api;
+mod dashboard;
 mod events;
 mod inbound;
 mod metrics;

@@ -26,6 +26,7 @@ use weft_types::{EventKind, NodeName};
 use zenoh::sample::SampleKind;
 
 use crate::api;
+use crate::dashboard::{self, PortTaps};
 use crate::events::{self, EventLog, KEEP};
 use crate::inbound::Inbound;
 use crate::metrics::ControllerMetrics;
@@ -111,9 +112,13 @@ pub async fn run_until(config: ControllerConfig, shutdown: impl Future<Output = 
         reconciling: tokio::sync::Mutex::new(persisted),
         sync: Arc::new(SyncTracker::default()),
         events,
+        taps: PortTaps::default(),
     });
     let _metrics_server = match metrics_listener {
-        Some(listener) => Some(listener.serve(metrics.registry(Arc::downgrade(&shared)))?),
+        Some(listener) => {
+            let registry = metrics.registry(Arc::downgrade(&shared));
+            Some(listener.serve_with(registry, dashboard::router(shared.clone()))?)
+        }
         None => None,
     };
     let apps = shared.state().spec.apps.len();

@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use tokio::sync::Notify;
 use weft_fabric::Keys;
 
+use crate::dashboard::PortTaps;
 use crate::events::EventLog;
 use crate::metrics::ControllerMetrics;
 use crate::model::{Current, State};
@@ -34,6 +35,8 @@ pub(crate) struct Shared {
     pub sync: Arc<SyncTracker>,
     pub metrics: Arc<ControllerMetrics>,
     pub events: EventLog,
+    /// The output ports the dashboard watches.
+    pub taps: PortTaps,
 }
 
 impl Shared {

@@ -77,9 +77,15 @@ impl MetricsListener {
 
     /// Serves `registry` (see [`registry`]) at `/metrics`.
     pub fn serve(self, registry: Registry) -> Result<MetricsServer> {
+        self.serve_with(registry, Router::new())
+    }
+
+    /// Serves `registry` at `/metrics` and `routes` beside it (the
+    /// controller's dashboard shares its listener).
+    pub fn serve_with(self, registry: Registry, routes: Router) -> Result<MetricsServer> {
         let registry = Arc::new(registry);
         let local_addr = self.0.local_addr()?;
-        let app = Router::new().route(
+        let app = routes.route(
             "/metrics",
             get(move || {
                 let registry = registry.clone();

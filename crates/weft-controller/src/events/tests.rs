@@ -242,3 +242,21 @@ fn deadline_misses_make_one_event_per_window_counting_all_since_the_last() {
     assert_eq!(later[0].count, Some(9), "every miss since the last event");
     assert!(later[0].message.contains("12 in all"));
 }
+
+#[test]
+fn a_run_that_reports_its_first_tag_later_started_once() {
+    let mut early = running("pid");
+    early.first_tag_ns = None;
+    assert_eq!(
+        kinds(&changes(Vec::new(), vec![early.clone()])),
+        [EventKind::Started]
+    );
+    assert!(changes(vec![early], vec![running("pid")]).is_empty());
+    let mut restarted_node = running("pid");
+    restarted_node.first_tag_ns = Some(9_000);
+    assert_eq!(
+        kinds(&changes(vec![running("pid")], vec![restarted_node])),
+        [EventKind::Started],
+        "a new run"
+    );
+}
