@@ -59,6 +59,7 @@ fn entry(app: &AppMetrics, r: ProcessReport, period_ns: Option<u64>) -> TaskEntr
 fn stats(p: &Percentiles) -> TimeStats {
     TimeStats {
         last_us: p.last_us,
+        p50_us: p.p50_us,
         mean_us: p.mean_us,
         min_us: p.min_us,
         max_us: p.max_us,

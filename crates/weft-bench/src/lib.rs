@@ -43,6 +43,7 @@ mod memory;
 mod metering;
 mod migration;
 mod modules;
+mod observability;
 mod report;
 mod scale;
 mod startup;
@@ -66,7 +67,7 @@ pub struct BenchArgs {
     /// Directory to write BENCHMARKS.md and benchmarks.json to (default: the repository root).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Run only these benchmark groups: startup, memory, latency, metering, cluster, scale, migration, state, jitter, density (repeatable).
+    /// Run only these benchmark groups: startup, memory, latency, metering, cluster, scale, observability, migration, state, jitter, density (repeatable).
     #[arg(long, value_name = "NAME")]
     pub only: Vec<String>,
 }
@@ -80,6 +81,22 @@ pub(crate) struct Ctx {
 }
 
 /// Prints a figure's verdict as a progress line.
+/// Runs a group that talks to a cluster on a runtime of its own (two
+/// workers, as Zenoh wants), then reports each figure.
+pub(crate) fn on_runtime(
+    group: impl std::future::Future<Output = Result<Vec<Figure>>>,
+) -> Result<Vec<Figure>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let figures = runtime.block_on(group)?;
+    for f in &figures {
+        progress(f);
+    }
+    Ok(figures)
+}
+
 pub(crate) fn progress(f: &Figure) {
     eprintln!("[bench]   {}: {}", f.id, f.verdict_text());
 }
@@ -103,6 +120,7 @@ const GROUPS: &[(&str, Group)] = &[
     ("metering", metering::metering),
     ("cluster", cluster::cluster),
     ("scale", scale::scale),
+    ("observability", observability::observability),
     ("migration", migration::migration),
     ("state", state::state),
     ("jitter", jitter::jitter),

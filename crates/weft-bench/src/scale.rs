@@ -20,9 +20,9 @@ use anyhow::{Context, Result};
 use weft_client::LocalCluster;
 use weft_fabric::codec::DeployBundle;
 
+use crate::Ctx;
 use crate::cluster::{Watch, deploy_modules, spawn_true, start_cluster};
 use crate::stats::{Figure, Goal, Stat, Summary, Unit, histogram, record};
-use crate::{Ctx, progress};
 
 const NODES: [&str; 4] = ["a", "b", "c", "d"];
 
@@ -43,15 +43,7 @@ const GOAL_RUNNING: Duration = Duration::from_secs(30);
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub fn scale(ctx: &Ctx) -> Result<Vec<Figure>> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let figures = runtime.block_on(run(ctx))?;
-    for f in &figures {
-        progress(f);
-    }
-    Ok(figures)
+    crate::on_runtime(run(ctx))
 }
 
 /// What one steady window saw, one sample per second.

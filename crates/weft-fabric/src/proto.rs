@@ -597,6 +597,7 @@ pub struct TaskEntry {
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 pub struct TimeStats {
     pub last_us: f64,
+    pub p50_us: f64,
     pub mean_us: f64,
     pub min_us: f64,
     pub max_us: f64,

@@ -24,7 +24,7 @@ use crate::stats::{Figure, Unit};
 use crate::{Ctx, progress};
 
 pub(crate) use deploy::{deploy_modules, spawn_true};
-pub(crate) use watch::{Watch, runs, start_cluster};
+pub(crate) use watch::{Watch, runs, start_cluster, start_cluster_of};
 
 pub fn cluster(ctx: &Ctx) -> Result<Vec<Figure>> {
     let runtime = tokio::runtime::Builder::new_multi_thread()

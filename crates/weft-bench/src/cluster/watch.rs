@@ -206,29 +206,44 @@ pub(crate) async fn start_cluster(
     max_processes: u32,
     nodes: &[&str],
 ) -> Result<(LocalCluster, Watch)> {
+    let specs: Vec<NodeSpec> = nodes
+        .iter()
+        .map(|n| NodeSpec::new(n).max_processes(max_processes))
+        .collect();
+    start_cluster_of(ctx, dir, &specs).await
+}
+
+/// A controller and the nodes `specs`, once every node is alive and has
+/// reported its status.
+pub(crate) async fn start_cluster_of(
+    ctx: &Ctx,
+    dir: &str,
+    specs: &[NodeSpec],
+) -> Result<(LocalCluster, Watch)> {
     let bin = weft_binary()?;
     let mut cluster = LocalCluster::new(bin, ctx.scratch.path().join(dir))?;
     cluster.start_controller()?;
     let mut watch = Watch::open(&cluster).await?;
-    for node in nodes {
-        cluster.start_node(&NodeSpec::new(node).max_processes(max_processes))?;
+    for node in specs {
+        cluster.start_node(node)?;
     }
+    let names: Vec<String> = specs.iter().map(|s| s.name.to_string()).collect();
     watch
         .until(
-            &format!("nodes {} alive and reporting", nodes.join(", ")),
+            &format!("nodes {} alive and reporting", names.join(", ")),
             Duration::from_secs(30),
             |w, _, _| {
-                nodes
+                specs
                     .iter()
-                    .all(|n| w.alive.contains(*n) && w.status.contains_key(*n))
+                    .all(|s| w.alive.contains(&s.name) && w.status.contains_key(&s.name))
             },
         )
         .await
         .with_context(|| {
             format!(
                 "node {}'s log ends:\n{}",
-                nodes[0],
-                cluster.tail(nodes[0], 8)
+                names[0],
+                cluster.tail(&names[0], 8)
             )
         })?;
     Ok((cluster, watch))
