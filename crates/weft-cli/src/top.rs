@@ -438,6 +438,7 @@ mod tests {
             memory_bytes: 65_536,
             cycle: TimeStats {
                 last_us: 12.0,
+                p50_us: 11.0,
                 mean_us: 11.0,
                 min_us: 9.0,
                 max_us: 40.0,
