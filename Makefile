@@ -5,10 +5,14 @@
 CARGO ?= cargo
 DEMO_FOR ?= 10s
 
-.PHONY: demo demo-single test setup guests lint
+.PHONY: demo demo-single test setup test-tools guests lint
 
 setup:
 	bash scripts/setup.sh
+
+# What the tests start besides weft: a real Prometheus, tmux and Chromium.
+test-tools:
+	bash scripts/setup.sh --tests
 
 guests: setup
 	bash scripts/build-guests.sh
@@ -24,5 +28,5 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: guests lint
+test: test-tools guests lint
 	$(CARGO) test --workspace

@@ -7,12 +7,17 @@
 #   - rt-tests (cyclictest) for jitter baselines in benchmarks
 #   - criu for the checkpoint/restore baseline of the migration benchmarks
 #     (it also needs a kernel it understands; `weft bench` reports it when not)
+#   - with --tests (`make test`): prometheus, tmux and chromium, which the
+#     observability tests start (a real Prometheus, terminal and browser)
 #
 # Debian 12 (bookworm) package names. Packages are installed only when a tool
 # is missing and we are root; otherwise the missing pieces are listed.
 set -euo pipefail
 
 log() { printf 'setup: %s\n' "$*"; }
+
+for_tests=false
+[ "${1:-}" = "--tests" ] && for_tests=true
 
 # ---- Rust targets -----------------------------------------------------------
 if command -v rustup >/dev/null 2>&1; then
@@ -52,15 +57,18 @@ have_builtins || missing+=(libclang-rt-14-dev-wasm32)
 command -v wat2wasm >/dev/null 2>&1 || missing+=(wabt)
 command -v cyclictest >/dev/null 2>&1 || missing+=(rt-tests)
 command -v criu >/dev/null 2>&1 || missing+=(criu)
-# A real Prometheus scrapes a test cluster (crates/weft-cli/tests/cluster.rs).
-command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
-# `weft top` is tested in a real terminal.
-command -v tmux >/dev/null 2>&1 || missing+=(tmux)
-# The dashboard is tested in a real browser.
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if $for_tests; then
+    # A real Prometheus scrapes a test cluster (crates/weft-cli/tests/cluster.rs),
+    # `weft top` is read off a real terminal, the dashboard runs in a real browser.
+    command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+    command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
-    log "clang, wasm-ld, wasi-libc, compiler-rt wasm32, wabt, cyclictest, criu, prometheus, tmux, chromium: present"
+    extra=""
+    $for_tests && extra=", prometheus, tmux, chromium"
+    log "clang, wasm-ld, wasi-libc, compiler-rt wasm32, wabt, cyclictest, criu$extra: present"
 elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
