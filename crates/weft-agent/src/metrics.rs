@@ -17,6 +17,7 @@ use weft_runtime::metrics::{HISTOGRAM_BOUNDS_NS, Histogram, MetricsHandle, Proce
 use weft_types::{AppName, NodeName, RtClass};
 
 use crate::apps::Context;
+use crate::wiring::QueueDepth;
 
 /// The processes of one app on this node.
 pub(crate) struct AppMetrics {
@@ -254,6 +255,39 @@ impl NodeMetrics {
             "node_statuses",
             "Statuses the node has published.",
             [(node, self.ctx.status_seq.load(Ordering::Relaxed))],
+        )?;
+        self.encode_queues(encoder, node)
+    }
+
+    /// The lanes to the fabric: what each holds and what it dropped.
+    fn encode_queues(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        node: [(&'static str, &str); 1],
+    ) -> fmt::Result {
+        let depths = self.ctx.outbox.depths();
+        let rows = |f: fn(&QueueDepth) -> u64| {
+            depths
+                .iter()
+                .map(move |(lane, d)| (with(node, ("lane", lane)), f(d)))
+        };
+        gauge(
+            encoder,
+            "node_fabric_queue_items",
+            "Items queued for the fabric, by lane (ports, logs).",
+            rows(|d| d.items).map(|(l, v)| (l, v as f64)),
+        )?;
+        gauge(
+            encoder,
+            "node_fabric_queue_bytes",
+            "Bytes queued for the fabric, by lane (ports, logs).",
+            rows(|d| d.bytes).map(|(l, v)| (l, v as f64)),
+        )?;
+        counter(
+            encoder,
+            "node_fabric_dropped",
+            "Items dropped on a full lane (log lines; port messages wait instead).",
+            rows(|d| d.dropped),
         )
     }
 }

@@ -57,6 +57,10 @@ struct Lane {
     budget: usize,
     /// Items refused by `try_push`.
     dropped: AtomicU64,
+    /// What is queued, mirrored from `state` for readers (a metrics
+    /// scrape) that must not take the lock senders take.
+    queued_items: AtomicU64,
+    queued_bytes: AtomicU64,
 }
 
 #[derive(Default)]
@@ -79,6 +83,8 @@ impl Lane {
             changed: Condvar::new(),
             budget,
             dropped: AtomicU64::new(0),
+            queued_items: AtomicU64::new(0),
+            queued_bytes: AtomicU64::new(0),
         });
         let worker = lane.clone();
         std::thread::Builder::new()
@@ -132,7 +138,23 @@ impl Lane {
         }
         state.bytes += put.payload.len();
         state.items.push_back(put);
+        self.mirror(state);
         self.changed.notify_all();
+    }
+
+    fn mirror(&self, state: &LaneState) {
+        self.queued_items
+            .store(state.items.len() as u64, Ordering::Relaxed);
+        self.queued_bytes
+            .store(state.bytes as u64, Ordering::Relaxed);
+    }
+
+    fn depth(&self) -> QueueDepth {
+        QueueDepth {
+            items: self.queued_items.load(Ordering::Relaxed),
+            bytes: self.queued_bytes.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
     }
 
     /// The next item, waiting for one; `None` once closed.
@@ -141,6 +163,7 @@ impl Lane {
         loop {
             if let Some(put) = state.items.pop_front() {
                 state.bytes -= put.payload.len();
+                self.mirror(&state);
                 self.changed.notify_all();
                 return Some(put);
             }
@@ -155,6 +178,14 @@ impl Lane {
         self.state.lock().unwrap().closed = true;
         self.changed.notify_all();
     }
+}
+
+/// What one lane holds, and what it dropped since the node started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct QueueDepth {
+    pub items: u64,
+    pub bytes: u64,
+    pub dropped: u64,
 }
 
 /// The lanes of one node; closing them (when the last [`Outbox`] goes)
@@ -206,6 +237,14 @@ impl Outbox {
             checkpoints,
             keys,
         }
+    }
+
+    /// What each lane to the fabric holds now: `ports`, then `logs`.
+    pub(crate) fn depths(&self) -> [(&'static str, QueueDepth); 2] {
+        [
+            ("ports", self.lanes.ports.depth()),
+            ("logs", self.lanes.logs.depth()),
+        ]
     }
 
     pub(crate) fn remote_sink(&self, app: &AppName) -> Arc<dyn RemoteSink> {
@@ -476,7 +515,10 @@ mod tests {
     async fn wait_until_full(outbox: &Outbox, producer: &std::thread::JoinHandle<()>) -> usize {
         const MESSAGE: usize = 8 << 10;
         loop {
-            let queued = outbox.lanes.ports.state.lock().unwrap().bytes;
+            // Read as a metrics scrape reads it, without the lane's lock.
+            let (lane, depth) = outbox.depths()[0];
+            assert_eq!(lane, "ports");
+            let queued = depth.bytes as usize;
             if queued + MESSAGE > PORT_QUEUE_BYTES {
                 return queued;
             }

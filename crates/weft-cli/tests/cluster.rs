@@ -1955,6 +1955,21 @@ fn a_node_and_the_controller_serve_documented_prometheus_metrics() {
         .is_some(),
         "no jitter histogram in\n{node}"
     );
+    assert_eq!(
+        sample(
+            &node,
+            r#"weft_node_fabric_dropped_total{node="m1",lane="logs"}"#
+        ),
+        Some(0.0),
+        "the lanes to the fabric are shown: {node}"
+    );
+    assert!(
+        sample(
+            &node,
+            r#"weft_node_fabric_queue_bytes{node="m1",lane="ports"}"#
+        )
+        .is_some()
+    );
     let trap = labels.replace('}', r#",kind="trap"}"#);
     assert_eq!(
         sample(&node, &format!("weft_process_faults_total{trap}")),
