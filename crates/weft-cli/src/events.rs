@@ -6,7 +6,7 @@
 //! again until it answers, from where it was: the controller numbers and
 //! stores its events, so a restarted one carries on the same stream.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Result;
 use tokio::time::Instant;
@@ -121,11 +121,6 @@ fn say_missed(after: Option<u64>, batch: &Events) {
 
 /// `2026-12-04T20:51:03.123Z  fault            cell/pid faulted ...`
 fn line(e: &EventEntry) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(e.at_unix_ms);
-    format!(
-        "{}  {:<18} {}",
-        humantime::format_rfc3339_millis(at.max(SystemTime::UNIX_EPOCH)),
-        e.kind,
-        e.message
-    )
+    let at = humantime::format_rfc3339_millis(e.at());
+    format!("{at}  {:<18} {}", e.kind, e.message)
 }

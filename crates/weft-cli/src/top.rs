@@ -166,12 +166,9 @@ impl Column {
         }
     }
 
-    /// Numbers sort largest first (what a monitor looks for), text A to Z.
-    fn descending_first(self) -> bool {
-        self.number_column()
-    }
-
-    fn number_column(self) -> bool {
+    /// A numeric column: right-aligned, and sorted largest first (what a
+    /// monitor looks for); text sorts A to Z.
+    fn numeric(self) -> bool {
         !matches!(
             self,
             Column::Node | Column::Process | Column::Class | Column::State
@@ -213,7 +210,7 @@ pub fn sort(rows: &mut [Row], column: Column, reverse: bool) {
             r.task.replica,
         )
     };
-    let descending = column.descending_first() != reverse;
+    let descending = column.numeric() != reverse;
     rows.sort_by(|a, b| {
         let by_column = match (column.number(a), column.number(b)) {
             (Some(x), Some(y)) => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
@@ -252,7 +249,7 @@ pub fn text_table(rows: &[Row]) -> String {
         let mut text = String::new();
         for (column, cell) in Column::ALL.iter().zip(cells) {
             let width = column.width() as usize;
-            match column.number_column() {
+            match column.numeric() {
                 true => text += &format!("{cell:>width$} "),
                 false => text += &format!("{cell:<width$} "),
             }
@@ -385,7 +382,7 @@ fn draw(frame: &mut ratatui::Frame, view: &mut View) {
         None => ("connecting…".to_string(), &[][..]),
     };
     frame.render_widget(Paragraph::new(nodes), top);
-    let arrow = if view.column.descending_first() != view.reverse {
+    let arrow = if view.column.numeric() != view.reverse {
         "▼"
     } else {
         "▲"

@@ -1827,15 +1827,19 @@ fn single_node_run_without_timing_faults(app: &Path, secs: u64, recording: &Path
 
 /// The body of `GET http://addr/metrics`, if it answers.
 fn scrape(addr: std::net::SocketAddr) -> Option<String> {
+    http10_get(addr, "/metrics")
+}
+
+/// A GET of `path` at `addr` in HTTP/1.0 (the answer comes whole, not in
+/// chunks, and the server closes the connection), if it answers 200.
+fn http10_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: weft\r\nConnection: close\r\n\r\n")
-        .ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    (head.split(' ').nth(1) == Some("200")).then(|| body.to_string())
 }
 
 /// The value of the sample line that starts with `series` (its name and
@@ -1881,14 +1885,7 @@ impl Prometheus {
 
     /// A GET of `path` on Prometheus's HTTP API, if it answers 200.
     fn get(&self, path: &str) -> Option<String> {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(self.at).ok()?;
-        // HTTP/1.0, so the body comes whole rather than chunked.
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: prometheus\r\n\r\n").ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let (head, body) = response.split_once("\r\n\r\n")?;
-        head.starts_with("HTTP/1.0 200").then(|| body.to_string())
+        http10_get(self.at, path)
     }
 
     /// Waits until an instant query of `promql` has results; returns them.

@@ -297,24 +297,9 @@ impl Client {
     }
 
     /// The task monitor of every node that answers within `timeout`,
-    /// by node name. A node that answers with something else is left out
-    /// with a warning: a monitor is a view, not a decision.
+    /// by node name.
     pub async fn monitors(&self, timeout: Duration) -> Result<Vec<NodeMonitor>, ClientError> {
-        let key = self.keys.all_node_monitors();
-        let answers = rpc::fetch_all(&self.session, &key, "", timeout).await?;
-        let mut monitors: Vec<NodeMonitor> = answers
-            .into_iter()
-            .filter_map(|(key, answer)| {
-                let decoded = answer.map_err(anyhow::Error::msg).and_then(|bytes| {
-                    weft_fabric::codec::decode::<NodeMonitor>(&bytes).map_err(anyhow::Error::from)
-                });
-                decoded
-                    .map_err(|e| tracing::warn!(key, "bad task monitor: {e:#}"))
-                    .ok()
-            })
-            .collect();
-        monitors.sort_by(|a, b| a.node.cmp(&b.node));
-        Ok(monitors)
+        Ok(rpc::node_monitors(&self.session, &self.keys, timeout).await?)
     }
 
     /// The `ps` entry of one process.

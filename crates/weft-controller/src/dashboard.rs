@@ -26,7 +26,7 @@ use axum::http::header;
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use weft_fabric::proto::{ControlRequest, ControlResponse, NodeMonitor};
+use weft_fabric::proto::{ControlRequest, ControlResponse};
 use weft_types::{AppName, NodeName, PortName, ProcessName, ProcessRef};
 
 use crate::api;
@@ -118,11 +118,13 @@ async fn page(State(shared): State<SharedRef>) -> Html<String> {
 }
 
 async fn nodes_fragment(State(shared): State<SharedRef>) -> Html<String> {
-    Html(html::nodes(&seen(&shared).nodes))
+    let nodes = views::nodes(&shared.state());
+    Html(html::nodes(&nodes))
 }
 
 async fn processes_fragment(State(shared): State<SharedRef>) -> Html<String> {
-    Html(html::processes(&seen(&shared).processes))
+    let processes = views::ps(&shared.state());
+    Html(html::processes(&processes))
 }
 
 async fn events_fragment(State(shared): State<SharedRef>) -> Html<String> {
@@ -145,18 +147,11 @@ impl std::fmt::Display for PortRef {
 
 /// Each rt process's latest release jitter, in µs, by `node app/process`.
 async fn jitter(State(shared): State<SharedRef>) -> Json<BTreeMap<String, f64>> {
-    let key = shared.keys.all_node_monitors();
-    let answers = weft_fabric::rpc::fetch_all(&shared.session, &key, "", MONITOR_TIMEOUT)
+    let monitors = weft_fabric::rpc::node_monitors(&shared.session, &shared.keys, MONITOR_TIMEOUT)
         .await
         .unwrap_or_default();
     let mut out = BTreeMap::new();
-    for (_, answer) in answers {
-        let Some(monitor) = answer
-            .ok()
-            .and_then(|b| weft_fabric::codec::decode::<NodeMonitor>(&b).ok())
-        else {
-            continue;
-        };
+    for monitor in monitors {
         for t in monitor.processes.iter().filter(|t| !t.replica) {
             if t.class == weft_types::Class::Rt && t.jitter.samples > 0 {
                 out.insert(format!("{}/{}", t.app, t.process), t.jitter.last_us);

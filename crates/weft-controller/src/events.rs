@@ -357,13 +357,12 @@ impl Bursts {
         if total <= before {
             return None;
         }
+        let window = BURST_WINDOW.as_millis() as u64;
         if self.0.len() > 4 * KEEP {
             // Processes that stopped missing long ago.
-            let window = BURST_WINDOW.as_millis() as u64;
             self.0
                 .retain(|_, (at, _)| now_ms.saturating_sub(*at) < 6 * window);
         }
-        let window = BURST_WINDOW.as_millis() as u64;
         let since = match self.0.get(&key) {
             Some((at, _)) if now_ms.saturating_sub(*at) < window => return None,
             // Counts since the last event, unless the process restarted

@@ -554,6 +554,11 @@ impl EventEntry {
         self
     }
 
+    /// When the controller recorded it.
+    pub fn at(&self) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.at_unix_ms)
+    }
+
     /// Whether it concerns `app` (and `process` of it, if given).
     pub fn concerns(&self, app: &AppName, process: Option<&ProcessName>) -> bool {
         self.app.as_ref() == Some(app) && process.is_none_or(|p| self.process.as_ref() == Some(p))

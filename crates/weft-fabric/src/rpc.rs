@@ -202,3 +202,27 @@ where
     }
     Ok(())
 }
+
+/// The task monitor of every node that answers `keys.all_node_monitors()`
+/// within `timeout`, by node name. An answer that does not decode is left
+/// out with a warning: a monitor is a view, not a decision.
+pub async fn node_monitors(
+    session: &zenoh::Session,
+    keys: &crate::Keys,
+    timeout: Duration,
+) -> Result<Vec<crate::proto::NodeMonitor>> {
+    let answers = fetch_all(session, &keys.all_node_monitors(), "", timeout).await?;
+    let mut monitors: Vec<crate::proto::NodeMonitor> = answers
+        .into_iter()
+        .filter_map(|(key, answer)| {
+            let decoded = answer
+                .map_err(|e| anyhow!(e))
+                .and_then(|bytes| Ok(codec::decode(&bytes)?));
+            decoded
+                .map_err(|e| tracing::warn!(key, "bad task monitor: {e:#}"))
+                .ok()
+        })
+        .collect();
+    monitors.sort_by(|a, b| a.node.cmp(&b.node));
+    Ok(monitors)
+}

@@ -152,9 +152,7 @@ fn standby(p: &PsEntry) -> (String, &'static str) {
 pub(crate) fn events(events: &[EventEntry]) -> String {
     let mut out = String::from("<ol class=\"events\">");
     for e in events {
-        let at = humantime::format_rfc3339_millis(
-            std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.at_unix_ms),
-        );
+        let at = humantime::format_rfc3339_millis(e.at());
         let _ = write!(
             out,
             r#"<li data-kind="{kind}"><time>{at}</time> <b>{kind}</b> {message}</li>"#,
