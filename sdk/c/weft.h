@@ -160,11 +160,20 @@ static inline int weft_latest_f64(int32_t port, double *out) {
     return got;
 }
 
-/* Reads an 8-byte little-endian double from a device; returns 1 on success. */
+/* A device sample is a 24-byte header, then one little-endian double per
+ * value (docs/devices.md): byte 0 quality (0 good, 1 stale, 2 disconnected,
+ * 3 exception, 4 unavailable), byte 1 exception code, bytes 4..8 sequence,
+ * 8..16 age in ns, 16..24 source time in ns since the Unix epoch. */
+#define WEFT_SAMPLE_HEADER 24
+#define WEFT_QUALITY_GOOD 0
+
+/* Reads the first value of a good device sample; returns 1 on success, 0
+ * when the read failed or the sample is not good (hold the last value). */
 static inline int weft_device_read_f64(int32_t dev, double *out) {
-    uint8_t buf[8];
-    if (weft_device_read(dev, buf, (int32_t)sizeof buf) != 8) return 0;
-    __builtin_memcpy(out, buf, sizeof *out);
+    uint8_t buf[WEFT_SAMPLE_HEADER + 8 * 16];
+    int32_t n = weft_device_read(dev, buf, (int32_t)sizeof buf);
+    if (n < WEFT_SAMPLE_HEADER + 8 || buf[0] != WEFT_QUALITY_GOOD) return 0;
+    __builtin_memcpy(out, buf + WEFT_SAMPLE_HEADER, sizeof *out);
     return 1;
 }
 

@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+pub mod sample;
+
 /// Wasm import module that every weft host function lives in.
 pub const IMPORT_MODULE: &str = "weft";
 

@@ -9,16 +9,35 @@
 //! cell can reach, so its model state travels in the snapshot of the process
 //! that opened it ([`Device::save`] / [`Device::load`]): a controller moved
 //! to another node goes on controlling the same plant, not a fresh copy.
+//!
+//! Every read returns a [`Sample`]: a fixed header (quality, exception
+//! code, sequence, age, source time) and then the device's values. The
+//! bridges to real devices (`weft-devices`) fill the header from the wire;
+//! a simulated device's samples are always `good` and fresh.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+pub use weft_abi::sample::{Quality, SAMPLE_HEADER, Sample};
 use weft_types::Tag;
 
+/// When a read happens: the tag of the call, and the monotonic instant
+/// (`CLOCK_MONOTONIC`, ns) at which that tag is released on this node. A
+/// simulated device integrates its model to `tag`; a bridge to a real
+/// device answers with the sample it latched for `release_ns`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadAt {
+    pub tag: Tag,
+    pub release_ns: u64,
+}
+
 /// A sensor/actuator. Reads and writes are raw bytes; each device documents
-/// its encoding (see `docs/abi.md`).
+/// its encoding (see `docs/abi.md` and `docs/devices.md`).
 pub trait Device: Send + Sync {
-    fn read(&self, tag: Tag) -> Vec<u8>;
+    /// The sample for `at`: header and values (see [`Sample`]). Never
+    /// blocks and never does I/O: it runs on the process's thread inside
+    /// its tick.
+    fn read(&self, at: ReadAt) -> Vec<u8>;
     /// Applies a write at `tag`, or says why it is not acceptable.
     fn write(&self, tag: Tag, data: &[u8]) -> Result<(), String>;
     /// A JSON value describing the device's current state, for reports.
@@ -34,12 +53,15 @@ pub trait Device: Send + Sync {
     }
 }
 
-/// The devices a node offers, by name.
+/// The devices a node offers, by name, as one app sees them.
 #[derive(Clone, Default)]
 pub struct Devices {
     /// Shared, so giving every process of a node the node's devices is an
     /// `Arc` clone.
     by_name: Arc<BTreeMap<String, Arc<dyn Device>>>,
+    /// Monotonic ns of the app's tag 0 on this node, so a read at a tag
+    /// knows the instant it stands for (see [`ReadAt`]).
+    epoch_ns: u64,
 }
 
 impl Devices {
@@ -60,6 +82,22 @@ impl Devices {
 
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Device>> {
         self.by_name.get(name)
+    }
+
+    /// The same devices for an app whose tag 0 is at monotonic `epoch_ns`.
+    pub fn for_app(&self, epoch_ns: u64) -> Devices {
+        Devices {
+            by_name: self.by_name.clone(),
+            epoch_ns,
+        }
+    }
+
+    /// When a read at `tag` happens, for this app.
+    pub fn read_at(&self, tag: Tag) -> ReadAt {
+        ReadAt {
+            tag,
+            release_ns: self.epoch_ns.saturating_add(tag.0),
+        }
     }
 
     pub fn status(&self) -> serde_json::Value {
@@ -115,10 +153,11 @@ impl Default for ThermalPlant {
 }
 
 impl Device for ThermalPlant {
-    fn read(&self, tag: Tag) -> Vec<u8> {
+    /// Always `good` and fresh: the model is integrated to the tag.
+    fn read(&self, at: ReadAt) -> Vec<u8> {
         let mut state = self.state.lock().unwrap();
-        Self::advance(&mut state, tag);
-        state.temperature.to_le_bytes().to_vec()
+        Self::advance(&mut state, at.tag);
+        Sample::good(&[state.temperature]).encode()
     }
 
     fn write(&self, tag: Tag, data: &[u8]) -> Result<(), String> {
@@ -176,11 +215,22 @@ impl Device for ThermalPlant {
 mod tests {
     use super::*;
 
+    fn at(tag: u64) -> ReadAt {
+        ReadAt {
+            tag: Tag(tag),
+            release_ns: tag,
+        }
+    }
+
     #[test]
     fn plant_heats_toward_steady_state() {
         let plant = ThermalPlant::default();
         plant.write(Tag(0), &1.0f64.to_le_bytes()).unwrap();
-        let t = |tag: u64| f64::from_le_bytes(plant.read(Tag(tag)).try_into().unwrap());
+        let t = |tag: u64| {
+            let sample = Sample::decode(&plant.read(at(tag))).unwrap();
+            assert_eq!(sample.quality, Quality::Good);
+            sample.values[0]
+        };
         let one_tau = t(2_000_000_000);
         assert!((one_tau - (100.0 - 80.0 * (-1.0f64).exp())).abs() < 1e-9);
         assert!(t(60_000_000_000) > 99.99);
@@ -196,13 +246,10 @@ mod tests {
     fn plant_state_moves_to_another_plant() {
         let here = ThermalPlant::default();
         here.write(Tag(0), &0.7f64.to_le_bytes()).unwrap();
-        here.read(Tag(1_500_000_000));
+        here.read(at(1_500_000_000));
         let there = ThermalPlant::default();
         there.load(&here.save().unwrap()).unwrap();
-        assert_eq!(
-            here.read(Tag(3_000_000_000)),
-            there.read(Tag(3_000_000_000))
-        );
+        assert_eq!(here.read(at(3_000_000_000)), there.read(at(3_000_000_000)));
         assert!(there.load(&[0; 5]).unwrap_err().contains("24 bytes"));
     }
 }

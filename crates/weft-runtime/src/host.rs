@@ -440,7 +440,7 @@ fn add_devices(linker: &mut Linker<Host>) -> Result<()> {
             let Some(device) = host.opened_device(dev) else {
                 return Ok(status::UNKNOWN);
             };
-            let sample = device.read(host.tag);
+            let sample = device.read(host.devices.read_at(host.tag));
             if let Some(recorder) = &host.recorder {
                 let device = host.opened[dev as usize].clone();
                 recorder.record(

@@ -118,7 +118,13 @@ impl Node {
         mut options: StartOptions,
     ) -> Result<RunningApp> {
         let roster = Roster::new(app.processes.iter().map(|p| p.name.clone()));
-        let programs = self.prepare_local(app, modules, &roster, &options)?;
+        let start_ns = options
+            .start_ns
+            .unwrap_or_else(|| rt::monotonic_ns() + START_LEAD.as_nanos() as u64);
+        let mut programs = self.prepare_local(app, modules, &roster, &options)?;
+        for (_, env) in &mut programs {
+            env.devices = env.devices.for_app(start_ns);
+        }
         let envs: HashMap<&ProcessName, &ProcessEnv> = programs
             .iter()
             .map(|(p, env)| (&p.spec.name, env))
@@ -128,9 +134,6 @@ impl Node {
         if has_rt {
             rt::lock_memory();
         }
-        let start_ns = options
-            .start_ns
-            .unwrap_or_else(|| rt::monotonic_ns() + START_LEAD.as_nanos() as u64);
         let mut running = RunningApp {
             name: app.name.clone(),
             manifest: Arc::new(app.clone()),

@@ -27,7 +27,7 @@ use weft_abi::Capability;
 use weft_manifest::{AppManifest, ModuleSource, ProcessSpec};
 use weft_types::{AppName, ProcessName, Tag};
 
-use crate::device::{Device, Devices};
+use crate::device::{Device, Devices, ReadAt};
 use crate::inbox::Inbox;
 use crate::inbox::{Admission, Admit};
 use crate::node::{Node, process_seed, wire};
@@ -528,7 +528,8 @@ struct RecordedDevice {
 }
 
 impl Device for RecordedDevice {
-    fn read(&self, tag: Tag) -> Vec<u8> {
+    fn read(&self, at: ReadAt) -> Vec<u8> {
+        let tag = at.tag;
         let next = self.samples.lock().unwrap().pop_front();
         match next {
             Some((at, bytes)) if at == tag => bytes,

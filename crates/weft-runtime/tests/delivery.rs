@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use tempfile::tempdir;
 use weft_manifest::module::Files;
-use weft_runtime::device::{Device, Devices};
+use weft_runtime::device::{Device, Devices, ReadAt};
 use weft_runtime::process::run_sync;
 use weft_runtime::{
     Inbox, Message, MessageKey, Node, ProcessEnv, ProcessId, RemoteInlet, Roster, RuntimeConfig,
@@ -118,7 +118,8 @@ struct ArrivesDuringTheTick {
 }
 
 impl Device for ArrivesDuringTheTick {
-    fn read(&self, tag: Tag) -> Vec<u8> {
+    fn read(&self, at: ReadAt) -> Vec<u8> {
+        let tag = at.tag;
         if !self.sent.swap(true, std::sync::atomic::Ordering::SeqCst) {
             let inlet = self.inlet.get().expect("the test connects the inlet");
             inlet.deliver("src", "out", tag, 1, vec![1]).unwrap();

@@ -11,7 +11,7 @@ use common::*;
 use tempfile::tempdir;
 use weft_abi::status::*;
 use weft_manifest::module::Files;
-use weft_runtime::device::{Device, Devices};
+use weft_runtime::device::{Device, Devices, ReadAt};
 use weft_runtime::process::run_sync;
 use weft_runtime::{
     Inbox, Message, MessageKey, Node, Process, ProcessEnv, ProcessId, Roster, RuntimeConfig, Tag,
@@ -110,7 +110,7 @@ const EXPECTED: &[(&str, i32)] = &[
 struct Fussy;
 
 impl Device for Fussy {
-    fn read(&self, _tag: Tag) -> Vec<u8> {
+    fn read(&self, _at: ReadAt) -> Vec<u8> {
         vec![1; 8]
     }
     fn write(&self, _tag: Tag, data: &[u8]) -> Result<(), String> {

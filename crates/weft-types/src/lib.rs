@@ -11,22 +11,26 @@
 //! * `tag`: [`Tag`], logical time.
 //! * `digest`: [`ModuleDigest`], the identity of a module.
 //! * `state`: execution classes, lifecycle states, replica roles.
+//! * `device`: [`DeviceReport`], what a node says about one device.
 //! * `limits`: the payload and manifest bounds.
 //!
 //! This crate depends on serde only, so everything can depend on it.
 
+mod device;
 mod digest;
 pub mod limits;
 mod name;
 mod state;
 mod tag;
 
+pub use device::DeviceReport;
 pub use digest::{DigestError, ModuleDigest};
 pub use name::{
-    AppName, MAX_NAME_LEN, NameError, NodeName, PortName, ProcessName, ProcessRef, ProcessRefError,
+    AppName, DeviceName, MAX_NAME_LEN, NameError, NodeName, PortName, ProcessName, ProcessRef,
+    ProcessRefError,
 };
 pub use state::{
-    Class, DirtyTracking, EventKind, FaultKind, NodeState, ParseError, PortHandle, ProcessState,
-    ReplicaState, Role, RtClass, StandbyMode,
+    Class, DeviceKind, DirtyTracking, EventKind, FaultKind, LinkState, NodeState, ParseError,
+    PortHandle, ProcessState, ReplicaState, Role, RtClass, StandbyMode,
 };
 pub use tag::Tag;

@@ -167,6 +167,11 @@ name_type!(
     PortName,
     "port"
 );
+name_type!(
+    /// The name of a device a node offers (`device:<name>` in a manifest).
+    DeviceName,
+    "device"
+);
 
 /// One process of one app, written `app/process`.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

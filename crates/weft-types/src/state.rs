@@ -265,6 +265,32 @@ impl fmt::Display for PortHandle {
     }
 }
 
+text_enum!(
+    /// What a device is and which bridge drives it (`kind` in a node
+    /// config, `docs/devices.md`).
+    DeviceKind, "device kind" {
+        /// The thermal plant model, integrated at tag time (deterministic).
+        SimThermal => "sim-thermal",
+        /// A Modbus TCP server, polled by the node.
+        ModbusTcp => "modbus-tcp",
+    }
+);
+
+text_enum!(
+    /// The state of a node's link to a device.
+    LinkState, "device link state" {
+        /// The last scan succeeded within the device's `stale_after`.
+        Connected => "connected",
+        /// Connected, but no scan has succeeded within `stale_after`.
+        Stale => "stale",
+        /// The link is down (refused, reset or timed out); the node
+        /// reconnects with backoff.
+        Disconnected => "disconnected",
+        /// A model inside the node: always there.
+        Simulated => "simulated",
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

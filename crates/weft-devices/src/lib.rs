@@ -1,0 +1,156 @@
+//! The devices a weft node offers.
+//!
+//! A node declares its devices in its node config (`config`); a manifest
+//! grants them to processes (`device:<name>`). Each real device gets a
+//! link task on the node's tokio runtime (`link`) that drives one bridge
+//! (`modbus`) and fills the device's process image (`latch`); a process's
+//! `device_read` only copies the sample latched for its tag, so it never
+//! waits for the network, and every reader at one tag sees the same bytes.
+//! `plant_server` is a Modbus TCP plant for demos and tests.
+//!
+//! `docs/devices.md` is the user's reference.
+
+pub mod config;
+pub mod latch;
+pub mod link;
+pub mod modbus;
+pub mod plant_server;
+
+use std::sync::Arc;
+
+use weft_runtime::device::{Device, Devices, ReadAt, ThermalPlant};
+use weft_types::{DeviceKind, DeviceName, DeviceReport, Tag};
+
+pub use config::{ConfigError, DeviceConfig, NodeConfig};
+use link::{Link, Pacing};
+
+/// A node's devices, running: what processes open, and what its status
+/// says about each. Dropping it stops the link tasks.
+pub struct NodeDevices {
+    devices: Devices,
+    reports: Vec<Reporter>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+enum Reporter {
+    Simulated(DeviceName, DeviceKind),
+    Link(Arc<Link>),
+}
+
+impl NodeDevices {
+    /// Starts a link task on `runtime` for every real device of `config`.
+    pub fn start(config: &NodeConfig, runtime: &tokio::runtime::Handle) -> NodeDevices {
+        let mut devices = Devices::new();
+        let mut reports = Vec::new();
+        let mut tasks = Vec::new();
+        for (name, device) in &config.devices {
+            match device {
+                DeviceConfig::SimThermal => {
+                    devices.add(name.as_str(), Arc::new(ThermalPlant::default()));
+                    reports.push(Reporter::Simulated(name.clone(), device.kind()));
+                }
+                DeviceConfig::ModbusTcp(modbus) => {
+                    let pacing = Pacing {
+                        scan: modbus.scan,
+                        timeout: modbus.timeout,
+                        stale_after: modbus.stale_after,
+                    };
+                    let link = Arc::new(Link::new(
+                        name.clone(),
+                        device.kind(),
+                        modbus.read.len(),
+                        pacing,
+                    ));
+                    let bridge = modbus::ModbusBridge::new(modbus.clone());
+                    tasks.push(runtime.spawn(link.clone().run(bridge)));
+                    devices.add(
+                        name.as_str(),
+                        Arc::new(Bridged {
+                            link: link.clone(),
+                            outputs: modbus.write.len(),
+                        }),
+                    );
+                    reports.push(Reporter::Link(link));
+                }
+            }
+        }
+        NodeDevices {
+            devices,
+            reports,
+            tasks,
+        }
+    }
+
+    /// The devices, for the node's processes.
+    pub fn devices(&self) -> Devices {
+        self.devices.clone()
+    }
+
+    /// Every device's names, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.reports()
+            .into_iter()
+            .map(|r| r.name.to_string())
+            .collect()
+    }
+
+    /// What each device is doing now.
+    pub fn reports(&self) -> Vec<DeviceReport> {
+        self.reports
+            .iter()
+            .map(|r| match r {
+                Reporter::Simulated(name, kind) => DeviceReport::simulated(name.clone(), *kind),
+                Reporter::Link(link) => link.report(),
+            })
+            .collect()
+    }
+}
+
+impl Drop for NodeDevices {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// A real device as processes see it: reads from its latch, writes queued
+/// for its link task.
+struct Bridged {
+    link: Arc<Link>,
+    outputs: usize,
+}
+
+impl Device for Bridged {
+    fn read(&self, at: ReadAt) -> Vec<u8> {
+        self.link.latch.read(at.release_ns).to_vec()
+    }
+
+    fn write(&self, _tag: Tag, data: &[u8]) -> Result<(), String> {
+        if data.len() != 8 * self.outputs {
+            return Err(format!(
+                "device {}: a write is {} bytes (one f64 per output of its `write` list, {}), not {}",
+                self.link.name,
+                8 * self.outputs,
+                self.outputs,
+                data.len()
+            ));
+        }
+        let values: Vec<f64> = data
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        if values.iter().any(|v| v.is_infinite()) {
+            return Err(format!(
+                "device {}: a write value is infinite",
+                self.link.name
+            ));
+        }
+        self.link.queue_write(values);
+        Ok(())
+    }
+
+    fn status(&self) -> serde_json::Value {
+        serde_json::to_value(self.link.report()).unwrap_or_default()
+    }
+}

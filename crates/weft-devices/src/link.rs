@@ -1,0 +1,263 @@
+//! Keeping a link to a device: one task per device that connects, scans
+//! on its period, writes what processes asked for, and when anything
+//! fails or hangs drops the connection and reconnects with backoff.
+//!
+//! Protocol crates rarely bound a request or come back after a failure on
+//! their own (tokio-modbus does neither), and a device that hangs must
+//! never hang a process: so every call a [`Bridge`] makes runs under the
+//! device's `timeout` here, and a timed-out connection is dropped, never
+//! reused (a late answer would be taken for the next request's). What the
+//! task sees goes into the device's [`Latch`], which is all processes read.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
+use weft_abi::sample::Quality;
+use weft_types::{DeviceKind, DeviceName, DeviceReport, LinkState};
+
+use crate::latch::{Latch, Scan};
+
+/// The first wait before a reconnect; it doubles per failure up to
+/// [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// What one scan read: a value per declared signal, or the exception a
+/// range of them got (`Exception(code)`, values NaN).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub values: Vec<f64>,
+    /// The first exception code any request got (0: none).
+    pub exception: u8,
+}
+
+/// One protocol's side of a link. Every method is bounded by the caller.
+pub trait Bridge: Send + 'static {
+    /// Opens a connection (dropping any old one).
+    fn connect(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Reads every declared input.
+    fn scan(&mut self) -> impl Future<Output = anyhow::Result<Reading>> + Send;
+    /// Writes `values` (one per declared output; NaN: leave it). A device
+    /// that refuses answers `Ok(code)` with its exception code (0: done).
+    fn write(&mut self, values: &[f64]) -> impl Future<Output = anyhow::Result<u8>> + Send;
+    /// Forgets the connection (after a failure or a timeout).
+    fn disconnect(&mut self);
+}
+
+/// How the task paces and bounds its calls.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    pub scan: Duration,
+    pub timeout: Duration,
+    pub stale_after: Duration,
+}
+
+/// What processes and the status see of a link.
+pub struct Link {
+    pub name: DeviceName,
+    pub kind: DeviceKind,
+    pub latch: Latch,
+    pacing: Pacing,
+    /// The newest values a process asked to write, not yet sent.
+    pending: Mutex<Option<Vec<f64>>>,
+    wake: Notify,
+    status: Mutex<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    up: bool,
+    reconnects: u64,
+    timeouts: u64,
+    scans: u64,
+    writes: u64,
+    last_good: Option<Instant>,
+    last_error: Option<String>,
+}
+
+impl Link {
+    pub fn new(name: DeviceName, kind: DeviceKind, width: usize, pacing: Pacing) -> Link {
+        Link {
+            name,
+            kind,
+            latch: Latch::new(width, pacing.stale_after),
+            pacing,
+            pending: Mutex::default(),
+            wake: Notify::new(),
+            status: Mutex::default(),
+        }
+    }
+
+    /// Queues a write: the newest replaces any not yet sent, so several
+    /// writes in one tick are one write on the wire.
+    pub fn queue_write(&self, values: Vec<f64>) {
+        let mut pending = self.pending.lock().unwrap();
+        match pending.as_mut() {
+            // A NaN in the newer write leaves the older one's value.
+            Some(old) => {
+                for (o, n) in old.iter_mut().zip(values) {
+                    if !n.is_nan() {
+                        *o = n;
+                    }
+                }
+            }
+            None => *pending = Some(values),
+        }
+        drop(pending);
+        self.wake.notify_one();
+    }
+
+    pub fn report(&self) -> DeviceReport {
+        let c = self.status.lock().unwrap();
+        let fresh = c
+            .last_good
+            .is_some_and(|t| t.elapsed() <= self.pacing.stale_after);
+        DeviceReport {
+            name: self.name.clone(),
+            kind: self.kind,
+            state: match (c.up, fresh) {
+                (false, _) => LinkState::Disconnected,
+                (true, false) => LinkState::Stale,
+                (true, true) => LinkState::Connected,
+            },
+            reconnects: c.reconnects,
+            timeouts: c.timeouts,
+            scans: c.scans,
+            writes: c.writes,
+            last_error: c.last_error.clone(),
+        }
+    }
+
+    /// Runs the link until the task is aborted.
+    pub async fn run(self: Arc<Self>, mut bridge: impl Bridge) {
+        let mut backoff = FIRST_BACKOFF;
+        let mut ever_up = false;
+        let mut seq = 0u32;
+        loop {
+            if let Err(e) = self.bounded("connect", bridge.connect()).await {
+                bridge.disconnect();
+                self.went_down(e);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+            if ever_up {
+                self.status.lock().unwrap().reconnects += 1;
+            }
+            ever_up = true;
+            self.status.lock().unwrap().up = true;
+            if let Err(e) = self.serve(&mut bridge, &mut seq, &mut backoff).await {
+                bridge.disconnect();
+                self.went_down(e);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+
+    /// Scans and writes over one connection until a call fails.
+    async fn serve(
+        &self,
+        bridge: &mut impl Bridge,
+        seq: &mut u32,
+        backoff: &mut Duration,
+    ) -> anyhow::Result<()> {
+        let mut next_scan = tokio::time::Instant::now();
+        loop {
+            let reading = self.bounded("read", bridge.scan()).await?;
+            *seq = seq.wrapping_add(1);
+            self.latch.push(Scan {
+                at_ns: weft_runtime::rt::monotonic_ns(),
+                unix_ns: unix_ns(),
+                seq: *seq,
+                quality: if reading.exception == 0 {
+                    Quality::Good
+                } else {
+                    Quality::Exception
+                },
+                code: reading.exception,
+                values: reading.values.into(),
+            });
+            {
+                let mut c = self.status.lock().unwrap();
+                c.scans += 1;
+                c.last_good = Some(Instant::now());
+            }
+            *backoff = FIRST_BACKOFF;
+            next_scan += self.pacing.scan;
+            // Between scans, send writes as they come.
+            loop {
+                let write = self.pending.lock().unwrap().take();
+                if let Some(values) = write {
+                    let code = self.bounded("write", bridge.write(&values)).await?;
+                    let mut c = self.status.lock().unwrap();
+                    match code {
+                        0 => c.writes += 1,
+                        code => c.last_error = Some(format!("write refused: exception {code}")),
+                    }
+                    continue;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next_scan) => break,
+                    _ = self.wake.notified() => {}
+                }
+            }
+            // Never scan back to back to catch up after a slow call.
+            next_scan = next_scan.max(tokio::time::Instant::now());
+        }
+    }
+
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        match tokio::time::timeout(self.pacing.timeout, call).await {
+            Ok(result) => result.map_err(|e| e.context(format!("{what} failed"))),
+            Err(_) => {
+                self.status.lock().unwrap().timeouts += 1;
+                Err(anyhow::anyhow!(
+                    "{what}: no answer within {:?}",
+                    self.pacing.timeout
+                ))
+            }
+        }
+    }
+
+    /// Marks the link down, and says so in the latch: tags from now on
+    /// read `disconnected` with the last values.
+    fn went_down(&self, error: anyhow::Error) {
+        let message = format!("{error:#}");
+        {
+            let mut c = self.status.lock().unwrap();
+            if c.up || c.last_error.as_deref() != Some(message.as_str()) {
+                tracing::warn!(device = %self.name, "device link down: {message}");
+            }
+            c.up = false;
+            c.last_error = Some(message);
+        }
+        let last = self.latch.newest();
+        if last
+            .as_ref()
+            .is_some_and(|s| s.quality == Quality::Disconnected)
+        {
+            return;
+        }
+        self.latch.push(Scan {
+            at_ns: weft_runtime::rt::monotonic_ns(),
+            unix_ns: unix_ns(),
+            seq: last.as_ref().map_or(0, |s| s.seq),
+            quality: Quality::Disconnected,
+            code: 0,
+            values: last.map_or_else(|| vec![0.0; self.latch.width()].into(), |s| s.values),
+        });
+    }
+}
+
+fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
