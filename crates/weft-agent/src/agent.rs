@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow};
 use tokio::sync::Mutex as AsyncMutex;
+use weft_devices::{NodeConfig, NodeDevices};
 use weft_fabric::proto::{NodeRequest, NodeResponse, NodeStatus};
 use weft_fabric::status::{Gone, StatusPolicy, StatusWriter};
 use weft_fabric::{FabricConfig, Keys, codec, rpc};
 use weft_manifest::module::DigestDir;
 use weft_metrics::MetricsServer;
-use weft_runtime::device::{Devices, ThermalPlant};
 use weft_runtime::{Node, RuntimeConfig};
 use weft_types::{AppName, NodeName, RtClass};
 
@@ -31,8 +31,8 @@ use crate::wiring::Outbox;
 pub struct AgentConfig {
     name: NodeName,
     labels: BTreeMap<String, String>,
-    /// Simulated devices this node offers (e.g. `plant`).
-    devices: Vec<String>,
+    /// The devices this node offers (its node config's `[devices]`).
+    devices: NodeConfig,
     fabric: FabricConfig,
     data_dir: PathBuf,
     max_processes: u32,
@@ -46,7 +46,7 @@ impl AgentConfig {
         AgentConfig {
             name,
             labels: BTreeMap::new(),
-            devices: Vec::new(),
+            devices: NodeConfig::default(),
             fabric: FabricConfig::default(),
             data_dir: data_dir.into(),
             max_processes: weft_runtime::engine::machine_max_processes(&RuntimeConfig::default()),
@@ -59,7 +59,7 @@ impl AgentConfig {
         self.labels = labels;
         self
     }
-    pub fn devices(mut self, devices: Vec<String>) -> Self {
+    pub fn devices(mut self, devices: NodeConfig) -> Self {
         self.devices = devices;
         self
     }
@@ -87,21 +87,16 @@ impl AgentConfig {
     }
 }
 
-fn devices(names: &[String]) -> Result<Devices> {
-    let mut devices = Devices::new();
-    for name in names {
-        match name.as_str() {
-            "plant" => devices.add("plant", Arc::new(ThermalPlant::default())),
-            other => anyhow::bail!("unknown device {other:?}; this build simulates: plant"),
-        }
-    }
-    Ok(devices)
-}
-
 /// Runs the agent until the process is killed or Ctrl-C.
 pub async fn run(config: AgentConfig) -> Result<()> {
     let runtime = RuntimeConfig::default().max_processes(config.max_processes);
-    let node = Arc::new(Node::with_devices(&runtime, devices(&config.devices)?)?);
+    // Links to real devices start before anything else, so the first
+    // process to read one finds it connected if it can be.
+    let devices = Arc::new(NodeDevices::start(
+        &config.devices,
+        &tokio::runtime::Handle::current(),
+    ));
+    let node = Arc::new(Node::with_devices(&runtime, devices.devices())?);
     let rt_class = weft_runtime::rt::node_rt_class();
     let session = config.fabric.open().await?;
     let keys = Keys::new(&config.fabric.cluster);
@@ -191,6 +186,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         config,
         rt_class,
         board,
+        devices,
     ));
     tokio::select! {
         r = server => r.context("rpc server")??,
@@ -213,6 +209,7 @@ async fn publish_status(
     config: AgentConfig,
     rt_class: RtClass,
     board: Arc<NodeMetrics>,
+    devices: Arc<NodeDevices>,
 ) {
     let mut every = tokio::time::interval(config.status_every);
     let key = ctx.keys.node_status(&config.name);
@@ -232,7 +229,8 @@ async fn publish_status(
             name: config.name.clone(),
             pid: std::process::id(),
             labels: config.labels.clone(),
-            devices: config.devices.clone(),
+            devices: devices.names(),
+            device_reports: devices.reports(),
             rt_class,
             dirty_tracking: Some(weft_runtime::dirty_tracking()),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),

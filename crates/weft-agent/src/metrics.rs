@@ -98,6 +98,11 @@ const COUNTERS: &[(&str, &str, Field)] = &[
         "Releases skipped after a stall.",
         |s| s.skipped_releases,
     ),
+    (
+        "process_fenced_writes",
+        "Writes to real devices held back (a standby, or tags run again).",
+        |s| s.fenced_writes,
+    ),
     ("process_restarts", "Restarts after a fault.", |s| {
         s.restarts
     }),

@@ -9,7 +9,7 @@ use clap::Args;
 use weft_client::Client;
 use weft_fabric::proto::{NodeEntry, PsEntry};
 use weft_fabric::session::DEFAULT_ENDPOINT;
-use weft_types::{AppName, NodeName, ProcessRef};
+use weft_types::{AppName, LinkState, NodeName, ProcessRef};
 
 use crate::error::InputResult;
 use crate::out::{out, outln};
@@ -183,10 +183,49 @@ pub fn nodes_table(nodes: &[NodeEntry]) -> String {
                 .map_or("unknown".to_string(), |d| d.to_string()),
             n.processes,
             labels.join(","),
-            n.devices.join(",")
+            devices_column(n)
         );
     }
+    let troubled: Vec<String> = nodes
+        .iter()
+        .flat_map(|n| n.device_reports.iter().map(move |d| (n, d)))
+        .filter(|(_, d)| !matches!(d.state, LinkState::Connected | LinkState::Simulated))
+        .map(|(n, d)| {
+            format!(
+                "  {}/{} ({}): {}{}; {} reconnects, {} timeouts\n",
+                n.name,
+                d.name,
+                d.kind,
+                d.state,
+                d.last_error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default(),
+                d.reconnects,
+                d.timeouts
+            )
+        })
+        .collect();
+    if !troubled.is_empty() {
+        out += "devices not connected:\n";
+        out += &troubled.concat();
+    }
     out
+}
+
+/// Each device with its kind and link state, where the node reports them.
+fn devices_column(n: &NodeEntry) -> String {
+    if n.device_reports.is_empty() {
+        return n.devices.join(",");
+    }
+    n.device_reports
+        .iter()
+        .map(|d| match d.state {
+            LinkState::Simulated => format!("{}({})", d.name, d.kind),
+            state => format!("{}({} {state})", d.name, d.kind),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 pub async fn drain(client: ClientArgs, node: NodeName) -> Result<()> {

@@ -51,9 +51,8 @@ pub struct NodeArgs {
     /// Labels, k=v,k=v.
     #[arg(long, value_delimiter = ',')]
     pub labels: Vec<String>,
-    /// A simulated device this node offers (repeatable): plant.
-    #[arg(long = "device")]
-    pub devices: Vec<String>,
+    #[command(flatten)]
+    pub devices: crate::devices::DeviceArgs,
     /// Where to keep fetched modules.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -121,7 +120,7 @@ pub async fn node(mut args: NodeArgs) -> Result<()> {
     }
     let config = weft_agent::AgentConfig::new(args.name.clone(), data_dir)
         .labels(parse_labels(&args.labels).bad_input()?)
-        .devices(args.devices.clone())
+        .devices(args.devices.node_config()?)
         .checkpoint_every(args.checkpoint_every)
         .fabric(args.fabric.config(Mode::Peer));
     let config = match args.max_processes {

@@ -5,6 +5,7 @@
 
 mod cluster;
 mod daemons;
+mod devices;
 mod error;
 mod events;
 mod inspect;
@@ -53,6 +54,9 @@ enum Command {
     Up(up::UpArgs),
     /// Run a node agent that joins the cluster and runs what it is assigned.
     Node(daemons::NodeArgs),
+    /// Serve a simulated thermal plant over Modbus TCP (a device for a
+    /// node config's `modbus-tcp` table; see docs/devices.md).
+    PlantSim(devices::PlantSimArgs),
     /// Run the controller.
     Controller(daemons::ControllerArgs),
     /// Run a Zenoh router that joins sites.
@@ -176,6 +180,7 @@ fn main() -> ExitCode {
         Command::Up(args) => block_on(up::up(args)),
         Command::Node(args) => block_on(daemons::node(args)),
         Command::Controller(args) => block_on(daemons::controller(args)),
+        Command::PlantSim(args) => block_on(devices::plant_sim(args)),
         Command::Router(args) => block_on(daemons::router(args)),
         Command::Deploy {
             manifest,

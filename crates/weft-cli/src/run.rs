@@ -27,6 +27,9 @@ pub struct RunArgs {
     /// Record device samples, faults and timing decisions to FILE, for `weft replay FILE`.
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
+    /// The node's devices [default: one simulated `plant`].
+    #[command(flatten)]
+    devices: crate::devices::DeviceArgs,
     /// WASI modules: preopen a directory, HOST or HOST::GUEST.
     #[arg(long = "dir")]
     dirs: Vec<String>,
@@ -58,7 +61,18 @@ async fn run_app(args: RunArgs) -> Result<u8> {
         ))
         .bad_input();
     }
-    let node = Node::new(&RuntimeConfig::default())?;
+    let simulated_only = args.devices.config.is_none() && args.devices.devices.is_empty();
+    // The links to real devices live as long as the run.
+    let devices = (!simulated_only)
+        .then(|| args.devices.node_config())
+        .transpose()?
+        .map(|config| {
+            weft_devices::NodeDevices::start(&config, &tokio::runtime::Handle::current())
+        });
+    let node = match &devices {
+        Some(devices) => Node::with_devices(&RuntimeConfig::default(), devices.devices())?,
+        None => Node::new(&RuntimeConfig::default())?,
+    };
     let recorder = match &args.record {
         Some(path) => Some(Recorder::create(
             path,

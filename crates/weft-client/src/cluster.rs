@@ -36,6 +36,8 @@ pub struct NodeSpec {
     pub labels: Vec<(String, String)>,
     /// Simulated devices it offers.
     pub devices: Vec<String>,
+    /// Its node config (`--config`): real devices.
+    pub config: Option<PathBuf>,
     pub max_processes: Option<u32>,
     /// How often it checkpoints its processes (the node's default if unset).
     pub checkpoint_every: Option<std::time::Duration>,
@@ -49,6 +51,7 @@ impl NodeSpec {
             name: name.parse().expect("a valid node name"),
             labels: Vec::new(),
             devices: Vec::new(),
+            config: None,
             max_processes: None,
             checkpoint_every: None,
             metrics: None,
@@ -60,6 +63,10 @@ impl NodeSpec {
     }
     pub fn device(mut self, name: &str) -> Self {
         self.devices.push(name.into());
+        self
+    }
+    pub fn config(mut self, path: &Path) -> Self {
+        self.config = Some(path.into());
         self
     }
     pub fn max_processes(mut self, n: u32) -> Self {
@@ -213,6 +220,9 @@ impl LocalCluster {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             args.extend(["--labels".into(), labels.join(",")]);
+        }
+        if let Some(config) = &node.config {
+            args.extend(["--config".into(), config.display().to_string()]);
         }
         for device in &node.devices {
             args.extend(["--device".into(), device.clone()]);

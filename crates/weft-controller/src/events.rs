@@ -24,7 +24,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use weft_fabric::proto::{EventEntry, NodeStatus, ProcessStatus};
-use weft_types::{AppName, EventKind, NodeName, ProcessName, ProcessRef, ProcessState, Role};
+use weft_types::{
+    AppName, EventKind, LinkState, NodeName, ProcessName, ProcessRef, ProcessState, Role,
+};
 
 use crate::model::Unit;
 use crate::plan::Event;
@@ -394,7 +396,41 @@ pub(crate) fn status_events(
         let before = held.reported(&p.app, &p.name, p.replica);
         process_events(node, before, p, bursts, now_ms, &mut out);
     }
+    device_events(node, held, next, &mut out);
     group(out)
+}
+
+/// A device whose link changed state between two statuses.
+fn device_events(node: &NodeName, held: &NodeStatus, next: &NodeStatus, out: &mut Vec<EventEntry>) {
+    for now in &next.device_reports {
+        let was = held.device_reports.iter().find(|d| d.name == now.name);
+        if was.is_none_or(|d| d.state == now.state) {
+            continue;
+        }
+        let (kind, why) = match now.state {
+            LinkState::Connected => (
+                EventKind::DeviceUp,
+                format!(" again ({} reconnects)", now.reconnects),
+            ),
+            _ => (
+                EventKind::DeviceDown,
+                now.last_error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default(),
+            ),
+        };
+        out.push(
+            EventEntry::new(
+                kind,
+                format!(
+                    "device {} ({}) on {node} is {}{why}",
+                    now.name, now.kind, now.state
+                ),
+            )
+            .node(node),
+        );
+    }
 }
 
 fn process_events(

@@ -128,6 +128,7 @@ pub fn nodes(state: &State) -> Vec<NodeEntry> {
                 },
                 labels: status.map(|s| s.labels.clone()).unwrap_or_default(),
                 devices: status.map(|s| s.devices.clone()).unwrap_or_default(),
+                device_reports: status.map(|s| s.device_reports.clone()).unwrap_or_default(),
                 rt_class: status.map(|s| s.rt_class),
                 dirty_tracking: status.and_then(|s| s.dirty_tracking),
                 free_slots: status.map_or(0, |s| s.free_slots),

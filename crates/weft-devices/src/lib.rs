@@ -127,6 +127,20 @@ impl Device for Bridged {
     }
 
     fn write(&self, _tag: Tag, data: &[u8]) -> Result<(), String> {
+        self.check_write(data)?;
+        let values = data
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        self.link.queue_write(values);
+        Ok(())
+    }
+
+    fn fenced(&self) -> bool {
+        true
+    }
+
+    fn check_write(&self, data: &[u8]) -> Result<(), String> {
         if data.len() != 8 * self.outputs {
             return Err(format!(
                 "device {}: a write is {} bytes (one f64 per output of its `write` list, {}), not {}",
@@ -136,18 +150,16 @@ impl Device for Bridged {
                 data.len()
             ));
         }
-        let values: Vec<f64> = data
+        let infinite = data
             .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        if values.iter().any(|v| v.is_infinite()) {
-            return Err(format!(
+            .any(|c| f64::from_le_bytes(c.try_into().unwrap()).is_infinite());
+        match infinite {
+            true => Err(format!(
                 "device {}: a write value is infinite",
                 self.link.name
-            ));
+            )),
+            false => Ok(()),
         }
-        self.link.queue_write(values);
-        Ok(())
     }
 
     fn status(&self) -> serde_json::Value {

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use weft_types::{
-    AppName, Class, DirtyTracking, EventKind, FaultKind, NodeName, NodeState, ProcessName,
-    ProcessRef, ProcessState, ReplicaState, RtClass, Tag,
+    AppName, Class, DeviceReport, DirtyTracking, EventKind, FaultKind, NodeName, NodeState,
+    ProcessName, ProcessRef, ProcessState, ReplicaState, RtClass, Tag,
 };
 
 /// What a node announces about itself, periodically, on `node/<name>/status`.
@@ -17,6 +17,9 @@ pub struct NodeStatus {
     pub pid: u32,
     pub labels: BTreeMap<String, String>,
     pub devices: Vec<String>,
+    /// What each device is doing (in `devices` order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_reports: Vec<DeviceReport>,
     /// `hard` when SCHED_FIFO is permitted, else `soft`.
     pub rt_class: RtClass,
     /// How this node finds the pages its processes wrote between
@@ -448,6 +451,8 @@ pub struct NodeEntry {
     pub state: NodeState,
     pub labels: BTreeMap<String, String>,
     pub devices: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_reports: Vec<DeviceReport>,
     /// `None` until the node has reported its status.
     pub rt_class: Option<RtClass>,
     #[serde(default)]

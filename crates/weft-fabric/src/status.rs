@@ -495,6 +495,7 @@ mod tests {
             pid: 7,
             labels: Default::default(),
             devices: Vec::new(),
+            device_reports: Vec::new(),
             rt_class: RtClass::Soft,
             dirty_tracking: None,
             cores: 2,

@@ -40,6 +40,20 @@ pub trait Device: Send + Sync {
     fn read(&self, at: ReadAt) -> Vec<u8>;
     /// Applies a write at `tag`, or says why it is not acceptable.
     fn write(&self, tag: Tag, data: &[u8]) -> Result<(), String>;
+    /// A real actuator: only the live primary's writes may reach it, and
+    /// only once its call has succeeded. A hot standby, a migration replica
+    /// before promotion and a restored process re-running tags its
+    /// predecessor ran never write to it. The host checks a write with
+    /// [`Device::check_write`] during the call and hands it to
+    /// [`Device::write`] after. A model (`false`, the default) takes every
+    /// write at once: each replica drives its own copy.
+    fn fenced(&self) -> bool {
+        false
+    }
+    /// Whether `data` is a write this device takes (fenced devices).
+    fn check_write(&self, _data: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
     /// A JSON value describing the device's current state, for reports.
     fn status(&self) -> serde_json::Value;
     /// The model state to carry in a snapshot (`None`: a real device, whose

@@ -49,6 +49,10 @@ pub struct Host {
     pub(crate) devices: Devices,
     /// Devices opened by the guest, by handle; names so a restore can reopen them.
     pub(crate) opened: Vec<String>,
+    /// The call's device writes, by handle, in order: all of them go into
+    /// the hash chain; those to fenced devices carry the device, to be
+    /// applied after the call (see `Device::fenced`).
+    pub(crate) writes: Vec<CallWrite>,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) wasi: Option<wasmtime_wasi::p1::WasiP1Ctx>,
     /// When the call in progress started and how long it may take (be processes).
@@ -67,6 +71,14 @@ pub struct Host {
     memory: Option<Memory>,
     /// Rate limits of the warnings this process's calls can trigger.
     warnings: Warnings,
+}
+
+/// A device write made during the call in progress.
+pub(crate) struct CallWrite {
+    pub handle: i32,
+    pub data: Vec<u8>,
+    /// The device, when it is fenced: the write is applied after the call.
+    pub fenced: Option<Arc<dyn Device>>,
 }
 
 /// One throttle per kind of warning a guest can trigger (see `throttle`).
@@ -99,6 +111,7 @@ impl Host {
             refused: 0,
             devices,
             opened: Vec::new(),
+            writes: Vec::new(),
             limiter,
             wasi: None,
             call_started: Instant::now(),
@@ -462,8 +475,20 @@ fn add_devices(linker: &mut Linker<Host>) -> Result<()> {
                 return Ok(status::UNKNOWN);
             };
             let data = read_guest(&mut c, ptr, len.min(4096), "device_write")?;
-            match device.write(c.data().tag, &data) {
-                Ok(()) => Ok(status::OK),
+            let fenced = device.fenced();
+            let accepted = match fenced {
+                true => device.check_write(&data),
+                false => device.write(c.data().tag, &data),
+            };
+            match accepted {
+                Ok(()) => {
+                    c.data_mut().writes.push(CallWrite {
+                        handle: dev,
+                        data,
+                        fenced: fenced.then_some(device),
+                    });
+                    Ok(status::OK)
+                }
                 Err(reason) => {
                     let host = c.data();
                     if let Some(suppressed) = host.warnings.write_refused.allow() {

@@ -151,6 +151,8 @@ pub(crate) struct Counters {
     pub tardy: AtomicU64,
     pub deadline_misses: AtomicU64,
     pub skipped_releases: AtomicU64,
+    /// Writes to fenced devices held back (standby, re-run tags).
+    pub fenced_writes: AtomicU64,
     pub faults: AtomicU64,
     faults_by_kind: FaultCounts,
     pub restarts: AtomicU64,
@@ -381,6 +383,7 @@ impl MetricsHandle {
             tardy: Counters::get(&c.tardy),
             deadline_misses: Counters::get(&c.deadline_misses),
             skipped_releases: Counters::get(&c.skipped_releases),
+            fenced_writes: Counters::get(&c.fenced_writes),
             faults: c.faults_by_kind.get(),
             restarts: Counters::get(&c.restarts),
             fuel_used: Counters::get(&c.fuel_used),
@@ -407,6 +410,7 @@ impl MetricsHandle {
             tardy: Counters::get(&c.tardy),
             deadline_misses: Counters::get(&c.deadline_misses),
             skipped_releases: Counters::get(&c.skipped_releases),
+            fenced_writes: Counters::get(&c.fenced_writes),
             faults: Counters::get(&c.faults),
             restarts: Counters::get(&c.restarts),
             fuel_used: Counters::get(&c.fuel_used),
@@ -445,6 +449,7 @@ pub struct ProcessSample {
     pub tardy: u64,
     pub deadline_misses: u64,
     pub skipped_releases: u64,
+    pub fenced_writes: u64,
     /// Faults by kind, every kind listed.
     pub faults: [(FaultKind, u64); FaultKind::ALL.len()],
     pub restarts: u64,
@@ -483,6 +488,9 @@ pub struct ProcessReport {
     pub deadline_misses: u64,
     /// Releases skipped after a stall (see `docs/design.md`).
     pub skipped_releases: u64,
+    /// Writes to fenced (real) devices held back because the process was
+    /// a standby or re-ran tags (see `docs/devices.md`).
+    pub fenced_writes: u64,
     pub faults: u64,
     pub restarts: u64,
     pub fuel_used: u64,

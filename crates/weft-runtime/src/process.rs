@@ -30,8 +30,8 @@ use crate::record::ProcessRecorder;
 use crate::router::Router;
 use crate::snapshot::Tracking;
 use crate::types::{
-    CallReport, DeadlineExceeded, Fault, FaultKind, HashChain, LogLine, LogSink, Message, Output,
-    ProcessId,
+    CallReport, DeadlineExceeded, DeviceWrite, Fault, FaultKind, HashChain, LogLine, LogSink,
+    Message, Output, ProcessId,
 };
 
 /// Drives a future that is known not to suspend (an rt call) to completion.
@@ -237,6 +237,7 @@ impl Process {
         host.tag = tag;
         host.outbox.clear();
         host.logs.clear();
+        host.writes.clear();
         // Only the epoch callback of an async store reads it.
         if self.program.is_async() && host.deadline.is_some() {
             host.call_started = Instant::now();
@@ -262,11 +263,31 @@ impl Process {
             }
             _ => 0,
         };
+        let host = self.store.data_mut();
+        let tag = host.tag;
+        let mut writes = Vec::new();
+        for write in host.writes.drain(..) {
+            let payload = bytes::Bytes::from(write.data);
+            self.chain.extend(
+                tag,
+                &Output {
+                    port: crate::types::write_port(write.handle),
+                    payload: payload.clone(),
+                },
+            );
+            if let Some(device) = write.fenced {
+                writes.push(DeviceWrite {
+                    device,
+                    data: payload.to_vec(),
+                });
+            }
+        }
         CallReport {
             fuel_used,
             messages_in,
             outputs: std::mem::take(&mut self.store.data_mut().outbox),
             logs: self.take_logs(),
+            writes,
         }
     }
 

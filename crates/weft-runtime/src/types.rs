@@ -161,6 +161,28 @@ pub struct CallReport {
     pub outputs: Vec<Output>,
     /// What the call logged, for the process's log sink.
     pub logs: Vec<LogLine>,
+    /// Writes to fenced devices, applied only if the call's outputs are
+    /// published (see `Device::fenced`).
+    pub writes: Vec<DeviceWrite>,
+}
+
+/// A write a call made to a fenced device.
+#[derive(Clone)]
+pub struct DeviceWrite {
+    pub device: std::sync::Arc<dyn crate::device::Device>,
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for DeviceWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DeviceWrite({} bytes)", self.data.len())
+    }
+}
+
+/// The port handle a write to device `handle` takes in the hash chain:
+/// negative, so a write never hashes like a message.
+pub(crate) fn write_port(handle: i32) -> PortHandle {
+    PortHandle(-1 - handle)
 }
 
 /// The running hash of everything a process published:

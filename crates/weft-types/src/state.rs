@@ -202,6 +202,10 @@ text_enum!(
         NodeDead => "node_dead",
         NodeDrained => "node_drained",
         NodeUndrained => "node_undrained",
+        /// A node's link to a device went stale or down.
+        DeviceDown => "device_down",
+        /// A node's link to a device is connected again.
+        DeviceUp => "device_up",
         /// A placement the controller advises against.
         Warning => "warning",
     }

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use weft_fabric::proto::FaultNote;
-use weft_types::{FaultKind, RtClass, Tag};
+use weft_types::{DeviceKind, DeviceReport, FaultKind, RtClass, Tag};
 
 use super::*;
 
@@ -19,6 +19,7 @@ fn node_status(processes: Vec<ProcessStatus>) -> NodeStatus {
         pid: 1,
         labels: BTreeMap::new(),
         devices: Vec::new(),
+        device_reports: Vec::new(),
         rt_class: RtClass::Soft,
         dirty_tracking: None,
         cores: 2,
@@ -259,4 +260,37 @@ fn a_run_that_reports_its_first_tag_later_started_once() {
         [EventKind::Started],
         "a new run"
     );
+}
+
+#[test]
+fn a_device_link_going_down_and_coming_back_are_events() {
+    let report = |state, error: Option<&str>| DeviceReport {
+        state,
+        reconnects: 2,
+        last_error: error.map(str::to_string),
+        ..DeviceReport::simulated("plant".parse().unwrap(), DeviceKind::ModbusTcp)
+    };
+    let with = |r: DeviceReport| NodeStatus {
+        device_reports: vec![r],
+        ..node_status(Vec::new())
+    };
+    let up = with(report(LinkState::Connected, None));
+    let down = with(report(
+        LinkState::Disconnected,
+        Some("read: no answer within 100ms"),
+    ));
+    let events = status_events(&n("a"), Some(&up), &down, &mut Bursts::default(), 0);
+    assert_eq!(kinds(&events), [EventKind::DeviceDown]);
+    assert_eq!(
+        events[0].message,
+        "device plant (modbus-tcp) on a is disconnected: read: no answer within 100ms"
+    );
+    let events = status_events(&n("a"), Some(&down), &up, &mut Bursts::default(), 0);
+    assert_eq!(kinds(&events), [EventKind::DeviceUp]);
+    assert!(
+        events[0]
+            .message
+            .ends_with("is connected again (2 reconnects)")
+    );
+    assert!(status_events(&n("a"), Some(&up), &up, &mut Bursts::default(), 0).is_empty());
 }

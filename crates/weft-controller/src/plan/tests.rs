@@ -76,6 +76,7 @@ fn alive(name: &str, tier: &str) -> NodeSeen {
             pid: 1,
             labels: BTreeMap::from([("tier".into(), tier.into())]),
             devices: Vec::new(),
+            device_reports: Vec::new(),
             rt_class: RtClass::Soft,
             dirty_tracking: None,
             cores: 2,

@@ -20,7 +20,7 @@ use weft_types::Tag;
 use super::Switch;
 use crate::process::Process;
 use crate::router::Router;
-use crate::types::{LogLine, LogSink, Output, ProcessId};
+use crate::types::{DeviceWrite, LogLine, LogSink, Output, ProcessId};
 
 /// How far back a standby keeps the outputs it holds.
 pub const HOLD_FOR: Duration = Duration::from_secs(2);
@@ -101,6 +101,23 @@ impl OutputGate {
         }
         process.publish(&self.nowhere, tag, outputs);
         (0, 0)
+    }
+
+    /// Applies a call's writes to fenced devices, unless they are not the
+    /// process's to make: a held standby's (its primary drives the device),
+    /// or those of a tag being run again (`rerun`: the device already got
+    /// them, and a stale command must never reach an actuator). Returns
+    /// how many were held back.
+    pub fn actuate(&self, tag: Tag, writes: Vec<DeviceWrite>, rerun: bool) -> u64 {
+        if self.is_held() || rerun {
+            return writes.len() as u64;
+        }
+        for write in writes {
+            if let Err(reason) = write.device.write(tag, &write.data) {
+                tracing::warn!(process = ?self.id, "device write refused: {reason}");
+            }
+        }
+        0
     }
 
     /// Hands a call's log lines to the log sink unless they are not the

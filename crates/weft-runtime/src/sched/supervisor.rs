@@ -177,6 +177,7 @@ impl Supervisor {
             Ok(init) => {
                 self.gate.logs(&process, Tag::ZERO, init.logs, false);
                 self.gate.publish(&mut process, Tag::ZERO, init.outputs);
+                self.gate.actuate(Tag::ZERO, init.writes, false);
                 Ok(process)
             }
             Err(fault) => {
@@ -218,6 +219,10 @@ impl Supervisor {
             timing.missed_deadline,
         );
         let (sent, refused) = self.gate.publish(process, tag, outputs);
+        let fenced = self
+            .gate
+            .actuate(tag, std::mem::take(&mut report.writes), rerun);
+        Counters::add(&self.metrics.counters().fenced_writes, fenced);
         let now = monotonic_ns();
         self.book(process, tag, &report, (sent, refused), &timing, now);
         self.restarts.ran(now);

@@ -1,0 +1,306 @@
+//! Real devices end to end: `weft plant-sim`, a Modbus TCP server in its
+//! own OS process, driven by `weft run` and by a node's device links, with
+//! real `SIGSTOP`, `kill -9` and restarts. Waits are bounded; assertions
+//! are about outcomes, never durations.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use weft_abi::sample::{Quality, Sample};
+use weft_devices::{NodeConfig, NodeDevices};
+use weft_runtime::device::ReadAt;
+use weft_types::{LinkState, Tag};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn weft() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_weft"))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn free_port() -> u16 {
+    weft_client::free_port().unwrap()
+}
+
+/// `weft plant-sim` on a port, killed (by PID) on drop.
+struct PlantSim {
+    child: Child,
+    port: u16,
+}
+
+impl PlantSim {
+    fn start(port: u16) -> PlantSim {
+        let child = weft()
+            .args(["plant-sim", "--listen", &format!("127.0.0.1:{port}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let sim = PlantSim { child, port };
+        wait("the plant simulator to listen", || sim.listening());
+        sim
+    }
+
+    fn listening(&self) -> bool {
+        TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    fn kill(mut self) {
+        self.signal(libc::SIGKILL);
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for PlantSim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait(what: &str, mut ok: impl FnMut() -> bool) {
+    let end = Instant::now() + WAIT;
+    while !ok() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The example node config (examples/field-io/plant.node.toml) with the
+/// plant at `port`.
+fn node_config(dir: &Path, port: u16) -> PathBuf {
+    let example =
+        std::fs::read_to_string(repo().join("examples/field-io/plant.node.toml")).unwrap();
+    let text = example.replace("127.0.0.1:5020", &format!("127.0.0.1:{port}"));
+    assert_ne!(text, example, "the example names the plant's address");
+    let path = dir.join("node.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn f64_at(hex_text: &str, index: usize) -> f64 {
+    let bytes = (0..hex_text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex_text[i..i + 2], 16).unwrap())
+        .collect::<Vec<u8>>();
+    f64::from_le_bytes(bytes[index * 8..index * 8 + 8].try_into().unwrap())
+}
+
+/// The README's field-I/O example: the PID closes its loop over Modbus TCP
+/// and holds the supervisor's setpoint; its recording replays to the same
+/// chains with the server gone.
+#[test]
+fn the_pid_holds_the_setpoint_over_modbus_and_replays_with_the_server_gone() {
+    assert!(
+        repo().join("examples/wasm/pid.wasm").is_file(),
+        "run `bash scripts/build-guests.sh` first"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let sim = PlantSim::start(free_port());
+    let config = node_config(dir.path(), sim.port);
+    let recording = dir.path().join("run.wrec");
+    let out = weft()
+        .args(["run", "examples/factory-cell.toml", "--for", "6s", "--json"])
+        .arg("--config")
+        .arg(&config)
+        .arg("--record")
+        .arg(&recording)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pid = report["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "pid")
+        .unwrap();
+    assert_eq!(pid["faults"], 0, "{pid}");
+    let telemetry = pid["last_output_hex"].as_str().unwrap();
+    let (temperature, setpoint) = (f64_at(telemetry, 0), f64_at(telemetry, 1));
+    assert_eq!(setpoint, 60.0, "the supervisor switches to 60 °C at 4 s");
+    assert!(
+        (temperature - setpoint).abs() < 2.0,
+        "plant at {temperature} °C over Modbus, setpoint {setpoint} °C"
+    );
+    let plant = &report["devices"]["plant"];
+    assert_eq!(plant["kind"], "modbus-tcp", "{plant}");
+    assert_eq!(plant["state"], "connected", "{plant}");
+    let (writes, ticks) = (
+        plant["writes"].as_u64().unwrap(),
+        pid["ticks"].as_u64().unwrap(),
+    );
+    assert!(
+        writes > 0 && writes <= ticks,
+        "{writes} wire writes for {ticks} ticks"
+    );
+
+    // With the server gone, the replay opens no socket and gives the live
+    // chains: every sample came from the recording.
+    sim.kill();
+    let replay = weft()
+        .args(["replay", "--json"])
+        .arg(&recording)
+        .output()
+        .unwrap();
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let replay: serde_json::Value = serde_json::from_slice(&replay.stdout).unwrap();
+    assert_eq!(replay["matches_live"], true, "{replay:#}");
+}
+
+fn read(devices: &NodeDevices) -> Sample {
+    let device = devices.devices().get("plant").unwrap().clone();
+    let at = ReadAt {
+        tag: Tag::ZERO,
+        release_ns: weft_runtime::rt::monotonic_ns(),
+    };
+    Sample::decode(&device.read(at)).unwrap()
+}
+
+/// Reads until `quality` shows up; returns every quality seen on the way.
+fn read_until(devices: &NodeDevices, quality: Quality) -> Vec<Quality> {
+    let mut seen = Vec::new();
+    wait(&format!("a {quality} sample"), || {
+        let q = read(devices).quality;
+        if seen.last() != Some(&q) {
+            seen.push(q);
+        }
+        q == quality
+    });
+    seen
+}
+
+/// A frozen server never blocks a read: samples turn `stale`, then
+/// `disconnected` once a request times out; after `SIGCONT` the link
+/// reconnects. A killed server reads `disconnected` and a restarted one
+/// is found again with backoff.
+#[test]
+fn a_frozen_or_killed_server_never_blocks_reads_and_the_link_comes_back() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sim = PlantSim::start(free_port());
+    let text = std::fs::read_to_string(node_config(dir.path(), sim.port))
+        .unwrap()
+        .replace("timeout = \"100ms\"", "timeout = \"300ms\"");
+    let config = NodeConfig::parse(&text, Path::new("node.toml")).unwrap();
+    let devices = NodeDevices::start(&config, runtime.handle());
+    read_until(&devices, Quality::Good);
+
+    sim.signal(libc::SIGSTOP);
+    let frozen = read(&devices);
+    let seen = read_until(&devices, Quality::Disconnected);
+    assert_eq!(
+        seen.iter().position(|q| *q == Quality::Stale).map(|_| ()),
+        Some(()),
+        "stale before disconnected: {seen:?}"
+    );
+    let down = read(&devices);
+    assert!(
+        down.age_ns > frozen.age_ns,
+        "the values age: {frozen:?} then {down:?}"
+    );
+    assert_eq!(down.values, frozen.values, "the last values are kept");
+    let report = &devices.reports()[0];
+    assert_eq!(report.state, LinkState::Disconnected);
+    assert!(report.timeouts >= 1, "{report:?}");
+    assert!(
+        report
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("no answer within 300ms"),
+        "{report:?}"
+    );
+
+    sim.signal(libc::SIGCONT);
+    read_until(&devices, Quality::Good);
+    let reconnects = devices.reports()[0].reconnects;
+    assert!(reconnects >= 1, "the frozen link was dropped and reopened");
+
+    let port = sim.port;
+    sim.kill();
+    read_until(&devices, Quality::Disconnected);
+    let error = devices.reports()[0].last_error.clone().unwrap_or_default();
+    let _restarted = PlantSim::start(port);
+    read_until(&devices, Quality::Good);
+    assert!(
+        devices.reports()[0].reconnects > reconnects,
+        "after {error}"
+    );
+}
+
+/// A node config with a mistake stops `weft node` and `weft run` before
+/// anything starts, naming the file, the device and the key.
+#[test]
+fn a_bad_node_config_is_refused_naming_the_file_device_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("node.toml");
+    std::fs::write(
+        &bad,
+        "[devices.plant]\nkind = \"modbus-tcp\"\nadress = \"127.0.0.1:502\"\n",
+    )
+    .unwrap();
+    let node = weft()
+        .args(["node", "--name", "n1", "--connect", "tcp/127.0.0.1:1"])
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let run = weft()
+        .args(["run", "examples/factory-cell.toml", "--for", "1s"])
+        .arg("--config")
+        .arg(&bad)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    for out in [node, run] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "bad input: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{}: device `plant`: unknown field `adress`",
+                bad.display()
+            )),
+            "{stderr}"
+        );
+    }
+    let twice = weft()
+        .args([
+            "run",
+            "examples/factory-cell.toml",
+            "--for",
+            "1s",
+            "--device",
+            "plant",
+        ])
+        .arg("--config")
+        .arg(node_config(dir.path(), 1))
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&twice.stderr);
+    assert!(
+        stderr.contains("--device plant: the node config already declares"),
+        "{stderr}"
+    );
+}
