@@ -11,6 +11,8 @@ use weft_client::LocalCluster;
 use weft_client::cluster::NodeSpec;
 use weft_types::ProcessRef;
 
+mod support;
+
 const WAIT: Duration = Duration::from_secs(60);
 
 fn weft() -> Command {
@@ -2176,5 +2178,92 @@ fn migration_takeover_and_faults_are_events_in_order() {
     assert!(
         before.iter().all(|s| followed.contains(s)),
         "the follower saw every event: {followed:?} vs {before:?}"
+    );
+}
+
+/// A PID loop with a hot standby, both on nodes whose node config reaches
+/// one real plant over Modbus TCP (`weft plant-sim`): only the primary's
+/// node writes to it; after the primary's node is killed the promoted
+/// standby's does. The nodes report their device links, and losing the
+/// plant shows in `weft nodes` and as events.
+#[test]
+fn only_the_primary_writes_to_a_real_device_and_its_loss_is_reported() {
+    let mut c = Cluster::new();
+    let sim = support::PlantSim::start(free_port());
+    let config = support::plant_node_config(c.dir.path(), sim.port);
+    for name in ["a", "b"] {
+        let node = NodeSpec::new(name).config(&config);
+        c.inner.start_node(&node).unwrap();
+    }
+    c.wait_nodes_alive(2);
+    let link = |c: &Cluster, node: &str| {
+        c.nodes()
+            .into_iter()
+            .find(|n| n["name"] == node)
+            .map(|n| n["device_reports"][0].clone())
+            .filter(|d| !d.is_null())
+    };
+    for node in ["a", "b"] {
+        c.wait(&format!("{node}'s plant link connected"), |c| {
+            link(c, node).is_some_and(|d| d["state"] == "connected" && d["kind"] == "modbus-tcp")
+        });
+    }
+    let manifest = c.dir.path().join("pid.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = \"loop\"\n[[process]]\nname = \"pid\"\nmodule = \"{}\"\nclass = \"rt\"\n\
+             period = \"10ms\"\nfuel_per_tick = 200_000\nmemory = \"1MiB\"\n\
+             capabilities = [\"ports\", \"log\", \"device:plant\"]\ninputs = [\"setpoint\"]\n\
+             outputs = [\"telemetry\"]\nstandby = \"hot\"\n",
+            repo().join("examples/wasm/pid.wasm").display()
+        ),
+    )
+    .unwrap();
+    c.deploy(&manifest);
+    let placed = |c: &Cluster| {
+        let p = c.process("pid")?;
+        let standby = p["standby"]["node"].as_str()?.to_string();
+        (p["state"] == "running" && p["standby"]["state"] == "standby")
+            .then(|| (p["node"].as_str().unwrap().to_string(), standby))
+    };
+    let (primary, standby) = c.wait_for("pid and its standby", placed);
+    let writes = |c: &Cluster, node: &str| link(c, node).and_then(|d| d["writes"].as_u64());
+    c.wait("the primary driving the plant", |c| {
+        writes(c, &primary).is_some_and(|w| w > 100)
+    });
+    assert_eq!(
+        writes(&c, &standby),
+        Some(0),
+        "the standby computes every tick but never writes"
+    );
+
+    c.signal_node(&primary, libc::SIGKILL);
+    c.wait("the standby live", |c| {
+        c.running_on("pid").as_deref() == Some(standby.as_str())
+    });
+    c.wait("the promoted standby driving the plant", |c| {
+        writes(c, &standby).is_some_and(|w| w > 100)
+    });
+
+    sim.kill();
+    c.wait("the plant's loss in weft nodes", |c| {
+        link(c, &standby).is_some_and(|d| d["state"] == "disconnected")
+    });
+    let table = c.client(&["nodes"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("plant(modbus-tcp disconnected)"), "{table}");
+    assert!(table.contains("devices not connected:"), "{table}");
+    assert!(
+        table.contains(&format!("{standby}/plant (modbus-tcp): disconnected")),
+        "{table}"
+    );
+    let events = c.client(&["events", "--json"]);
+    let events = event_lines(&events.stdout);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "device_down" && e["node"] == standby.as_str()),
+        "{events:#?}"
     );
 }

@@ -3,17 +3,17 @@
 //! real `SIGSTOP`, `kill -9` and restarts. Waits are bounded; assertions
 //! are about outcomes, never durations.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use weft_abi::sample::{Quality, Sample};
 use weft_devices::{NodeConfig, NodeDevices};
 use weft_runtime::device::ReadAt;
 use weft_types::{LinkState, Tag};
 
-const WAIT: Duration = Duration::from_secs(30);
+mod support;
+
+use support::{PlantSim, plant_node_config as node_config, wait};
 
 fn weft() -> Command {
     Command::new(env!("CARGO_BIN_EXE_weft"))
@@ -25,68 +25,6 @@ fn repo() -> PathBuf {
 
 fn free_port() -> u16 {
     weft_client::free_port().unwrap()
-}
-
-/// `weft plant-sim` on a port, killed (by PID) on drop.
-struct PlantSim {
-    child: Child,
-    port: u16,
-}
-
-impl PlantSim {
-    fn start(port: u16) -> PlantSim {
-        let child = weft()
-            .args(["plant-sim", "--listen", &format!("127.0.0.1:{port}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let sim = PlantSim { child, port };
-        wait("the plant simulator to listen", || sim.listening());
-        sim
-    }
-
-    fn listening(&self) -> bool {
-        TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: signalling our own child.
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
-    }
-
-    fn kill(mut self) {
-        self.signal(libc::SIGKILL);
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for PlantSim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait(what: &str, mut ok: impl FnMut() -> bool) {
-    let end = Instant::now() + WAIT;
-    while !ok() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-/// The example node config (examples/field-io/plant.node.toml) with the
-/// plant at `port`.
-fn node_config(dir: &Path, port: u16) -> PathBuf {
-    let example =
-        std::fs::read_to_string(repo().join("examples/field-io/plant.node.toml")).unwrap();
-    let text = example.replace("127.0.0.1:5020", &format!("127.0.0.1:{port}"));
-    assert_ne!(text, example, "the example names the plant's address");
-    let path = dir.join("node.toml");
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 fn f64_at(hex_text: &str, index: usize) -> f64 {
