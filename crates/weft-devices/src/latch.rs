@@ -23,9 +23,12 @@ pub const HISTORY: Duration = Duration::from_millis(2_500);
 /// What the bridge saw at one instant.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scan {
-    /// Monotonic ns it arrived.
+    /// Monotonic ns it took effect: when it arrived, or when the link went
+    /// down.
     pub at_ns: u64,
-    /// ns since the Unix epoch it arrived (the sample's source time).
+    /// Monotonic ns its values arrived (a sample's age counts from here).
+    pub values_ns: u64,
+    /// ns since the Unix epoch its values arrived (the source time).
     pub unix_ns: u64,
     pub seq: u32,
     /// `Good`, `Exception` (with `code`) or `Disconnected` (the values are
@@ -111,7 +114,7 @@ impl Latch {
                 ..Sample::good(&[])
             };
         };
-        let age_ns = release_ns - scan.at_ns;
+        let age_ns = release_ns.saturating_sub(scan.values_ns);
         let quality = match scan.quality {
             Quality::Good if age_ns > self.stale_after_ns => Quality::Stale,
             q => q,
@@ -136,6 +139,7 @@ mod tests {
     fn scan(at_ms: u64, seq: u32, quality: Quality, value: f64) -> Scan {
         Scan {
             at_ns: at_ms * MS,
+            values_ns: at_ms * MS,
             unix_ns: 1_000 + at_ms,
             seq,
             quality,
@@ -174,12 +178,16 @@ mod tests {
         latch.push(scan(10, 1, Quality::Good, 20.0));
         assert_eq!(read(&latch, 60).quality, Quality::Good);
         assert_eq!(read(&latch, 61).quality, Quality::Stale);
-        latch.push(scan(70, 1, Quality::Disconnected, 20.0));
+        latch.push(Scan {
+            values_ns: 10 * MS,
+            ..scan(70, 1, Quality::Disconnected, 20.0)
+        });
         let down = read(&latch, 75);
         assert_eq!(
             (down.quality, down.values[0]),
             (Quality::Disconnected, 20.0)
         );
+        assert_eq!(down.age_ns, 65 * MS, "the values' age, not the outage's");
     }
 
     #[test]

@@ -168,8 +168,10 @@ impl Link {
         loop {
             let reading = self.bounded("read", bridge.scan()).await?;
             *seq = seq.wrapping_add(1);
+            let now = weft_runtime::rt::monotonic_ns();
             self.latch.push(Scan {
-                at_ns: weft_runtime::rt::monotonic_ns(),
+                at_ns: now,
+                values_ns: now,
                 unix_ns: unix_ns(),
                 seq: *seq,
                 quality: if reading.exception == 0 {
@@ -245,13 +247,23 @@ impl Link {
         {
             return;
         }
-        self.latch.push(Scan {
-            at_ns: weft_runtime::rt::monotonic_ns(),
-            unix_ns: unix_ns(),
-            seq: last.as_ref().map_or(0, |s| s.seq),
-            quality: Quality::Disconnected,
-            code: 0,
-            values: last.map_or_else(|| vec![0.0; self.latch.width()].into(), |s| s.values),
+        let now = weft_runtime::rt::monotonic_ns();
+        self.latch.push(match last {
+            Some(last) => Scan {
+                at_ns: now,
+                quality: Quality::Disconnected,
+                code: 0,
+                ..last
+            },
+            None => Scan {
+                at_ns: now,
+                values_ns: now,
+                unix_ns: 0,
+                seq: 0,
+                quality: Quality::Disconnected,
+                code: 0,
+                values: vec![0.0; self.latch.width()].into(),
+            },
         });
     }
 }
