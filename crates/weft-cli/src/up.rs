@@ -40,6 +40,11 @@ pub struct UpArgs {
     /// Serve no metrics.
     #[arg(long)]
     no_metrics: bool,
+    /// Run the plant as a process of its own that speaks Modbus TCP at
+    /// ADDR (`weft plant-sim`), and have the edge nodes reach it through a
+    /// node config instead of simulating it (docs/devices.md).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:5020")]
+    modbus_plant: Option<SocketAddr>,
 }
 
 /// The controller's metrics port under `weft up` (nodes follow it).
@@ -110,8 +115,26 @@ pub async fn up(args: UpArgs) -> Result<()> {
         logs.display()
     );
     cluster.start_controller()?;
+    let plant_config = match args.modbus_plant {
+        Some(addr) => {
+            cluster.start_plant_sim(addr)?;
+            let path = data_dir.join("plant.node.toml");
+            std::fs::write(&path, weft_devices::plant_server::node_config(addr))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!(
+                "the plant runs as its own process, Modbus TCP on {addr}; edge nodes reach it through {}",
+                path.display()
+            );
+            Some(path)
+        }
+        None => None,
+    };
     let mut scraped = Vec::new();
     for (i, mut node) in node_roles(args.nodes).into_iter().enumerate() {
+        if let Some(path) = plant_config.as_ref().filter(|_| !node.devices.is_empty()) {
+            node.devices.clear();
+            node = node.config(path);
+        }
         if let Some(addr) = metrics_addr(&args, i + 1) {
             node = node.metrics(addr);
             scraped.push(format!(

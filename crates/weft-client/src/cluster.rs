@@ -93,6 +93,8 @@ pub struct LocalCluster {
     controller_metrics: Option<std::net::SocketAddr>,
     controller: Option<Child>,
     nodes: BTreeMap<NodeName, Child>,
+    /// Devices run as processes of their own (`weft plant-sim`).
+    devices: Vec<(String, Child)>,
 }
 
 impl LocalCluster {
@@ -111,6 +113,7 @@ impl LocalCluster {
             controller_metrics: None,
             controller: None,
             nodes: BTreeMap::new(),
+            devices: Vec::new(),
         })
     }
 
@@ -244,6 +247,15 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Starts `weft plant-sim`, a thermal plant speaking Modbus TCP on
+    /// `listen`; its log is `plant-sim`'s.
+    pub fn start_plant_sim(&mut self, listen: std::net::SocketAddr) -> Result<()> {
+        let args = ["plant-sim".into(), "--listen".into(), listen.to_string()];
+        let child = self.spawn("plant-sim", &args)?;
+        self.devices.push(("plant-sim".into(), child));
+        Ok(())
+    }
+
     pub fn controller_pid(&self) -> Option<u32> {
         self.controller.as_ref().map(Child::id)
     }
@@ -288,7 +300,8 @@ impl LocalCluster {
             .iter_mut()
             .map(|c| ("controller".to_string(), c));
         let nodes = self.nodes.iter_mut().map(|(n, c)| (n.to_string(), c));
-        for (name, child) in controller.chain(nodes) {
+        let devices = self.devices.iter_mut().map(|(n, c)| (n.clone(), c));
+        for (name, child) in controller.chain(nodes).chain(devices) {
             if let Ok(Some(status)) = child.try_wait() {
                 return Some((name, status));
             }
@@ -352,6 +365,7 @@ impl Drop for LocalCluster {
                     .take()
                     .map(|c| ("controller".to_string(), c)),
             )
+            .chain(std::mem::take(&mut self.devices))
             .collect();
         if self.graceful {
             for (_, child) in &children {

@@ -25,6 +25,13 @@ use tokio_modbus::server::Service;
 use tokio_modbus::server::tcp::{Server, accept_tcp_connection};
 use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
 
+/// A node config that reaches this plant at `address`: the example
+/// `examples/field-io/plant.node.toml` with its address replaced.
+pub fn node_config(address: SocketAddr) -> String {
+    const EXAMPLE: &str = include_str!("../../../examples/field-io/plant.node.toml");
+    EXAMPLE.replace("127.0.0.1:5020", &address.to_string())
+}
+
 /// The model's constants (the same plant as `weft_runtime`'s `ThermalPlant`).
 pub const AMBIENT: f64 = 20.0;
 pub const GAIN: f64 = 80.0;

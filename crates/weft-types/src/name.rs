@@ -111,7 +111,8 @@ macro_rules! name_type {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                // `pad`, so tables can align names with `{:<10}`.
+                f.pad(&self.0)
             }
         }
 
