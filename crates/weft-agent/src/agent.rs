@@ -119,6 +119,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         ctx.clone(),
         rt_class,
         config.max_processes,
+        devices.clone(),
     ));
     let _metrics_server = match config.metrics {
         Some(addr) => {

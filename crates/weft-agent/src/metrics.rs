@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use arc_swap::ArcSwap;
+use weft_devices::NodeDevices;
 use weft_manifest::AppManifest;
 use weft_metrics::{Collector, DescriptorEncoder, HistogramRow, counter, gauge, histogram};
 use weft_runtime::metrics::{HISTOGRAM_BOUNDS_NS, Histogram, MetricsHandle, ProcessSample};
-use weft_types::{AppName, NodeName, RtClass};
+use weft_types::{AppName, DeviceReport, NodeName, RtClass};
 
 use crate::apps::Context;
 use crate::wiring::QueueDepth;
@@ -34,6 +35,7 @@ pub(crate) struct NodeMetrics {
     /// Where the checkpoint and status counters are.
     ctx: Arc<Context>,
     apps: ArcSwap<Vec<AppMetrics>>,
+    devices: Arc<NodeDevices>,
 }
 
 impl fmt::Debug for NodeMetrics {
@@ -45,13 +47,19 @@ impl fmt::Debug for NodeMetrics {
 }
 
 impl NodeMetrics {
-    pub fn new(ctx: Arc<Context>, rt_class: RtClass, slots: u32) -> NodeMetrics {
+    pub fn new(
+        ctx: Arc<Context>,
+        rt_class: RtClass,
+        slots: u32,
+        devices: Arc<NodeDevices>,
+    ) -> NodeMetrics {
         NodeMetrics {
             node: ctx.name.clone(),
             rt_class,
             slots,
             ctx,
             apps: ArcSwap::from_pointee(Vec::new()),
+            devices,
         }
     }
 
@@ -261,7 +269,57 @@ impl NodeMetrics {
             "Statuses the node has published.",
             [(node, self.ctx.status_seq.load(Ordering::Relaxed))],
         )?;
-        self.encode_queues(encoder, node)
+        self.encode_queues(encoder, node)?;
+        self.encode_devices(encoder)
+    }
+
+    /// Each device's link: its state and what it has done.
+    fn encode_devices(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let reports = self.devices.reports();
+        let labels = |d: &DeviceReport| {
+            vec![
+                ("node", self.node.to_string()),
+                ("device", d.name.to_string()),
+                ("kind", d.kind.to_string()),
+            ]
+        };
+        gauge(
+            encoder,
+            "node_device_state",
+            "1 for the state of the node's link to each device (connected, stale, disconnected, simulated).",
+            reports.iter().map(|d| {
+                let mut l = labels(d);
+                l.push(("state", d.state.to_string()));
+                (l, 1.0)
+            }),
+        )?;
+        let counters: [(&str, &str, fn(&DeviceReport) -> u64); 4] = [
+            (
+                "node_device_reconnects",
+                "Times a device link came back after it went down.",
+                |d| d.reconnects,
+            ),
+            (
+                "node_device_timeouts",
+                "Device requests unanswered within the device's timeout.",
+                |d| d.timeouts,
+            ),
+            ("node_device_scans", "Device scans that succeeded.", |d| {
+                d.scans
+            }),
+            ("node_device_writes", "Writes that reached a device.", |d| {
+                d.writes
+            }),
+        ];
+        for (name, help, field) in counters {
+            counter(
+                encoder,
+                name,
+                help,
+                reports.iter().map(|d| (labels(d), field(d))),
+            )?;
+        }
+        Ok(())
     }
 
     /// The lanes to the fabric: what each holds and what it dropped.

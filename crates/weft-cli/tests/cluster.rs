@@ -2191,8 +2191,12 @@ fn only_the_primary_writes_to_a_real_device_and_its_loss_is_reported() {
     let mut c = Cluster::new();
     let sim = support::PlantSim::start(free_port());
     let config = support::plant_node_config(c.dir.path(), sim.port);
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
     for name in ["a", "b"] {
-        let node = NodeSpec::new(name).config(&config);
+        let mut node = NodeSpec::new(name).config(&config);
+        if name == "a" {
+            node = node.metrics(metrics);
+        }
         c.inner.start_node(&node).unwrap();
     }
     c.wait_nodes_alive(2);
@@ -2208,6 +2212,10 @@ fn only_the_primary_writes_to_a_real_device_and_its_loss_is_reported() {
             link(c, node).is_some_and(|d| d["state"] == "connected" && d["kind"] == "modbus-tcp")
         });
     }
+    let series = "weft_node_device_state{node=\"a\",device=\"plant\",kind=\"modbus-tcp\",state=\"connected\"}";
+    c.wait("a's device state in /metrics", |_| {
+        scrape(metrics).is_some_and(|text| sample(&text, series) == Some(1.0))
+    });
     let manifest = c.dir.path().join("pid.toml");
     std::fs::write(
         &manifest,
