@@ -293,25 +293,7 @@ impl NodeMetrics {
                 (l, 1.0)
             }),
         )?;
-        let counters: [(&str, &str, fn(&DeviceReport) -> u64); 4] = [
-            (
-                "node_device_reconnects",
-                "Times a device link came back after it went down.",
-                |d| d.reconnects,
-            ),
-            (
-                "node_device_timeouts",
-                "Device requests unanswered within the device's timeout.",
-                |d| d.timeouts,
-            ),
-            ("node_device_scans", "Device scans that succeeded.", |d| {
-                d.scans
-            }),
-            ("node_device_writes", "Writes that reached a device.", |d| {
-                d.writes
-            }),
-        ];
-        for (name, help, field) in counters {
+        for &(name, help, field) in DEVICE_COUNTERS {
             counter(
                 encoder,
                 name,
@@ -354,6 +336,29 @@ impl NodeMetrics {
         )
     }
 }
+
+/// A counter of a device link.
+type DeviceField = fn(&DeviceReport) -> u64;
+
+/// The counters of a device link.
+const DEVICE_COUNTERS: &[(&str, &str, DeviceField)] = &[
+    (
+        "node_device_reconnects",
+        "Times a device link came back after it went down.",
+        |d| d.reconnects,
+    ),
+    (
+        "node_device_timeouts",
+        "Device requests unanswered within the device's timeout.",
+        |d| d.timeouts,
+    ),
+    ("node_device_scans", "Device scans that succeeded.", |d| {
+        d.scans
+    }),
+    ("node_device_writes", "Writes that reached a device.", |d| {
+        d.writes
+    }),
+];
 
 /// `labels` and one more.
 fn with<'a, const N: usize>(
