@@ -92,10 +92,8 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     let runtime = RuntimeConfig::default().max_processes(config.max_processes);
     // Links to real devices start before anything else, so the first
     // process to read one finds it connected if it can be.
-    let devices = Arc::new(NodeDevices::start(
-        &config.devices,
-        &tokio::runtime::Handle::current(),
-    ));
+    let devices =
+        Arc::new(NodeDevices::start(&config.devices).context("cannot start the device links")?);
     let node = Arc::new(Node::with_devices(&runtime, devices.devices())?);
     let rt_class = weft_runtime::rt::node_rt_class();
     let session = config.fabric.open().await?;

@@ -37,6 +37,7 @@ mod checkpoint;
 mod cluster;
 mod criu;
 mod density;
+mod devices;
 mod jitter;
 mod latency;
 mod memory;
@@ -67,7 +68,7 @@ pub struct BenchArgs {
     /// Directory to write BENCHMARKS.md and benchmarks.json to (default: the repository root).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Run only these benchmark groups: startup, memory, latency, metering, cluster, scale, observability, migration, state, jitter, density (repeatable).
+    /// Run only these benchmark groups: startup, memory, latency, metering, cluster, scale, observability, devices, migration, state, jitter, density (repeatable).
     #[arg(long, value_name = "NAME")]
     pub only: Vec<String>,
 }
@@ -122,6 +123,8 @@ const GROUPS: &[(&str, Group)] = &[
     ("scale", scale::scale),
     ("observability", observability::observability),
     ("migration", migration::migration),
+    // It runs an rt process, so it locks memory too.
+    ("devices", devices::devices),
     ("state", state::state),
     ("jitter", jitter::jitter),
     // Last: it holds a million processes, and what it frees stays mapped.

@@ -63,12 +63,12 @@ async fn run_app(args: RunArgs) -> Result<u8> {
     }
     let simulated_only = args.devices.config.is_none() && args.devices.devices.is_empty();
     // The links to real devices live as long as the run.
-    let devices = (!simulated_only)
-        .then(|| args.devices.node_config())
-        .transpose()?
-        .map(|config| {
-            weft_devices::NodeDevices::start(&config, &tokio::runtime::Handle::current())
-        });
+    let devices = match simulated_only {
+        true => None,
+        false => Some(weft_devices::NodeDevices::start(
+            &args.devices.node_config()?,
+        )?),
+    };
     let node = match &devices {
         Some(devices) => Node::with_devices(&RuntimeConfig::default(), devices.devices())?,
         None => Node::new(&RuntimeConfig::default())?,

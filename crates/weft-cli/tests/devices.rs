@@ -134,14 +134,13 @@ fn read_until(devices: &NodeDevices, quality: Quality) -> Vec<Quality> {
 /// is found again with backoff.
 #[test]
 fn a_frozen_or_killed_server_never_blocks_reads_and_the_link_comes_back() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let sim = PlantSim::start(free_port());
     let text = std::fs::read_to_string(node_config(dir.path(), sim.port))
         .unwrap()
         .replace("timeout = \"100ms\"", "timeout = \"300ms\"");
     let config = NodeConfig::parse(&text, Path::new("node.toml")).unwrap();
-    let devices = NodeDevices::start(&config, runtime.handle());
+    let devices = NodeDevices::start(&config).unwrap();
     read_until(&devices, Quality::Good);
 
     sim.signal(libc::SIGSTOP);

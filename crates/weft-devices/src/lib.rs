@@ -2,7 +2,7 @@
 //!
 //! A node declares its devices in its node config (`config`); a manifest
 //! grants them to processes (`device:<name>`). Each real device gets a
-//! link task on the node's tokio runtime (`link`) that drives one bridge
+//! link thread (`link`) that drives one bridge
 //! (`modbus`) and fills the device's process image (`latch`); a process's
 //! `device_read` only copies the sample latched for its tag, so it never
 //! waits for the network, and every reader at one tag sees the same bytes.
@@ -25,11 +25,10 @@ pub use config::{ConfigError, DeviceConfig, NodeConfig};
 use link::{Link, Pacing};
 
 /// A node's devices, running: what processes open, and what its status
-/// says about each. Dropping it stops the link tasks.
+/// says about each. Dropping it stops the links.
 pub struct NodeDevices {
     devices: Devices,
     reports: Vec<Reporter>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 enum Reporter {
@@ -38,11 +37,10 @@ enum Reporter {
 }
 
 impl NodeDevices {
-    /// Starts a link task on `runtime` for every real device of `config`.
-    pub fn start(config: &NodeConfig, runtime: &tokio::runtime::Handle) -> NodeDevices {
+    /// Starts a link thread for every real device of `config`.
+    pub fn start(config: &NodeConfig) -> std::io::Result<NodeDevices> {
         let mut devices = Devices::new();
         let mut reports = Vec::new();
-        let mut tasks = Vec::new();
         for (name, device) in &config.devices {
             match device {
                 DeviceConfig::SimThermal => {
@@ -62,7 +60,7 @@ impl NodeDevices {
                         pacing,
                     ));
                     let bridge = modbus::ModbusBridge::new(modbus.clone());
-                    tasks.push(runtime.spawn(link.clone().run(bridge)));
+                    link.clone().spawn(bridge)?;
                     devices.add(
                         name.as_str(),
                         Arc::new(Bridged {
@@ -74,11 +72,7 @@ impl NodeDevices {
                 }
             }
         }
-        NodeDevices {
-            devices,
-            reports,
-            tasks,
-        }
+        Ok(NodeDevices { devices, reports })
     }
 
     /// The devices, for the node's processes.
@@ -108,8 +102,10 @@ impl NodeDevices {
 
 impl Drop for NodeDevices {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
+        for r in &self.reports {
+            if let Reporter::Link(link) = r {
+                link.stop();
+            }
         }
     }
 }
@@ -134,6 +130,10 @@ impl Device for Bridged {
             .collect();
         self.link.queue_write(values);
         Ok(())
+    }
+
+    fn flush(&self) {
+        self.link.flush();
     }
 
     fn fenced(&self) -> bool {

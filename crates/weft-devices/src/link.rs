@@ -1,6 +1,12 @@
-//! Keeping a link to a device: one task per device that connects, scans
+//! Keeping a link to a device: one thread per device that connects, scans
 //! on its period, writes what processes asked for, and when anything
 //! fails or hangs drops the connection and reconnects with backoff.
+//!
+//! A link is a thread with a current-thread tokio runtime of its own, not
+//! a task on the node's runtime: tokio's timer has a 1 ms granularity and
+//! wakes up to 2 ms late, which stretched a 1 ms scan to 2; the thread
+//! waits between scans on a condition variable (the kernel's high
+//! resolution timer), which a write wakes at once.
 //!
 //! Protocol crates rarely bound a request or come back after a failure on
 //! their own (tokio-modbus does neither), and a device that hangs must
@@ -10,10 +16,10 @@
 //! task sees goes into the device's [`Latch`], which is all processes read.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::Notify;
 use weft_abi::sample::Quality;
 use weft_types::{DeviceKind, DeviceName, DeviceReport, LinkState};
 
@@ -61,9 +67,19 @@ pub struct Link {
     pub latch: Latch,
     pacing: Pacing,
     /// The newest values a process asked to write, not yet sent.
-    pending: Mutex<Option<Vec<f64>>>,
-    wake: Notify,
+    pending: Mutex<Pending>,
+    /// Wakes the link's thread: a write, or the stop.
+    wake: Condvar,
+    stop: AtomicBool,
     status: Mutex<Counters>,
+}
+
+/// Writes queued for the link.
+#[derive(Default)]
+struct Pending {
+    values: Option<Vec<f64>>,
+    /// Flushed: send them.
+    ready: bool,
 }
 
 #[derive(Default)]
@@ -85,16 +101,18 @@ impl Link {
             latch: Latch::new(width, pacing.stale_after),
             pacing,
             pending: Mutex::default(),
-            wake: Notify::new(),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
             status: Mutex::default(),
         }
     }
 
     /// Queues a write: the newest replaces any not yet sent, so several
-    /// writes in one tick are one write on the wire.
+    /// writes in one tick are one write on the wire. It goes out at the
+    /// next [`Link::flush`].
     pub fn queue_write(&self, values: Vec<f64>) {
         let mut pending = self.pending.lock().unwrap();
-        match pending.as_mut() {
+        match pending.values.as_mut() {
             // A NaN in the newer write leaves the older one's value.
             Some(old) => {
                 for (o, n) in old.iter_mut().zip(values) {
@@ -103,10 +121,56 @@ impl Link {
                     }
                 }
             }
-            None => *pending = Some(values),
+            None => pending.values = Some(values),
         }
-        drop(pending);
+    }
+
+    /// Sends what is queued (the call that wrote is over).
+    pub fn flush(&self) {
+        let mut pending = self.pending.lock().unwrap();
+        if pending.values.is_some() {
+            pending.ready = true;
+            self.wake.notify_one();
+        }
+    }
+
+    /// Asks the link's thread to end (it does at its next wake-up).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _guard = self.pending.lock().unwrap();
         self.wake.notify_one();
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Starts the link's thread.
+    pub fn spawn(self: Arc<Self>, bridge: impl Bridge) -> std::io::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name(format!("weft-device-{}", self.name))
+            .spawn(move || runtime.block_on(self.run(bridge)))?;
+        Ok(())
+    }
+
+    /// Waits until `until` or a write or the stop, whichever comes first;
+    /// returns the write, if one came.
+    fn wait(&self, until: Instant) -> Option<Vec<f64>> {
+        let mut pending = self.pending.lock().unwrap();
+        loop {
+            if pending.ready {
+                pending.ready = false;
+                return pending.values.take();
+            }
+            let now = Instant::now();
+            if now >= until || self.stopped() {
+                return None;
+            }
+            pending = self.wake.wait_timeout(pending, until - now).unwrap().0;
+        }
     }
 
     pub fn report(&self) -> DeviceReport {
@@ -130,17 +194,16 @@ impl Link {
         }
     }
 
-    /// Runs the link until the task is aborted.
-    pub async fn run(self: Arc<Self>, mut bridge: impl Bridge) {
+    /// Runs the link until [`Link::stop`].
+    async fn run(self: Arc<Self>, mut bridge: impl Bridge) {
         let mut backoff = FIRST_BACKOFF;
         let mut ever_up = false;
         let mut seq = 0u32;
-        loop {
+        while !self.stopped() {
             if let Err(e) = self.bounded("connect", bridge.connect()).await {
                 bridge.disconnect();
                 self.went_down(e);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                self.pause(&mut backoff);
                 continue;
             }
             if ever_up {
@@ -151,10 +214,20 @@ impl Link {
             if let Err(e) = self.serve(&mut bridge, &mut seq, &mut backoff).await {
                 bridge.disconnect();
                 self.went_down(e);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                self.pause(&mut backoff);
             }
         }
+    }
+
+    /// Waits out `backoff` (a write queued meanwhile stays queued), then
+    /// doubles it.
+    fn pause(&self, backoff: &mut Duration) {
+        let until = Instant::now() + *backoff;
+        let pending = self.pending.lock().unwrap();
+        let _ = self.wake.wait_timeout_while(pending, *backoff, |_| {
+            !self.stopped() && Instant::now() < until
+        });
+        *backoff = (*backoff * 2).min(MAX_BACKOFF);
     }
 
     /// Scans and writes over one connection until a call fails.
@@ -164,7 +237,7 @@ impl Link {
         seq: &mut u32,
         backoff: &mut Duration,
     ) -> anyhow::Result<()> {
-        let mut next_scan = tokio::time::Instant::now();
+        let mut next_scan = Instant::now();
         loop {
             let reading = self.bounded("read", bridge.scan()).await?;
             *seq = seq.wrapping_add(1);
@@ -190,24 +263,23 @@ impl Link {
             *backoff = FIRST_BACKOFF;
             next_scan += self.pacing.scan;
             // Between scans, send writes as they come.
-            loop {
-                let write = self.pending.lock().unwrap().take();
-                if let Some(values) = write {
-                    let code = self.bounded("write", bridge.write(&values)).await?;
-                    let mut c = self.status.lock().unwrap();
-                    match code {
-                        0 => c.writes += 1,
-                        code => c.last_error = Some(format!("write refused: exception {code}")),
-                    }
-                    continue;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep_until(next_scan) => break,
-                    _ = self.wake.notified() => {}
+            while let Some(values) = self.wait(next_scan) {
+                let code = self.bounded("write", bridge.write(&values)).await?;
+                let mut c = self.status.lock().unwrap();
+                match code {
+                    0 => c.writes += 1,
+                    code => c.last_error = Some(format!("write refused: exception {code}")),
                 }
             }
-            // Never scan back to back to catch up after a slow call.
-            next_scan = next_scan.max(tokio::time::Instant::now());
+            if self.stopped() {
+                return Ok(());
+            }
+            // Keep to the grid, but after a stall longer than a period
+            // start afresh rather than scan back to back.
+            let now = Instant::now();
+            if now > next_scan + self.pacing.scan {
+                next_scan = now;
+            }
         }
     }
 

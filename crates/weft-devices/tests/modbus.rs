@@ -78,7 +78,7 @@ async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
 #[tokio::test]
 async fn reads_are_latched_samples_and_writes_drive_the_plant() {
     let (plant, addr, _server) = serve_plant().await;
-    let devices = NodeDevices::start(&config(&addr, ""), &tokio::runtime::Handle::current());
+    let devices = NodeDevices::start(&config(&addr, "")).unwrap();
     wait_for("a good sample", || read(&devices).quality == Quality::Good).await;
     let sample = read(&devices);
     assert!((sample.values[0] - 20.0).abs() < 0.5, "{sample:?}");
@@ -92,6 +92,7 @@ async fn reads_are_latched_samples_and_writes_drive_the_plant() {
             .write(Tag::ZERO, &(f64::from(i) / 10.0).to_le_bytes())
             .unwrap();
     }
+    device.flush();
     wait_for("the write", || plant.writes() == 1).await;
     wait_for("the plant to heat", || read(&devices).values[0] > 25.0).await;
     assert_eq!(plant.writes(), 1);
@@ -117,7 +118,7 @@ async fn an_unmapped_register_is_an_exception_and_the_link_stays_up() {
          [[devices.plant.read]]\nname = \"nothing\"\ntable = \"input\"\naddr = 40\n"
     );
     let config = NodeConfig::parse(&text, Path::new("node.toml")).unwrap();
-    let devices = NodeDevices::start(&config, &tokio::runtime::Handle::current());
+    let devices = NodeDevices::start(&config).unwrap();
     wait_for("an exception", || {
         read(&devices).quality == Quality::Exception
     })
@@ -132,10 +133,7 @@ async fn an_unmapped_register_is_an_exception_and_the_link_stays_up() {
 #[tokio::test]
 async fn a_wrong_unit_id_gets_the_gateways_exception() {
     let (_plant, addr, _server) = serve_plant().await;
-    let devices = NodeDevices::start(
-        &config(&addr, "unit = 7"),
-        &tokio::runtime::Handle::current(),
-    );
+    let devices = NodeDevices::start(&config(&addr, "unit = 7")).unwrap();
     wait_for("an exception", || {
         read(&devices).quality == Quality::Exception
     })
@@ -146,7 +144,7 @@ async fn a_wrong_unit_id_gets_the_gateways_exception() {
 #[tokio::test]
 async fn an_unreachable_device_reads_disconnected_and_a_restart_reconnects() {
     let (_plant, addr, server) = serve_plant().await;
-    let devices = NodeDevices::start(&config(&addr, ""), &tokio::runtime::Handle::current());
+    let devices = NodeDevices::start(&config(&addr, "")).unwrap();
     wait_for("a good sample", || read(&devices).quality == Quality::Good).await;
     let good = read(&devices).values[0];
 
@@ -184,7 +182,7 @@ async fn nothing_listening_is_named_in_the_report() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     drop(listener);
-    let devices = NodeDevices::start(&config(&addr, ""), &tokio::runtime::Handle::current());
+    let devices = NodeDevices::start(&config(&addr, "")).unwrap();
     wait_for("an error", || devices.reports()[0].last_error.is_some()).await;
     let report = &devices.reports()[0];
     assert_eq!(report.state, LinkState::Disconnected);

@@ -54,6 +54,9 @@ pub trait Device: Send + Sync {
     fn check_write(&self, _data: &[u8]) -> Result<(), String> {
         Ok(())
     }
+    /// The writes of one call have all been applied: a device that batches
+    /// them (latest wins) sends them now, as one write.
+    fn flush(&self) {}
     /// A JSON value describing the device's current state, for reports.
     fn status(&self) -> serde_json::Value;
     /// The model state to carry in a snapshot (`None`: a real device, whose

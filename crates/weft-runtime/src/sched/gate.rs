@@ -112,9 +112,18 @@ impl OutputGate {
         if self.is_held() || rerun {
             return writes.len() as u64;
         }
-        for write in writes {
+        for write in &writes {
             if let Err(reason) = write.device.write(tag, &write.data) {
                 tracing::warn!(process = ?self.id, "device write refused: {reason}");
+            }
+        }
+        for (i, write) in writes.iter().enumerate() {
+            // Once per device, after its last write.
+            if !writes[i + 1..]
+                .iter()
+                .any(|w| Arc::ptr_eq(&w.device, &write.device))
+            {
+                write.device.flush();
             }
         }
         0
