@@ -183,7 +183,7 @@ pub fn nodes_table(nodes: &[NodeEntry]) -> String {
                 .map_or("unknown".to_string(), |d| d.to_string()),
             n.processes,
             labels.join(","),
-            devices_column(n)
+            n.device_list().join(",")
         );
     }
     let troubled: Vec<String> = nodes
@@ -211,21 +211,6 @@ pub fn nodes_table(nodes: &[NodeEntry]) -> String {
         out += &troubled.concat();
     }
     out
-}
-
-/// Each device with its kind and link state, where the node reports them.
-fn devices_column(n: &NodeEntry) -> String {
-    if n.device_reports.is_empty() {
-        return n.devices.join(",");
-    }
-    n.device_reports
-        .iter()
-        .map(|d| match d.state {
-            LinkState::Simulated => format!("{}({})", d.name, d.kind),
-            state => format!("{}({} {state})", d.name, d.kind),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 pub async fn drain(client: ClientArgs, node: NodeName) -> Result<()> {

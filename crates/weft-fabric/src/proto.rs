@@ -461,6 +461,17 @@ pub struct NodeEntry {
     pub processes: usize,
 }
 
+impl NodeEntry {
+    /// Each device as `weft nodes` shows it: with its kind and link state
+    /// where the node reports them, else its name.
+    pub fn device_list(&self) -> Vec<String> {
+        match self.device_reports.is_empty() {
+            true => self.devices.clone(),
+            false => self.device_reports.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+}
+
 /// How many events the controller keeps (the newest).
 pub const EVENTS_KEPT: usize = 10_000;
 

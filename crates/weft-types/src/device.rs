@@ -1,5 +1,7 @@
 //! What a node reports about each device it offers (`weft nodes`).
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{DeviceKind, DeviceName, LinkState};
@@ -39,6 +41,16 @@ impl DeviceReport {
             scans: 0,
             writes: 0,
             last_error: None,
+        }
+    }
+}
+
+/// `plant(modbus-tcp connected)`, or `plant(sim-thermal)` for a model.
+impl fmt::Display for DeviceReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.state {
+            LinkState::Simulated => write!(f, "{}({})", self.name, self.kind),
+            state => write!(f, "{}({} {state})", self.name, self.kind),
         }
     }
 }

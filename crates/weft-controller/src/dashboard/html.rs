@@ -99,7 +99,7 @@ pub(crate) fn nodes(nodes: &[NodeEntry]) -> String {
             r#"<tr data-node="{name}" class="{state}"><td>{name}</td><td>{state}</td><td>{labels}</td><td>{devices}</td><td>{rt}</td><td>{processes}</td><td>{free}</td><td><button data-{action}="{name}">{action}</button></td></tr>"#,
             state = n.state,
             labels = esc(&labels.join(", ")),
-            devices = esc(&n.devices.join(", ")),
+            devices = esc(&n.device_list().join(", ")),
             processes = n.processes,
             free = n.free_slots,
         );
