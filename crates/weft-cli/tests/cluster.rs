@@ -2275,3 +2275,74 @@ fn only_the_primary_writes_to_a_real_device_and_its_loss_is_reported() {
         "{events:#?}"
     );
 }
+
+/// A PID driving a real plant, with no standby, whose node is killed:
+/// it restarts on the other node from its checkpoint and re-runs the tags
+/// since, and those writes are held back (counted in /metrics), never sent
+/// to the plant as stale commands; from the present on it drives the plant.
+#[test]
+fn a_restored_process_catching_up_does_not_write_to_a_real_device() {
+    let mut c = Cluster::new();
+    let sim = support::PlantSim::start(free_port());
+    let config = support::plant_node_config(c.dir.path(), sim.port);
+    let mut metrics = std::collections::BTreeMap::new();
+    for name in ["a", "b"] {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        metrics.insert(name.to_string(), addr);
+        let node = NodeSpec::new(name).config(&config).metrics(addr);
+        c.inner.start_node(&node).unwrap();
+    }
+    c.wait_nodes_alive(2);
+    let manifest = c.dir.path().join("pid.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = \"loop\"\n[[process]]\nname = \"pid\"\nmodule = \"{}\"\nclass = \"rt\"\n\
+             period = \"10ms\"\nfuel_per_tick = 200_000\nmemory = \"1MiB\"\n\
+             capabilities = [\"ports\", \"log\", \"device:plant\"]\ninputs = [\"setpoint\"]\n\
+             outputs = [\"telemetry\"]\nrestart = \"on-failure\"\n",
+            repo().join("examples/wasm/pid.wasm").display()
+        ),
+    )
+    .unwrap();
+    c.deploy(&manifest);
+    let first = c.wait_for("pid running", |c| c.running_on("pid"));
+    c.wait("a checkpoint on the nodes", |c| {
+        c.checkpoint_tag("loop", "pid").is_some_and(|t| t > 0)
+    });
+    let fenced = |node: &str| {
+        scrape(metrics[node]).and_then(|text| {
+            text.lines()
+                .filter(|l| {
+                    l.starts_with("weft_process_fenced_writes_total{")
+                        && l.contains("process=\"pid\"")
+                })
+                .find_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        })
+    };
+    c.wait("the first node's pid in /metrics", |_| {
+        fenced(&first).is_some()
+    });
+    assert_eq!(fenced(&first), Some(0), "a live process holds nothing back");
+
+    c.signal_node(&first, libc::SIGKILL);
+    let second = if first == "a" { "b" } else { "a" };
+    c.wait("pid restored on the other node", |c| {
+        c.running_on("pid").as_deref() == Some(second)
+            && c.process("pid")
+                .is_some_and(|p| p["restored_from_tag"].as_u64().is_some_and(|t| t > 0))
+    });
+    c.wait("the re-run tags' writes held back", |_| {
+        fenced(second).is_some_and(|n| n > 0)
+    });
+    let writes = |c: &Cluster| {
+        c.nodes()
+            .into_iter()
+            .find(|n| n["name"] == second)
+            .and_then(|n| n["device_reports"][0]["writes"].as_u64())
+    };
+    let before = c.wait_for("the second node's plant link", writes);
+    c.wait("the restored pid driving the plant", |c| {
+        writes(c).is_some_and(|w| w > before + 50)
+    });
+}
