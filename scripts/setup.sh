@@ -80,15 +80,17 @@ else
     exit 1
 fi
 
-# ---- Python Zenoh client ----------------------------------------------------
+# ---- Python peers ------------------------------------------------------------
 # docs/fabric.md shows how a plain Zenoh client watches a cluster; a test runs
-# examples/python/watch_ports.py with it. Kept in a venv under build/.
+# examples/python/watch_ports.py with it. The device tests run a Modbus
+# server weft did not write, on pymodbus (pinned: its API churns, and
+# Debian's python3-pymodbus is 3.0). Kept in a venv under build/.
 pyenv="$(cd "$(dirname "$0")/.." && pwd)/build/pyenv"
-if "$pyenv/bin/python" -c "import zenoh" 2>/dev/null; then
-    log "python zenoh client: present ($pyenv)"
+if "$pyenv/bin/python" -c "import zenoh, pymodbus" 2>/dev/null; then
+    log "python peers (zenoh, pymodbus): present ($pyenv)"
 else
-    log "python zenoh client: installing eclipse-zenoh into $pyenv"
-    python3 -m venv "$pyenv"
-    "$pyenv/bin/pip" install --quiet --disable-pip-version-check eclipse-zenoh==1.10.2
+    log "python peers: installing eclipse-zenoh and pymodbus into $pyenv"
+    [ -x "$pyenv/bin/python" ] || python3 -m venv "$pyenv"
+    "$pyenv/bin/pip" install --quiet --disable-pip-version-check eclipse-zenoh==1.10.2 pymodbus==3.16.1
 fi
 log "done"

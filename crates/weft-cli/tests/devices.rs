@@ -241,3 +241,90 @@ fn a_bad_node_config_is_refused_naming_the_file_device_and_key() {
         "{stderr}"
     );
 }
+
+/// A Modbus server weft did not write (pymodbus, run from the venv that
+/// `scripts/setup.sh` makes), killed by PID on drop.
+struct PyModbus(std::process::Child);
+
+impl PyModbus {
+    fn start(port: u16) -> PyModbus {
+        let python = repo().join("build/pyenv/bin/python");
+        let child = Command::new(&python)
+            .arg(repo().join("crates/weft-cli/tests/peers/pymodbus_server.py"))
+            .arg(port.to_string())
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: run scripts/setup.sh ({e})",
+                    python.display()
+                )
+            });
+        wait("pymodbus to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        PyModbus(child)
+    }
+}
+
+impl Drop for PyModbus {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Against pymodbus: the link reads its input registers, a write lands in
+/// its holding register (read back on the next scans), and an address it
+/// does not map is exception 2 (illegal data address).
+#[test]
+fn a_pymodbus_server_is_read_written_and_refuses_an_unmapped_address() {
+    let port = free_port();
+    let _server = PyModbus::start(port);
+    let signal = |list: &str, name: &str, table: &str, addr: u16| {
+        format!("[[devices.{{d}}.{list}]]\nname = \"{name}\"\ntable = \"{table}\"\naddr = {addr}\n")
+    };
+    let device = |name: &str, signals: &[String]| {
+        format!(
+            "[devices.{name}]\nkind = \"modbus-tcp\"\naddress = \"127.0.0.1:{port}\"\nscan = \"5ms\"\n"
+        ) + &signals.concat().replace("{d}", name)
+    };
+    let mut io: Vec<String> = (0..4)
+        .map(|i| signal("read", &format!("in{i}"), "input", i))
+        .collect();
+    io.push(signal("read", "echo", "holding", 10));
+    io.push(signal("write", "out", "holding", 10));
+    let text = device("io", &io) + &device("missing", &[signal("read", "x", "input", 40)]);
+    let config = NodeConfig::parse(&text, Path::new("node.toml")).unwrap();
+    let devices = NodeDevices::start(&config).unwrap();
+    let read = |name: &str| {
+        let at = ReadAt {
+            tag: Tag::ZERO,
+            release_ns: weft_runtime::rt::monotonic_ns(),
+        };
+        Sample::decode(&devices.devices().get(name).unwrap().read(at)).unwrap()
+    };
+    wait("a good sample from pymodbus", || {
+        read("io").quality == Quality::Good
+    });
+    assert_eq!(read("io").values, vec![215.0, 1.0, 2.0, 3.0, 0.0]);
+
+    let io = devices.devices().get("io").unwrap().clone();
+    io.write(Tag::ZERO, &1234.0f64.to_le_bytes()).unwrap();
+    io.flush();
+    wait("the write read back", || read("io").values[4] == 1234.0);
+
+    wait("the unmapped address's exception", || {
+        read("missing").quality == Quality::Exception
+    });
+    assert_eq!(read("missing").code, 2);
+    assert_eq!(
+        devices
+            .reports()
+            .iter()
+            .map(|r| r.state)
+            .collect::<Vec<_>>(),
+        vec![LinkState::Connected, LinkState::Connected],
+        "an exception is an answer: the links stay up"
+    );
+}
