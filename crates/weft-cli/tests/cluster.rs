@@ -2266,14 +2266,14 @@ fn only_the_primary_writes_to_a_real_device_and_its_loss_is_reported() {
         table.contains(&format!("{standby}/plant (modbus-tcp): disconnected")),
         "{table}"
     );
-    let events = c.client(&["events", "--json"]);
-    let events = event_lines(&events.stdout);
-    assert!(
-        events
+    // Events are readable once stored, a moment after the status that
+    // made them.
+    c.wait("a device_down event", |c| {
+        let events = c.client(&["events", "--json"]);
+        event_lines(&events.stdout)
             .iter()
-            .any(|e| e["kind"] == "device_down" && e["node"] == standby.as_str()),
-        "{events:#?}"
-    );
+            .any(|e| e["kind"] == "device_down" && e["node"] == standby.as_str())
+    });
 }
 
 /// A PID driving a real plant, with no standby, whose node is killed:
@@ -2307,8 +2307,17 @@ fn a_restored_process_catching_up_does_not_write_to_a_real_device() {
     .unwrap();
     c.deploy(&manifest);
     let first = c.wait_for("pid running", |c| c.running_on("pid"));
-    c.wait("a checkpoint on the nodes", |c| {
-        c.checkpoint_tag("loop", "pid").is_some_and(|t| t > 0)
+    // On both nodes: the one that survives restores from its copy.
+    let who: ProcessRef = "loop/pid".parse().unwrap();
+    c.wait("a checkpoint on both nodes", |c| {
+        runtime().block_on(async {
+            let Ok(client) = c.inner.client().await else {
+                return false;
+            };
+            let holders = client.checkpoint_holders(&who).await;
+            client.close().await;
+            holders.is_ok_and(|(_, _, held)| held.iter().filter(|(_, t)| t.0 > 0).count() == 2)
+        })
     });
     let fenced = |node: &str| {
         scrape(metrics[node]).and_then(|text| {
