@@ -27,6 +27,18 @@ fn free_port() -> u16 {
     weft_client::free_port().unwrap()
 }
 
+/// The first of `n` consecutive free ports, below the kernel's ephemeral
+/// range: `weft up --metrics-port P` serves on P..P+n, and ports next to
+/// one `free_port` gave out are the ones the kernel gives the other tests
+/// running beside it (a node of `weft up` then failed to bind its metrics).
+fn free_port_run(n: u16) -> u16 {
+    let start = 20_000 + (std::process::id() % 2_000) as u16 * 4;
+    (start..30_000)
+        .step_by(usize::from(n))
+        .find(|&p| (p..p + n).all(|q| std::net::TcpListener::bind(("127.0.0.1", q)).is_ok()))
+        .expect("a run of free ports below 30000")
+}
+
 fn signal(child: &Child, sig: i32) {
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
@@ -829,7 +841,7 @@ fn a_plain_python_zenoh_client_reads_port_traffic() {
 fn weft_up_runs_the_demo_and_heals() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = format!("tcp/127.0.0.1:{}", free_port());
-    let http_port = free_port().to_string();
+    let http_port = free_port_run(4).to_string();
     let mut up = Interrupt(
         weft()
             .args(["up", "--nodes", "3", "--listen", &endpoint, "--data-dir"])
