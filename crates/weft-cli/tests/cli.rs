@@ -1,15 +1,11 @@
 //! The `weft` binary end to end: the example app, WASI commands, inspect.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-fn weft() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_weft"))
-}
+mod support;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use support::{f64_at, repo, weft};
 
 fn example(name: &str) -> PathBuf {
     let path = repo().join("examples/wasm").join(name);
@@ -19,14 +15,6 @@ fn example(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-fn f64_at(hex_text: &str, index: usize) -> f64 {
-    let bytes: Vec<u8> = (0..hex_text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex_text[i..i + 2], 16).unwrap())
-        .collect();
-    f64::from_le_bytes(bytes[index * 8..index * 8 + 8].try_into().unwrap())
 }
 
 /// The README's app: every process runs, nothing faults, and the PID loop

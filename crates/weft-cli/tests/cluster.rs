@@ -13,19 +13,9 @@ use weft_types::ProcessRef;
 
 mod support;
 
+use support::{free_port, repo, weft};
+
 const WAIT: Duration = Duration::from_secs(60);
-
-fn weft() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_weft"))
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn free_port() -> u16 {
-    weft_client::free_port().unwrap()
-}
 
 /// The first of `n` consecutive free ports, below the kernel's ephemeral
 /// range: `weft up --metrics-port P` serves on P..P+n, and ports next to
@@ -2193,6 +2183,24 @@ fn migration_takeover_and_faults_are_events_in_order() {
     );
 }
 
+/// An app of the example PID alone (10 ms, granted `device:plant`), with
+/// `extra` keys for it, e.g. its standby or restart policy.
+fn pid_on_plant_app(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("pid.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"loop\"\n[[process]]\nname = \"pid\"\nmodule = \"{}\"\nclass = \"rt\"\n\
+             period = \"10ms\"\nfuel_per_tick = 200_000\nmemory = \"1MiB\"\n\
+             capabilities = [\"ports\", \"log\", \"device:plant\"]\ninputs = [\"setpoint\"]\n\
+             outputs = [\"telemetry\"]\n{extra}\n",
+            repo().join("examples/wasm/pid.wasm").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
 /// A PID loop with a hot standby, both on nodes whose node config reaches
 /// one real plant over Modbus TCP (`weft plant-sim`): only the primary's
 /// node writes to it; after the primary's node is killed the promoted
@@ -2228,19 +2236,7 @@ fn only_the_primary_writes_to_a_real_device_and_its_loss_is_reported() {
     c.wait("a's device state in /metrics", |_| {
         scrape(metrics).is_some_and(|text| sample(&text, series) == Some(1.0))
     });
-    let manifest = c.dir.path().join("pid.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "name = \"loop\"\n[[process]]\nname = \"pid\"\nmodule = \"{}\"\nclass = \"rt\"\n\
-             period = \"10ms\"\nfuel_per_tick = 200_000\nmemory = \"1MiB\"\n\
-             capabilities = [\"ports\", \"log\", \"device:plant\"]\ninputs = [\"setpoint\"]\n\
-             outputs = [\"telemetry\"]\nstandby = \"hot\"\n",
-            repo().join("examples/wasm/pid.wasm").display()
-        ),
-    )
-    .unwrap();
-    c.deploy(&manifest);
+    c.deploy(&pid_on_plant_app(c.dir.path(), "standby = \"hot\""));
     let placed = |c: &Cluster| {
         let p = c.process("pid")?;
         let standby = p["standby"]["node"].as_str()?.to_string();
@@ -2305,19 +2301,7 @@ fn a_restored_process_catching_up_does_not_write_to_a_real_device() {
         c.inner.start_node(&node).unwrap();
     }
     c.wait_nodes_alive(2);
-    let manifest = c.dir.path().join("pid.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "name = \"loop\"\n[[process]]\nname = \"pid\"\nmodule = \"{}\"\nclass = \"rt\"\n\
-             period = \"10ms\"\nfuel_per_tick = 200_000\nmemory = \"1MiB\"\n\
-             capabilities = [\"ports\", \"log\", \"device:plant\"]\ninputs = [\"setpoint\"]\n\
-             outputs = [\"telemetry\"]\nrestart = \"on-failure\"\n",
-            repo().join("examples/wasm/pid.wasm").display()
-        ),
-    )
-    .unwrap();
-    c.deploy(&manifest);
+    c.deploy(&pid_on_plant_app(c.dir.path(), "restart = \"on-failure\""));
     let first = c.wait_for("pid running", |c| c.running_on("pid"));
     // On both nodes: the one that survives restores from its copy.
     let who: ProcessRef = "loop/pid".parse().unwrap();

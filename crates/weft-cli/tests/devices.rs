@@ -3,7 +3,7 @@
 //! real `SIGSTOP`, `kill -9` and restarts. Waits are bounded; assertions
 //! are about outcomes, never durations.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use weft_abi::sample::{Quality, Sample};
@@ -13,27 +13,7 @@ use weft_types::{LinkState, Tag};
 
 mod support;
 
-use support::{PlantSim, plant_node_config as node_config, wait};
-
-fn weft() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_weft"))
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn free_port() -> u16 {
-    weft_client::free_port().unwrap()
-}
-
-fn f64_at(hex_text: &str, index: usize) -> f64 {
-    let bytes = (0..hex_text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex_text[i..i + 2], 16).unwrap())
-        .collect::<Vec<u8>>();
-    f64::from_le_bytes(bytes[index * 8..index * 8 + 8].try_into().unwrap())
-}
+use support::{PlantSim, f64_at, free_port, plant_node_config as node_config, repo, wait, weft};
 
 /// The README's field-I/O example: the PID closes its loop over Modbus TCP
 /// and holds the supervisor's setpoint; its recording replays to the same

@@ -30,8 +30,8 @@ use crate::latch::{Latch, Scan};
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// What one scan read: a value per declared signal, or the exception a
-/// range of them got (`Exception(code)`, values NaN).
+/// What one scan read: a value per declared signal (NaN for the signals
+/// of a request the device answered with an exception).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
     pub values: Vec<f64>,
@@ -52,7 +52,7 @@ pub trait Bridge: Send + 'static {
     fn disconnect(&mut self);
 }
 
-/// How the task paces and bounds its calls.
+/// How the link paces and bounds its calls.
 #[derive(Debug, Clone, Copy)]
 pub struct Pacing {
     pub scan: Duration,
@@ -222,11 +222,10 @@ impl Link {
     /// Waits out `backoff` (a write queued meanwhile stays queued), then
     /// doubles it.
     fn pause(&self, backoff: &mut Duration) {
-        let until = Instant::now() + *backoff;
         let pending = self.pending.lock().unwrap();
-        let _ = self.wake.wait_timeout_while(pending, *backoff, |_| {
-            !self.stopped() && Instant::now() < until
-        });
+        let _ = self
+            .wake
+            .wait_timeout_while(pending, *backoff, |_| !self.stopped());
         *backoff = (*backoff * 2).min(MAX_BACKOFF);
     }
 

@@ -278,7 +278,7 @@ impl Process {
             if let Some(device) = write.fenced {
                 writes.push(DeviceWrite {
                     device,
-                    data: payload.to_vec(),
+                    data: payload,
                 });
             }
         }

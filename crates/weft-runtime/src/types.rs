@@ -170,7 +170,7 @@ pub struct CallReport {
 #[derive(Clone)]
 pub struct DeviceWrite {
     pub device: std::sync::Arc<dyn crate::device::Device>,
-    pub data: Vec<u8>,
+    pub data: Bytes,
 }
 
 impl std::fmt::Debug for DeviceWrite {

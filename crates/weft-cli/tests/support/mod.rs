@@ -1,5 +1,6 @@
-//! What the device tests share: `weft plant-sim` as a child process, and
-//! the example node config pointed at it.
+//! What the `weft` binary's tests share: the binary, the repository,
+//! free ports, decoding a process's last output, `weft plant-sim` as a
+//! child process and the example node config pointed at it.
 #![allow(dead_code)]
 
 use std::net::TcpStream;
@@ -9,6 +10,27 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
 
+pub fn weft() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_weft"))
+}
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn free_port() -> u16 {
+    weft_client::free_port().unwrap()
+}
+
+/// The `index`th `f64` of a hex-encoded output (`last_output_hex`).
+pub fn f64_at(hex_text: &str, index: usize) -> f64 {
+    let bytes: Vec<u8> = (0..hex_text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex_text[i..i + 2], 16).unwrap())
+        .collect();
+    f64::from_le_bytes(bytes[index * 8..index * 8 + 8].try_into().unwrap())
+}
+
 /// `weft plant-sim` on a port, killed (by PID) on drop.
 pub struct PlantSim {
     child: Child,
@@ -17,7 +39,7 @@ pub struct PlantSim {
 
 impl PlantSim {
     pub fn start(port: u16) -> PlantSim {
-        let child = Command::new(env!("CARGO_BIN_EXE_weft"))
+        let child = weft()
             .args(["plant-sim", "--listen", &format!("127.0.0.1:{port}")])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

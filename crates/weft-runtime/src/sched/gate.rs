@@ -117,14 +117,9 @@ impl OutputGate {
                 tracing::warn!(process = ?self.id, "device write refused: {reason}");
             }
         }
-        for (i, write) in writes.iter().enumerate() {
-            // Once per device, after its last write.
-            if !writes[i + 1..]
-                .iter()
-                .any(|w| Arc::ptr_eq(&w.device, &write.device))
-            {
-                write.device.flush();
-            }
+        // After all of them, so a device's writes of this call go out as one.
+        for write in &writes {
+            write.device.flush();
         }
         0
     }
