@@ -8,7 +8,8 @@
 #   - criu for the checkpoint/restore baseline of the migration benchmarks
 #     (it also needs a kernel it understands; `weft bench` reports it when not)
 #   - with --tests (`make test`): prometheus, tmux and chromium, which the
-#     observability tests start (a real Prometheus, terminal and browser)
+#     observability tests start (a real Prometheus, terminal and browser),
+#     and mosquitto, the MQTT broker the device tests start
 #
 # Debian 12 (bookworm) package names. Packages are installed only when a tool
 # is missing and we are root; otherwise the missing pieces are listed.
@@ -63,11 +64,13 @@ if $for_tests; then
     command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
     command -v tmux >/dev/null 2>&1 || missing+=(tmux)
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    # Debian starts no service here (policy-rc.d); the tests start their own.
+    command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then
     extra=""
-    $for_tests && extra=", prometheus, tmux, chromium"
+    $for_tests && extra=", prometheus, tmux, chromium, mosquitto"
     log "clang, wasm-ld, wasi-libc, compiler-rt wasm32, wabt, cyclictest, criu$extra: present"
 elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing: ${missing[*]}"
@@ -84,13 +87,15 @@ fi
 # docs/fabric.md shows how a plain Zenoh client watches a cluster; a test runs
 # examples/python/watch_ports.py with it. The device tests run a Modbus
 # server weft did not write, on pymodbus (pinned: its API churns, and
-# Debian's python3-pymodbus is 3.0). Kept in a venv under build/.
+# Debian's python3-pymodbus is 3.0), and check Sparkplug B with
+# pysparkplug's decoder. Kept in a venv under build/.
 pyenv="$(cd "$(dirname "$0")/.." && pwd)/build/pyenv"
-if "$pyenv/bin/python" -c "import zenoh, pymodbus" 2>/dev/null; then
-    log "python peers (zenoh, pymodbus): present ($pyenv)"
+if "$pyenv/bin/python" -c "import zenoh, pymodbus, pysparkplug" 2>/dev/null; then
+    log "python peers (zenoh, pymodbus, pysparkplug): present ($pyenv)"
 else
-    log "python peers: installing eclipse-zenoh and pymodbus into $pyenv"
+    log "python peers: installing eclipse-zenoh, pymodbus and pysparkplug into $pyenv"
     [ -x "$pyenv/bin/python" ] || python3 -m venv "$pyenv"
-    "$pyenv/bin/pip" install --quiet --disable-pip-version-check eclipse-zenoh==1.10.2 pymodbus==3.16.1
+    "$pyenv/bin/pip" install --quiet --disable-pip-version-check \
+        eclipse-zenoh==1.10.2 pymodbus==3.16.1 pysparkplug==0.6.1 paho-mqtt==1.6.1
 fi
 log "done"

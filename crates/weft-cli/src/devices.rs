@@ -57,10 +57,29 @@ pub struct PlantSimArgs {
     /// The unit id it answers (others get exception 11).
     #[arg(long, default_value_t = 1)]
     pub unit: u8,
+    /// Speak MQTT instead, on this broker (`host:port`): publish
+    /// `<prefix>/temperature`, take `<prefix>/heater`.
+    #[arg(long, value_name = "BROKER")]
+    pub mqtt: Option<String>,
+    /// The topic prefix of `--mqtt`.
+    #[arg(long, default_value = "plant", requires = "mqtt")]
+    pub prefix: String,
 }
 
 /// Serves the plant until Ctrl-C or a signal.
 pub async fn plant_sim(args: PlantSimArgs) -> Result<()> {
+    if let Some(broker) = &args.mqtt {
+        eprintln!(
+            "plant simulator: MQTT on {broker}: publishes {p}/temperature (°C, text) every {:?}, \
+             takes {p}/heater (0-1, text); Ctrl-C to stop",
+            plant_server::MQTT_PERIOD,
+            p = args.prefix,
+        );
+        return tokio::select! {
+            served = Plant::new(args.unit).serve_mqtt(broker, &args.prefix) => served,
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        };
+    }
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => bail!("cannot listen on {}: {e}", args.listen),

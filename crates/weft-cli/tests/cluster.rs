@@ -2209,7 +2209,7 @@ fn pid_on_plant_app(dir: &Path, extra: &str) -> PathBuf {
 #[test]
 fn only_the_primary_writes_to_a_real_device_and_its_loss_is_reported() {
     let mut c = Cluster::new();
-    let sim = support::PlantSim::start(free_port());
+    let sim = support::modbus_plant_sim(free_port());
     let config = support::plant_node_config(c.dir.path(), sim.port);
     let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
     for name in ["a", "b"] {
@@ -2291,7 +2291,7 @@ fn only_the_primary_writes_to_a_real_device_and_its_loss_is_reported() {
 #[test]
 fn a_restored_process_catching_up_does_not_write_to_a_real_device() {
     let mut c = Cluster::new();
-    let sim = support::PlantSim::start(free_port());
+    let sim = support::modbus_plant_sim(free_port());
     let config = support::plant_node_config(c.dir.path(), sim.port);
     let mut metrics = std::collections::BTreeMap::new();
     for name in ["a", "b"] {

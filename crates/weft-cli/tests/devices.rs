@@ -13,7 +13,10 @@ use weft_types::{LinkState, Tag};
 
 mod support;
 
-use support::{PlantSim, f64_at, free_port, plant_node_config as node_config, repo, wait, weft};
+use support::{
+    assert_replays, free_port, modbus_plant_sim, plant_node_config as node_config, repo,
+    run_pid_against, wait, weft,
+};
 
 /// The README's field-I/O example: the PID closes its loop over Modbus TCP
 /// and holds the supervisor's setpoint; its recording replays to the same
@@ -25,65 +28,17 @@ fn the_pid_holds_the_setpoint_over_modbus_and_replays_with_the_server_gone() {
         "run `bash scripts/build-guests.sh` first"
     );
     let dir = tempfile::tempdir().unwrap();
-    let sim = PlantSim::start(free_port());
+    let sim = modbus_plant_sim(free_port());
     let config = node_config(dir.path(), sim.port);
     let recording = dir.path().join("run.wrec");
-    let out = weft()
-        .args(["run", "examples/factory-cell.toml", "--for", "6s", "--json"])
-        .arg("--config")
-        .arg(&config)
-        .arg("--record")
-        .arg(&recording)
-        .current_dir(repo())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let pid = report["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "pid")
-        .unwrap();
-    assert_eq!(pid["faults"], 0, "{pid}");
-    let telemetry = pid["last_output_hex"].as_str().unwrap();
-    let (temperature, setpoint) = (f64_at(telemetry, 0), f64_at(telemetry, 1));
-    assert_eq!(setpoint, 60.0, "the supervisor switches to 60 °C at 4 s");
-    assert!(
-        (temperature - setpoint).abs() < 2.0,
-        "plant at {temperature} °C over Modbus, setpoint {setpoint} °C"
-    );
+    let report = run_pid_against(&config, &recording);
     let plant = &report["devices"]["plant"];
     assert_eq!(plant["kind"], "modbus-tcp", "{plant}");
-    assert_eq!(plant["state"], "connected", "{plant}");
-    let (writes, ticks) = (
-        plant["writes"].as_u64().unwrap(),
-        pid["ticks"].as_u64().unwrap(),
-    );
-    assert!(
-        writes > 0 && writes <= ticks,
-        "{writes} wire writes for {ticks} ticks"
-    );
 
     // With the server gone, the replay opens no socket and gives the live
     // chains: every sample came from the recording.
     sim.kill();
-    let replay = weft()
-        .args(["replay", "--json"])
-        .arg(&recording)
-        .output()
-        .unwrap();
-    assert!(
-        replay.status.success(),
-        "{}",
-        String::from_utf8_lossy(&replay.stderr)
-    );
-    let replay: serde_json::Value = serde_json::from_slice(&replay.stdout).unwrap();
-    assert_eq!(replay["matches_live"], true, "{replay:#}");
+    assert_replays(&recording);
 }
 
 fn read(devices: &NodeDevices) -> Sample {
@@ -115,7 +70,7 @@ fn read_until(devices: &NodeDevices, quality: Quality) -> Vec<Quality> {
 #[test]
 fn a_frozen_or_killed_server_never_blocks_reads_and_the_link_comes_back() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = PlantSim::start(free_port());
+    let sim = modbus_plant_sim(free_port());
     let text = std::fs::read_to_string(node_config(dir.path(), sim.port))
         .unwrap()
         .replace("timeout = \"100ms\"", "timeout = \"300ms\"");
@@ -158,7 +113,7 @@ fn a_frozen_or_killed_server_never_blocks_reads_and_the_link_comes_back() {
     sim.kill();
     read_until(&devices, Quality::Disconnected);
     let error = devices.reports()[0].last_error.clone().unwrap_or_default();
-    let _restarted = PlantSim::start(port);
+    let _restarted = modbus_plant_sim(port);
     read_until(&devices, Quality::Good);
     assert!(
         devices.reports()[0].reconnects > reconnects,

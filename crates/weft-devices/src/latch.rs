@@ -56,7 +56,7 @@ impl Latch {
     /// A latch for samples of `width` values.
     pub fn new(width: usize, stale_after: Duration) -> Latch {
         Latch {
-            stale_after_ns: stale_after.as_nanos() as u64,
+            stale_after_ns: u64::try_from(stale_after.as_nanos()).unwrap_or(u64::MAX),
             width,
             inner: Mutex::default(),
         }

@@ -14,9 +14,12 @@ pub mod config;
 pub mod latch;
 pub mod link;
 pub mod modbus;
+pub mod mqtt;
 pub mod plant_server;
+pub mod sparkplug;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use weft_runtime::device::{Device, Devices, ReadAt, ThermalPlant};
 use weft_types::{DeviceKind, DeviceName, DeviceReport, Tag};
@@ -66,6 +69,28 @@ impl NodeDevices {
                         Arc::new(Bridged {
                             link: link.clone(),
                             outputs: modbus.write.len(),
+                        }),
+                    );
+                    reports.push(Reporter::Link(link));
+                }
+                DeviceConfig::Mqtt(mqtt) => {
+                    let pacing = Pacing {
+                        scan: Duration::ZERO,
+                        timeout: mqtt.timeout,
+                        stale_after: mqtt.stale_after.unwrap_or(Duration::MAX),
+                    };
+                    let link = Arc::new(Link::new(
+                        name.clone(),
+                        device.kind(),
+                        mqtt.read.len(),
+                        pacing,
+                    ));
+                    mqtt::spawn(link.clone(), mqtt.clone())?;
+                    devices.add(
+                        name.as_str(),
+                        Arc::new(Bridged {
+                            link: link.clone(),
+                            outputs: mqtt.write.len(),
                         }),
                     );
                     reports.push(Reporter::Link(link));

@@ -70,6 +70,8 @@ pub struct Link {
     pending: Mutex<Pending>,
     /// Wakes the link's thread: a write, or the stop.
     wake: Condvar,
+    /// The same, for a driver that waits in async code (`mqtt`).
+    notify: tokio::sync::Notify,
     stop: AtomicBool,
     status: Mutex<Counters>,
 }
@@ -102,6 +104,7 @@ impl Link {
             pacing,
             pending: Mutex::default(),
             wake: Condvar::new(),
+            notify: tokio::sync::Notify::new(),
             stop: AtomicBool::new(false),
             status: Mutex::default(),
         }
@@ -131,6 +134,7 @@ impl Link {
         if pending.values.is_some() {
             pending.ready = true;
             self.wake.notify_one();
+            self.notify.notify_one();
         }
     }
 
@@ -139,21 +143,72 @@ impl Link {
         self.stop.store(true, Ordering::SeqCst);
         let _guard = self.pending.lock().unwrap();
         self.wake.notify_one();
+        self.notify.notify_one();
     }
 
-    fn stopped(&self) -> bool {
+    pub(crate) fn stopped(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
 
-    /// Starts the link's thread.
+    /// Starts the link's thread, polling `bridge`.
     pub fn spawn(self: Arc<Self>, bridge: impl Bridge) -> std::io::Result<()> {
+        self.clone().spawn_driver(move || self.run(bridge))
+    }
+
+    /// Starts the link's thread running `driver` on a runtime of its own.
+    pub(crate) fn spawn_driver<F: Future<Output = ()>>(
+        self: Arc<Self>,
+        driver: impl FnOnce() -> F + Send + 'static,
+    ) -> std::io::Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         std::thread::Builder::new()
             .name(format!("weft-device-{}", self.name))
-            .spawn(move || runtime.block_on(self.run(bridge)))?;
+            .spawn(move || runtime.block_on(driver()))?;
         Ok(())
+    }
+
+    /// Takes the write flushed since the last call, if any (for a driver
+    /// that waits on [`Link::flushed`] instead of the condition variable).
+    pub(crate) fn take_flushed(&self) -> Option<Vec<f64>> {
+        let mut pending = self.pending.lock().unwrap();
+        match std::mem::take(&mut pending.ready) {
+            true => pending.values.take(),
+            false => None,
+        }
+    }
+
+    /// Waits until a write is flushed or the link is stopped.
+    pub(crate) async fn flushed(&self) {
+        self.notify.notified().await
+    }
+
+    /// Counts a connection made (the second and later are reconnects).
+    pub(crate) fn came_up(&self, reconnect: bool) {
+        let mut c = self.status.lock().unwrap();
+        c.up = true;
+        // A link just made is fresh until it has been quiet too long.
+        c.last_good = Some(Instant::now());
+        if reconnect {
+            c.reconnects += 1;
+        }
+    }
+
+    /// Counts values received (a scan, or a message).
+    pub(crate) fn received(&self) {
+        let mut c = self.status.lock().unwrap();
+        c.scans += 1;
+        c.last_good = Some(Instant::now());
+    }
+
+    /// Counts a write sent, or why the device refused it.
+    pub(crate) fn wrote(&self, refused: Option<String>) {
+        let mut c = self.status.lock().unwrap();
+        match refused {
+            None => c.writes += 1,
+            Some(why) => c.last_error = Some(why),
+        }
     }
 
     /// Waits until `until` or a write or the stop, whichever comes first;
@@ -206,11 +261,8 @@ impl Link {
                 self.pause(&mut backoff);
                 continue;
             }
-            if ever_up {
-                self.status.lock().unwrap().reconnects += 1;
-            }
+            self.came_up(ever_up);
             ever_up = true;
-            self.status.lock().unwrap().up = true;
             if let Err(e) = self.serve(&mut bridge, &mut seq, &mut backoff).await {
                 bridge.disconnect();
                 self.went_down(e);
@@ -221,7 +273,7 @@ impl Link {
 
     /// Waits out `backoff` (a write queued meanwhile stays queued), then
     /// doubles it.
-    fn pause(&self, backoff: &mut Duration) {
+    pub(crate) fn pause(&self, backoff: &mut Duration) {
         let pending = self.pending.lock().unwrap();
         let _ = self
             .wake
@@ -254,21 +306,13 @@ impl Link {
                 code: reading.exception,
                 values: reading.values.into(),
             });
-            {
-                let mut c = self.status.lock().unwrap();
-                c.scans += 1;
-                c.last_good = Some(Instant::now());
-            }
+            self.received();
             *backoff = FIRST_BACKOFF;
             next_scan += self.pacing.scan;
             // Between scans, send writes as they come.
             while let Some(values) = self.wait(next_scan) {
                 let code = self.bounded("write", bridge.write(&values)).await?;
-                let mut c = self.status.lock().unwrap();
-                match code {
-                    0 => c.writes += 1,
-                    code => c.last_error = Some(format!("write refused: exception {code}")),
-                }
+                self.wrote((code != 0).then(|| format!("write refused: exception {code}")));
             }
             if self.stopped() {
                 return Ok(());
@@ -301,7 +345,7 @@ impl Link {
 
     /// Marks the link down, and says so in the latch: tags from now on
     /// read `disconnected` with the last values.
-    fn went_down(&self, error: anyhow::Error) {
+    pub(crate) fn went_down(&self, error: anyhow::Error) {
         let message = format!("{error:#}");
         {
             let mut c = self.status.lock().unwrap();
@@ -339,7 +383,7 @@ impl Link {
     }
 }
 
-fn unix_ns() -> u64 {
+pub(crate) fn unix_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)

@@ -14,16 +14,23 @@
 //! Any other address answers exception 2 (illegal data address); a request
 //! for another unit id answers exception 11 (gateway target device failed
 //! to respond), as a gateway would.
+//!
+//! Over MQTT ([`Plant::serve_mqtt`]) the same plant publishes
+//! `<prefix>/temperature` (°C as text) every [`MQTT_PERIOD`] and takes the
+//! heater power (0–1 as text) from `<prefix>/heater`.
 
 use std::future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio_modbus::server::Service;
 use tokio_modbus::server::tcp::{Server, accept_tcp_connection};
 use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
+
+/// How often the MQTT plant publishes its temperature.
+pub const MQTT_PERIOD: Duration = Duration::from_millis(10);
 
 /// A node config that reaches this plant at `address`: the example
 /// `examples/field-io/plant.node.toml` with its address replaced.
@@ -97,6 +104,71 @@ impl Plant {
                 tracing::debug!("plant-sim connection: {e}")
             })
             .await
+    }
+
+    /// Serves the plant on an MQTT broker (`host:port`) under `prefix`,
+    /// until the task is dropped; it reconnects and subscribes again
+    /// whenever the broker goes away.
+    pub async fn serve_mqtt(self, broker: &str, prefix: &str) -> anyhow::Result<()> {
+        use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+        let (host, port) = broker
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+            .ok_or_else(|| anyhow::anyhow!("broker {broker:?} is not host:port"))?;
+        let id = format!("weft-plant-sim-{}", std::process::id());
+        let mut options = MqttOptions::new(id, host, port);
+        options.set_keep_alive(Duration::from_secs(2));
+        let (client, mut events) = AsyncClient::new(options, 64);
+        let heater = format!("{prefix}/heater");
+        let temperature = format!("{prefix}/temperature");
+        let publisher = {
+            let (client, plant) = (client.clone(), self.clone());
+            async move {
+                let mut tick = tokio::time::interval(MQTT_PERIOD);
+                loop {
+                    tick.tick().await;
+                    let text = format!("{:.3}", plant.temperature());
+                    // Dropped while the broker is away: the next one follows.
+                    let _ = client.try_publish(&temperature, QoS::AtMostOnce, false, text);
+                }
+            }
+        };
+        let receiver = async move {
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        client.subscribe(&heater, QoS::AtLeastOnce).await?;
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic == heater => {
+                        self.set_heater(&p.payload);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!("plant-sim: broker: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            () = publisher => Ok(()),
+            r = receiver => r,
+        }
+    }
+
+    /// A heater write over MQTT: power 0–1 as text.
+    fn set_heater(&self, payload: &[u8]) {
+        let power = std::str::from_utf8(payload)
+            .ok()
+            .and_then(|t| t.trim().parse::<f64>().ok());
+        let Some(power) = power.filter(|p| p.is_finite()) else {
+            tracing::warn!("plant-sim: heater payload {payload:?} is not a number");
+            return;
+        };
+        let mut s = self.state.lock().unwrap();
+        advance(&mut s);
+        s.heater_permille = (power.clamp(0.0, 1.0) * 1000.0).round() as u16;
+        s.writes = s.writes.wrapping_add(1);
     }
 
     fn answer(&self, request: SlaveRequest<'static>) -> Result<Response, ExceptionCode> {

@@ -277,6 +277,8 @@ text_enum!(
         SimThermal => "sim-thermal",
         /// A Modbus TCP server, polled by the node.
         ModbusTcp => "modbus-tcp",
+        /// Topics on an MQTT broker (optionally a Sparkplug B edge node).
+        Mqtt => "mqtt",
     }
 );
 

@@ -150,3 +150,172 @@ fn a_missing_file_is_named() {
             .starts_with("/nonexistent/node.toml: cannot read the node config")
     );
 }
+
+const EDGE: &str = r#"
+[devices.cell]
+kind = "mqtt"
+broker = "127.0.0.1:1883"
+stale_after = "1s"
+
+[[devices.cell.read]]
+name = "temperature"
+topic = "plant/temperature"
+
+[[devices.cell.read]]
+name = "level"
+topic = "tank/level"
+format = "json"
+pointer = "/level/m"
+qos = 0
+
+[[devices.cell.read]]
+name = "setpoint"
+metric = "setpoint"
+initial = 60.0
+
+[[devices.cell.write]]
+name = "heater"
+metric = "heater"
+
+[[devices.cell.write]]
+name = "valve"
+topic = "tank/valve"
+format = "f64-le"
+retain = true
+
+[devices.cell.sparkplug]
+group = "weft"
+edge_node = "edge-1"
+device = "cell"
+"#;
+
+#[test]
+fn an_mqtt_device_with_topics_and_sparkplug_metrics() {
+    let config = parse(EDGE).unwrap();
+    let DeviceConfig::Mqtt(m) = &config.devices[&"cell".parse::<DeviceName>().unwrap()] else {
+        panic!("{config:?}")
+    };
+    assert_eq!(
+        (m.keep_alive, m.timeout, m.stale_after),
+        (
+            mqtt::DEFAULT_KEEP_ALIVE,
+            mqtt::DEFAULT_CONNECT_TIMEOUT,
+            Some(Duration::from_secs(1))
+        )
+    );
+    assert_eq!(
+        m.read[0].route,
+        Route::Topic {
+            topic: "plant/temperature".into(),
+            qos: Qos::AtLeastOnce,
+            format: Format::Text
+        },
+        "text at QoS 1 by default"
+    );
+    assert_eq!(
+        m.read[1].route,
+        Route::Topic {
+            topic: "tank/level".into(),
+            qos: Qos::AtMostOnce,
+            format: Format::Json {
+                pointer: "/level/m".into()
+            }
+        }
+    );
+    assert_eq!(
+        (&m.read[2].route, m.read[2].initial),
+        (&Route::Metric("setpoint".into()), Some(60.0))
+    );
+    assert_eq!(m.write[0].route, Route::Metric("heater".into()));
+    assert!(m.write[1].retain);
+    assert_eq!(m.sparkplug.as_ref().unwrap().edge_node, "edge-1");
+}
+
+#[test]
+fn mqtt_mistakes_are_refused_with_where_they_are() {
+    let mqtt = |body: &str| {
+        format!("[devices.cell]\nkind = \"mqtt\"\nbroker = \"127.0.0.1:1883\"\n{body}")
+    };
+    let read = |signal: &str| mqtt(&format!("[[devices.cell.read]]\nname = \"t\"\n{signal}"));
+    let sparkplug = "[devices.cell.sparkplug]\ngroup = \"g\"\nedge_node = \"e\"\ndevice = \"d\"\n";
+    let cases: Vec<(String, &str)> = vec![
+        (mqtt("brokr = 1"), "device `cell`: unknown field `brokr`"),
+        (
+            "[devices.cell]\nkind = \"mqtt\"\nbroker = \"mosquitto\"".into(),
+            "broker: \"mosquitto\" is not host:port",
+        ),
+        (mqtt(""), "declares no signals"),
+        (
+            mqtt("keep_alive = \"500ms\"\n[[devices.cell.read]]\nname = \"t\"\ntopic = \"a\""),
+            "keep_alive: 500ms: MQTT counts it in whole seconds",
+        ),
+        (read(""), "read `t`: needs a `topic`"),
+        (
+            read("topic = \"a/+\""),
+            "read `t`: topic: \"a/+\" must be one topic",
+        ),
+        (
+            read("topic = \"a\"\nmetric = \"m\""),
+            "read `t`: a topic or a metric, not both",
+        ),
+        (
+            read("metric = \"m\""),
+            "read `t`: a metric needs the device's [devices.<name>.sparkplug] table",
+        ),
+        (
+            read("topic = \"a\"\nformat = \"xml\""),
+            "read `t`: format: \"xml\" is not one of text, json, f64-le, f32-le",
+        ),
+        (
+            read("topic = \"a\"\nformat = \"json\""),
+            "read `t`: format json needs a `pointer`",
+        ),
+        (
+            read("topic = \"a\"\nformat = \"json\"\npointer = \"value\""),
+            "read `t`: pointer: \"value\" is not a JSON pointer",
+        ),
+        (
+            read("topic = \"a\"\npointer = \"/v\""),
+            "read `t`: pointer: only for format json",
+        ),
+        (
+            read("topic = \"a\"\nqos = 3"),
+            "read `t`: qos: 3 is not 0, 1 or 2",
+        ),
+        (
+            read("topic = \"a\"\nretain = true"),
+            "read `t`: retain is for write signals",
+        ),
+        (
+            read("topic = \"a\"\ninitial = nan"),
+            "read `t`: initial must be a finite number",
+        ),
+        (
+            read("topic = \"a\"\n[[devices.cell.read]]\nname = \"u\"\ntopic = \"a\""),
+            "read `u`: another read signal has the same topic or metric",
+        ),
+        (
+            mqtt("[[devices.cell.write]]\nname = \"w\"\ntopic = \"a\"\ninitial = 1.0"),
+            "write `w`: initial is for read signals",
+        ),
+        (
+            read(&format!("metric = \"m\"\nformat = \"text\"\n{sparkplug}")),
+            "read `t`: format: Sparkplug fixes it for metrics",
+        ),
+        (
+            read(&format!("topic = \"spBv1.0/g/DCMD/e/d\"\n{sparkplug}")),
+            "is in the Sparkplug namespace: use a `metric`",
+        ),
+        (
+            mqtt("[devices.cell.sparkplug]\ngroup = \"a/b\"\nedge_node = \"e\"\ndevice = \"d\""),
+            "sparkplug.group: \"a/b\" must be non-empty, without `/`",
+        ),
+    ];
+    for (text, expected) in cases {
+        let error = parse(&text).expect_err(&text);
+        assert!(
+            error.contains(expected),
+            "{text}\n-> {error}\n(expected {expected:?})"
+        );
+    }
+}

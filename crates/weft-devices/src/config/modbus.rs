@@ -1,39 +1,12 @@
-//! The node config (`weft node --config node.toml`): the devices a node
-//! offers, one `[devices.<name>]` table each.
-//!
-//! A config is parsed and checked whole before the node starts: a typo, a
-//! missing key or an impossible value is refused with the file, the device
-//! and the key named, and nothing runs. The reference is `docs/devices.md`.
+//! The `modbus-tcp` device table: a server's address and unit, how often
+//! to poll it, and its register/coil map of named signals.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::Deserialize;
-use weft_types::{DeviceKind, DeviceName};
 
-/// A node config: what `--config` points at.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct NodeConfig {
-    pub devices: BTreeMap<DeviceName, DeviceConfig>,
-}
-
-/// One device and how to reach it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DeviceConfig {
-    /// The simulated thermal plant (`kind = "sim-thermal"`).
-    SimThermal,
-    ModbusTcp(ModbusConfig),
-}
-
-impl DeviceConfig {
-    pub fn kind(&self) -> DeviceKind {
-        match self {
-            DeviceConfig::SimThermal => DeviceKind::SimThermal,
-            DeviceConfig::ModbusTcp(_) => DeviceKind::ModbusTcp,
-        }
-    }
-}
+use super::{check_address, duration};
 
 /// A Modbus TCP server the node polls.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,15 +97,6 @@ pub enum WordOrder {
     LowFirst,
 }
 
-/// A config that cannot be used, and where.
-#[derive(Debug, thiserror::Error)]
-#[error("{}: {}{message}", file.display(), device.as_ref().map(|d| format!("device `{d}`: ")).unwrap_or_default())]
-pub struct ConfigError {
-    pub file: PathBuf,
-    pub device: Option<String>,
-    pub message: String,
-}
-
 /// The defaults of a Modbus device, and the least a scan period may be.
 pub const DEFAULT_SCAN: Duration = Duration::from_millis(10);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
@@ -140,58 +104,9 @@ pub const MIN_SCAN: Duration = Duration::from_millis(1);
 /// `stale_after` defaults to this many scan periods.
 pub const STALE_SCANS: u32 = 5;
 
-impl NodeConfig {
-    /// Reads and checks `path`.
-    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.into(),
-            device: None,
-            message: format!("cannot read the node config: {e}"),
-        })?;
-        NodeConfig::parse(&text, path)
-    }
-
-    /// Parses and checks `text`, naming `file` in errors.
-    pub fn parse(text: &str, file: &Path) -> Result<NodeConfig, ConfigError> {
-        let error = |device: Option<&str>, message: String| ConfigError {
-            file: file.into(),
-            device: device.map(str::to_string),
-            message,
-        };
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| error(None, e.message().to_string()))?;
-        let mut devices = BTreeMap::new();
-        for (name, table) in raw.devices {
-            let device: DeviceName = name
-                .parse()
-                .map_err(|e| error(Some(&name), format!("{e}")))?;
-            let config = parse_device(table).map_err(|m| error(Some(&name), m))?;
-            devices.insert(device, config);
-        }
-        Ok(NodeConfig { devices })
-    }
-
-    /// A config of simulated plants, one per name (`--device plant`).
-    pub fn simulated<'a>(names: impl IntoIterator<Item = &'a DeviceName>) -> NodeConfig {
-        NodeConfig {
-            devices: names
-                .into_iter()
-                .map(|n| (n.clone(), DeviceConfig::SimThermal))
-                .collect(),
-        }
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default)]
-    devices: BTreeMap<String, toml::Table>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawModbus {
+pub(super) struct RawModbus {
     address: String,
     #[serde(default = "one")]
     unit: u8,
@@ -226,50 +141,8 @@ fn unit_scale() -> f64 {
     1.0
 }
 
-/// One `[devices.<name>]` table, its `kind` first.
-fn parse_device(mut table: toml::Table) -> Result<DeviceConfig, String> {
-    let kind = match table.remove("kind") {
-        Some(toml::Value::String(kind)) => kind
-            .parse::<DeviceKind>()
-            .map_err(|e| format!("kind: {e}"))?,
-        Some(other) => return Err(format!("kind: a string, not {}", other.type_str())),
-        None => {
-            return Err(format!(
-                "missing key `kind` (one of: {})",
-                DeviceKind::TEXTS.join(", ")
-            ));
-        }
-    };
-    match kind {
-        DeviceKind::SimThermal => match table.keys().next() {
-            Some(key) => Err(format!(
-                "unknown key `{key}`: a sim-thermal device has none"
-            )),
-            None => Ok(DeviceConfig::SimThermal),
-        },
-        DeviceKind::ModbusTcp => {
-            let raw: RawModbus = toml::Value::Table(table)
-                .try_into()
-                .map_err(|e: toml::de::Error| e.message().to_string())?;
-            modbus(raw).map(DeviceConfig::ModbusTcp)
-        }
-    }
-}
-
-fn modbus(raw: RawModbus) -> Result<ModbusConfig, String> {
-    match raw.address.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
-        _ => {
-            return Err(format!(
-                "address: {:?} is not host:port (e.g. \"127.0.0.1:502\")",
-                raw.address
-            ));
-        }
-    }
-    let duration = |key: &str, text: &Option<String>, default: Duration| match text {
-        None => Ok(default),
-        Some(t) => humantime::parse_duration(t).map_err(|e| format!("{key}: {t:?}: {e}")),
-    };
+pub(super) fn modbus(raw: RawModbus) -> Result<ModbusConfig, String> {
+    check_address("address", &raw.address, "127.0.0.1:502")?;
     let scan = duration("scan", &raw.scan, DEFAULT_SCAN)?;
     if scan < MIN_SCAN {
         return Err(format!(
@@ -352,6 +225,3 @@ fn signals(list: &str, raw: Vec<RawSignal>, tables: &[Table]) -> Result<Vec<Sign
         })
         .collect()
 }
-
-#[cfg(test)]
-mod tests;
