@@ -12,6 +12,8 @@
 //! * **A 1 kHz rt process on a real device**: its wake-up jitter when each
 //!   tick reads the 64 registers and writes the 16 coils, against the same
 //!   process without device calls, run after it; and its deadline misses.
+//! * **MQTT input latency** (`mqtt`): through mosquitto, against a raw
+//!   rumqttc subscriber.
 
 use std::future;
 use std::path::Path;
@@ -79,7 +81,8 @@ pub fn devices(ctx: &Ctx) -> Result<Vec<Figure>> {
         "the link scanned every {scan_period:?} on average (configured: 1 ms)"
     ));
     let rt = rt_on_device(ctx, &devices, &runtime)?;
-    let figures = vec![read, age, rt];
+    let mut figures = vec![read, age, rt];
+    figures.extend(crate::mqtt::figures(ctx));
     for f in &figures {
         progress(f);
     }

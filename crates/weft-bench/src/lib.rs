@@ -44,6 +44,7 @@ mod memory;
 mod metering;
 mod migration;
 mod modules;
+mod mqtt;
 mod observability;
 mod report;
 mod scale;

@@ -202,13 +202,19 @@ impl Link {
         c.last_good = Some(Instant::now());
     }
 
-    /// Counts a write sent, or why the device refused it.
+    /// Counts a write sent, or says why the device refused it.
     pub(crate) fn wrote(&self, refused: Option<String>) {
-        let mut c = self.status.lock().unwrap();
         match refused {
-            None => c.writes += 1,
-            Some(why) => c.last_error = Some(why),
+            None => self.status.lock().unwrap().writes += 1,
+            Some(why) => self.complain(why),
         }
+    }
+
+    /// Keeps a problem that did not take the link down as its last error
+    /// (a payload that does not decode, a command for no signal).
+    pub(crate) fn complain(&self, problem: String) {
+        tracing::debug!(device = %self.name, "{problem}");
+        self.status.lock().unwrap().last_error = Some(problem);
     }
 
     /// Waits until `until` or a write or the stop, whichever comes first;

@@ -246,10 +246,9 @@ impl Driver {
                     self.inputs.borrow_mut()[i] = Some(value);
                     changed = true;
                 }
-                Err(why) => self.link.wrote(Some(format!(
-                    "read `{}`: topic {topic}: {why}",
-                    signal.name
-                ))),
+                Err(why) => self
+                    .link
+                    .complain(format!("read `{}`: topic {topic}: {why}", signal.name)),
             }
         }
         if changed {
@@ -264,7 +263,7 @@ impl Driver {
             Ok(_) => Ok(()),
             Err(e) => {
                 self.link
-                    .wrote(Some(format!("NCMD: not a Sparkplug B payload: {e}")));
+                    .complain(format!("NCMD: not a Sparkplug B payload: {e}"));
                 Ok(())
             }
         }
@@ -276,7 +275,7 @@ impl Driver {
             Ok(command) => command,
             Err(e) => {
                 self.link
-                    .wrote(Some(format!("DCMD: not a Sparkplug B payload: {e}")));
+                    .complain(format!("DCMD: not a Sparkplug B payload: {e}"));
                 return;
             }
         };
@@ -295,9 +294,9 @@ impl Driver {
                     self.inputs.borrow_mut()[i] = Some(value);
                     changed = true;
                 }
-                None => self.link.wrote(Some(format!(
+                None => self.link.complain(format!(
                     "DCMD: metric {name:?} is not a read metric of this device"
-                ))),
+                )),
             }
         }
         if changed {

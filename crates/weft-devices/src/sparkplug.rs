@@ -143,21 +143,23 @@ impl Topics {
 /// An edge node's session counters.
 #[derive(Debug, Default)]
 pub struct EdgeNode {
-    /// The birth/death sequence of the current connection.
+    /// The birth/death sequence of the current (or next) connection.
     bd_seq: u8,
+    /// Whether a broker accepted a connection with `bd_seq` (its births
+    /// went out): the next connection then takes the next one.
+    used: bool,
     /// The next message's sequence number.
     seq: u8,
-    connections: u64,
 }
 
 impl EdgeNode {
-    /// Starts a connection: the next `bdSeq` (0 for the first), and its
-    /// `NDEATH` payload to register as the will.
+    /// Starts a connection attempt: its `NDEATH` payload, to register as
+    /// the will. `bdSeq` counts connections a broker accepted: an attempt
+    /// that never got that far keeps its number for the next.
     pub fn connect(&mut self) -> Vec<u8> {
-        if self.connections > 0 {
+        if std::mem::take(&mut self.used) {
             self.bd_seq = self.bd_seq.wrapping_add(1);
         }
-        self.connections += 1;
         self.death()
     }
 
@@ -173,6 +175,7 @@ impl EdgeNode {
 
     /// `NBIRTH` (seq 0) and then `DBIRTH` with `metrics`.
     pub fn births(&mut self, metrics: Vec<Metric>) -> (Vec<u8>, Vec<u8>) {
+        self.used = true;
         self.seq = 0;
         let nbirth = self.payload(vec![
             self.bd_seq_metric(),
@@ -243,6 +246,12 @@ mod tests {
         assert_eq!(seqs[253..256], [255, 0, 1], "wraps after 255");
         let will = decode(&node.connect()).unwrap();
         assert_eq!(will.metrics[0].number(), Some(1.0), "the next connection");
+        let again = decode(&node.connect()).unwrap();
+        assert_eq!(
+            again.metrics[0].number(),
+            Some(1.0),
+            "an attempt the broker never accepted keeps its number"
+        );
         let (nbirth, _) = node.births(vec![]);
         assert_eq!(decode(&nbirth).unwrap().seq, Some(0));
     }
