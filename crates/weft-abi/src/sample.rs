@@ -105,14 +105,21 @@ impl Sample {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(SAMPLE_HEADER + 8 * self.values.len());
+        self.encode_with(&self.values)
+    }
+
+    /// Encodes this sample's header with `values` instead of its own, in
+    /// one allocation (a latch encodes a scan's values without copying
+    /// them into a `Sample` first).
+    pub fn encode_with(&self, values: &[f64]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(SAMPLE_HEADER + 8 * values.len());
         out.push(self.quality as u8);
         out.push(self.code);
         out.extend_from_slice(&[0, 0]);
         out.extend_from_slice(&self.seq.to_le_bytes());
         out.extend_from_slice(&self.age_ns.to_le_bytes());
         out.extend_from_slice(&self.source_ns.to_le_bytes());
-        for v in &self.values {
+        for v in values {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use weft_abi::sample::{Quality, Sample};
 
 /// How far back the latch answers for: a restored process catches up at
@@ -49,7 +50,7 @@ struct Inner {
     /// Oldest first.
     scans: VecDeque<Scan>,
     /// The sample given to each release instant read so far.
-    latched: BTreeMap<u64, Arc<[u8]>>,
+    latched: BTreeMap<u64, Bytes>,
 }
 
 impl Latch {
@@ -92,41 +93,43 @@ impl Latch {
     }
 
     /// The sample for the tag released at monotonic `release_ns`.
-    pub fn read(&self, release_ns: u64) -> Arc<[u8]> {
+    pub fn read(&self, release_ns: u64) -> Bytes {
         let mut inner = self.inner.lock().unwrap();
         if let Some(bytes) = inner.latched.get(&release_ns) {
             return bytes.clone();
         }
-        let bytes: Arc<[u8]> = self.sample(&inner.scans, release_ns).encode().into();
+        let bytes = self.encode(&inner.scans, release_ns);
         if inner.scans.front().is_some_and(|s| s.at_ns <= release_ns) {
             inner.latched.insert(release_ns, bytes.clone());
         }
         bytes
     }
 
-    /// The sample the newest scan before `release_ns` gives.
-    fn sample(&self, scans: &VecDeque<Scan>, release_ns: u64) -> Sample {
+    /// The sample the newest scan before `release_ns` gives, encoded in
+    /// one allocation.
+    fn encode(&self, scans: &VecDeque<Scan>, release_ns: u64) -> Bytes {
         let before = scans.partition_point(|s| s.at_ns <= release_ns);
         let Some(scan) = before.checked_sub(1).map(|i| &scans[i]) else {
-            return Sample {
+            let nothing = Sample {
                 quality: Quality::Unavailable,
-                values: vec![0.0; self.width],
                 ..Sample::good(&[])
             };
+            return nothing.encode_with(&vec![0.0; self.width]).into();
         };
         let age_ns = release_ns.saturating_sub(scan.values_ns);
         let quality = match scan.quality {
             Quality::Good if age_ns > self.stale_after_ns => Quality::Stale,
             q => q,
         };
-        Sample {
+        let head = Sample {
             quality,
             code: scan.code,
             seq: scan.seq,
             age_ns,
             source_ns: scan.unix_ns,
-            values: scan.values.to_vec(),
-        }
+            values: Vec::new(),
+        };
+        head.encode_with(&scan.values).into()
     }
 }
 

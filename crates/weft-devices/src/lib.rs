@@ -143,8 +143,8 @@ struct Bridged {
 }
 
 impl Device for Bridged {
-    fn read(&self, at: ReadAt) -> Vec<u8> {
-        self.link.latch.read(at.release_ns).to_vec()
+    fn read(&self, at: ReadAt) -> bytes::Bytes {
+        self.link.latch.read(at.release_ns)
     }
 
     fn write(&self, _tag: Tag, data: &[u8]) -> Result<(), String> {

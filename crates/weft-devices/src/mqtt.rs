@@ -100,7 +100,7 @@ impl Driver {
                         self.on_connected(&client)?;
                         *connected.borrow_mut() = true;
                         // Writes queued while down go out now.
-                        self.write_pending(&client)?;
+                        self.write_pending(&client);
                     }
                     Event::Incoming(Packet::Publish(message)) => {
                         self.on_message(&client, &message.topic, &message.payload)?;
@@ -120,7 +120,7 @@ impl Driver {
                     return Ok(());
                 }
                 if *connected.borrow() {
-                    self.write_pending(&client)?;
+                    self.write_pending(&client);
                 }
             }
         };
@@ -333,34 +333,37 @@ impl Driver {
     }
 
     /// Publishes the flushed write, if any: a publish per plain topic, and
-    /// one `DDATA` for every metric it sets.
-    fn write_pending(&self, client: &AsyncClient) -> anyhow::Result<()> {
+    /// one `DDATA` for every metric it sets. A write the client cannot
+    /// queue (it is not keeping up with the broker) is dropped and said so;
+    /// the connection stays.
+    fn write_pending(&self, client: &AsyncClient) {
         let Some(values) = self.link.take_flushed() else {
-            return Ok(());
+            return;
         };
         let mut metrics = Vec::new();
+        let mut failed = Ok(());
         for (i, (signal, value)) in self.config.write.iter().zip(values).enumerate() {
             if value.is_nan() {
                 continue;
             }
             self.outputs.borrow_mut()[i] = value;
             match &signal.route {
-                Route::Topic { topic, qos, format } => publish(
-                    client,
-                    topic,
-                    qos_of(*qos),
-                    signal.retain,
-                    encode(format, value),
-                )?,
+                Route::Topic { topic, qos, format } => {
+                    let payload = encode(format, value);
+                    failed =
+                        failed.and(publish(client, topic, qos_of(*qos), signal.retain, payload));
+                }
                 Route::Metric(name) => metrics.push(Metric::double(name, value)),
             }
         }
         if let (Some((topics, edge)), false) = (&self.edge, metrics.is_empty()) {
             let data = edge.borrow_mut().payload(metrics);
-            publish(client, &topics.ddata, QoS::AtMostOnce, false, data)?;
+            failed = failed.and(publish(client, &topics.ddata, QoS::AtMostOnce, false, data));
         }
-        self.link.wrote(None);
-        Ok(())
+        match failed {
+            Ok(()) => self.link.wrote(None),
+            Err(e) => self.link.complain(format!("write dropped: {e:#}")),
+        }
     }
 
     /// A clean goodbye: an edge node says it is going (the broker does not

@@ -15,6 +15,7 @@
 //! bridges to real devices (`weft-devices`) fill the header from the wire;
 //! a simulated device's samples are always `good` and fresh.
 
+use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -36,8 +37,9 @@ pub struct ReadAt {
 pub trait Device: Send + Sync {
     /// The sample for `at`: header and values (see [`Sample`]). Never
     /// blocks and never does I/O: it runs on the process's thread inside
-    /// its tick.
-    fn read(&self, at: ReadAt) -> Vec<u8>;
+    /// its tick. `Bytes`, so a latched sample is shared, not copied, by
+    /// every reader of its tag and by the recording.
+    fn read(&self, at: ReadAt) -> Bytes;
     /// Applies a write at `tag`, or says why it is not acceptable.
     fn write(&self, tag: Tag, data: &[u8]) -> Result<(), String>;
     /// A real actuator: only the live primary's writes may reach it, and
@@ -171,10 +173,10 @@ impl Default for ThermalPlant {
 
 impl Device for ThermalPlant {
     /// Always `good` and fresh: the model is integrated to the tag.
-    fn read(&self, at: ReadAt) -> Vec<u8> {
+    fn read(&self, at: ReadAt) -> Bytes {
         let mut state = self.state.lock().unwrap();
         Self::advance(&mut state, at.tag);
-        Sample::good(&[state.temperature]).encode()
+        Sample::good(&[state.temperature]).encode().into()
     }
 
     fn write(&self, tag: Tag, data: &[u8]) -> Result<(), String> {

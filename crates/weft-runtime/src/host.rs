@@ -460,7 +460,7 @@ fn add_devices(linker: &mut Linker<Host>) -> Result<()> {
                     host.tag,
                     Event::Sample {
                         device,
-                        bytes: sample.clone(),
+                        bytes: sample.to_vec(),
                     },
                 );
             }

@@ -528,11 +528,11 @@ struct RecordedDevice {
 }
 
 impl Device for RecordedDevice {
-    fn read(&self, at: ReadAt) -> Vec<u8> {
+    fn read(&self, at: ReadAt) -> bytes::Bytes {
         let tag = at.tag;
         let next = self.samples.lock().unwrap().pop_front();
         match next {
-            Some((at, bytes)) if at == tag => bytes,
+            Some((at, bytes)) if at == tag => bytes.into(),
             other => {
                 let recorded = other.map_or("no more samples".into(), |(at, _)| {
                     format!("the next recorded sample is at {at}")
@@ -542,7 +542,7 @@ impl Device for RecordedDevice {
                     self.process.as_str(),
                     self.device
                 ));
-                Vec::new()
+                bytes::Bytes::new()
             }
         }
     }

@@ -118,13 +118,13 @@ struct ArrivesDuringTheTick {
 }
 
 impl Device for ArrivesDuringTheTick {
-    fn read(&self, at: ReadAt) -> Vec<u8> {
+    fn read(&self, at: ReadAt) -> bytes::Bytes {
         let tag = at.tag;
         if !self.sent.swap(true, std::sync::atomic::Ordering::SeqCst) {
             let inlet = self.inlet.get().expect("the test connects the inlet");
             inlet.deliver("src", "out", tag, 1, vec![1]).unwrap();
         }
-        vec![0; 8]
+        vec![0; 8].into()
     }
     fn write(&self, _tag: Tag, _data: &[u8]) -> Result<(), String> {
         Ok(())

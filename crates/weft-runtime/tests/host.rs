@@ -110,8 +110,8 @@ const EXPECTED: &[(&str, i32)] = &[
 struct Fussy;
 
 impl Device for Fussy {
-    fn read(&self, _at: ReadAt) -> Vec<u8> {
-        vec![1; 8]
+    fn read(&self, _at: ReadAt) -> bytes::Bytes {
+        vec![1; 8].into()
     }
     fn write(&self, _tag: Tag, data: &[u8]) -> Result<(), String> {
         match data.len() {
