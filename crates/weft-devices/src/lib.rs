@@ -2,11 +2,13 @@
 //!
 //! A node declares its devices in its node config (`config`); a manifest
 //! grants them to processes (`device:<name>`). Each real device gets a
-//! link thread (`link`) that drives one bridge
-//! (`modbus`) and fills the device's process image (`latch`); a process's
-//! `device_read` only copies the sample latched for its tag, so it never
+//! link thread (`link`) that drives one protocol, a polled bridge
+//! (`modbus`) or a pushing driver (`mqtt`, with `sparkplug` for edge
+//! nodes), and fills the device's process image (`latch`); a process's
+//! `device_read` only takes the sample latched for its tag, so it never
 //! waits for the network, and every reader at one tag sees the same bytes.
-//! `plant_server` is a Modbus TCP plant for demos and tests.
+//! `plant_server` is a thermal plant over Modbus TCP or MQTT, for demos
+//! and tests.
 //!
 //! `docs/devices.md` is the user's reference.
 
