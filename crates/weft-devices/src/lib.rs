@@ -58,44 +58,22 @@ impl NodeDevices {
                         timeout: modbus.timeout,
                         stale_after: modbus.stale_after,
                     };
-                    let link = Arc::new(Link::new(
-                        name.clone(),
-                        device.kind(),
-                        modbus.read.len(),
-                        pacing,
-                    ));
-                    let bridge = modbus::ModbusBridge::new(modbus.clone());
-                    link.clone().spawn(bridge)?;
-                    devices.add(
-                        name.as_str(),
-                        Arc::new(Bridged {
-                            link: link.clone(),
-                            outputs: modbus.write.len(),
-                        }),
-                    );
-                    reports.push(Reporter::Link(link));
+                    let link = Link::new(name.clone(), device.kind(), modbus.read.len(), pacing);
+                    let link = Arc::new(link);
+                    link.clone()
+                        .spawn(modbus::ModbusBridge::new(modbus.clone()))?;
+                    add_link(&mut devices, &mut reports, link, modbus.write.len());
                 }
                 DeviceConfig::Mqtt(mqtt) => {
                     let pacing = Pacing {
-                        scan: Duration::ZERO,
+                        scan: Duration::ZERO, // pushed, never polled
                         timeout: mqtt.timeout,
                         stale_after: mqtt.stale_after.unwrap_or(Duration::MAX),
                     };
-                    let link = Arc::new(Link::new(
-                        name.clone(),
-                        device.kind(),
-                        mqtt.read.len(),
-                        pacing,
-                    ));
+                    let link = Link::new(name.clone(), device.kind(), mqtt.read.len(), pacing);
+                    let link = Arc::new(link);
                     mqtt::spawn(link.clone(), mqtt.clone())?;
-                    devices.add(
-                        name.as_str(),
-                        Arc::new(Bridged {
-                            link: link.clone(),
-                            outputs: mqtt.write.len(),
-                        }),
-                    );
-                    reports.push(Reporter::Link(link));
+                    add_link(&mut devices, &mut reports, link, mqtt.write.len());
                 }
             }
         }
@@ -135,6 +113,16 @@ impl Drop for NodeDevices {
             }
         }
     }
+}
+
+/// Offers a started link's device to processes, and reports on it.
+fn add_link(devices: &mut Devices, reports: &mut Vec<Reporter>, link: Arc<Link>, outputs: usize) {
+    let device = Bridged {
+        link: link.clone(),
+        outputs,
+    };
+    devices.add(link.name.as_str(), Arc::new(device));
+    reports.push(Reporter::Link(link));
 }
 
 /// A real device as processes see it: reads from its latch, writes queued

@@ -111,10 +111,9 @@ impl Plant {
     /// whenever the broker goes away.
     pub async fn serve_mqtt(self, broker: &str, prefix: &str) -> anyhow::Result<()> {
         use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-        let (host, port) = broker
-            .rsplit_once(':')
-            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
-            .ok_or_else(|| anyhow::anyhow!("broker {broker:?} is not host:port"))?;
+        let (host, port) = crate::config::host_port(broker).ok_or_else(|| {
+            anyhow::anyhow!("broker {broker:?} is not host:port (e.g. \"127.0.0.1:1883\")")
+        })?;
         let id = format!("weft-plant-sim-{}", std::process::id());
         let mut options = MqttOptions::new(id, host, port);
         options.set_keep_alive(Duration::from_secs(2));

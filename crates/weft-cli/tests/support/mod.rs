@@ -163,21 +163,15 @@ pub fn run_pid_against(config: &Path, recording: &Path) -> serde_json::Value {
         repo().join("examples/wasm/pid.wasm").is_file(),
         "run `bash scripts/build-guests.sh` first"
     );
-    let out = weft()
-        .args(["run", "examples/factory-cell.toml", "--for", "6s", "--json"])
-        .arg("--config")
-        .arg(config)
-        .arg("--record")
-        .arg(recording)
-        .current_dir(repo())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let report = json_of(
+        weft()
+            .args(["run", "examples/factory-cell.toml", "--for", "6s", "--json"])
+            .arg("--config")
+            .arg(config)
+            .arg("--record")
+            .arg(recording)
+            .current_dir(repo()),
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let pid = process(&report, "pid");
     assert_eq!(pid["faults"], 0, "{pid}");
     let telemetry = pid["last_output_hex"].as_str().unwrap();
@@ -213,16 +207,17 @@ pub fn process<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json:
 /// `weft replay` of `recording` gives the live chains (with the devices
 /// gone: every sample comes from the recording).
 pub fn assert_replays(recording: &Path) {
-    let replay = weft()
-        .args(["replay", "--json"])
-        .arg(recording)
-        .output()
-        .unwrap();
-    assert!(
-        replay.status.success(),
-        "{}",
-        String::from_utf8_lossy(&replay.stderr)
-    );
-    let replay: serde_json::Value = serde_json::from_slice(&replay.stdout).unwrap();
+    let replay = json_of(weft().args(["replay", "--json"]).arg(recording));
     assert_eq!(replay["matches_live"], true, "{replay:#}");
+}
+
+/// Runs a `--json` command that must succeed, and parses what it printed.
+pub fn json_of(command: &mut Command) -> serde_json::Value {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }

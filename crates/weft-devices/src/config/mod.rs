@@ -5,7 +5,7 @@
 //! missing key or an impossible value is refused with the file, the device
 //! and the key named, and nothing runs. The reference is `docs/devices.md`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -151,11 +151,46 @@ fn duration(key: &str, text: &Option<String>, default: Duration) -> Result<Durat
 
 /// `host:port`, checked for shape (it is resolved at every connect).
 fn check_address(key: &str, address: &str, example: &str) -> Result<(), String> {
-    match address.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
-        _ => Err(format!(
+    match host_port(address) {
+        Some(_) => Ok(()),
+        None => Err(format!(
             "{key}: {address:?} is not host:port (e.g. \"{example}\")"
         )),
+    }
+}
+
+/// `host:port` split, the port parsed; `None` when it is not that shape.
+pub fn host_port(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    Some((host, port.parse().ok()?)).filter(|_| !host.is_empty())
+}
+
+/// The names of one signal list (`read` or `write`), each checked as it
+/// comes: not empty, not declared twice.
+struct SignalNames<'a> {
+    list: &'a str,
+    seen: BTreeSet<String>,
+}
+
+impl<'a> SignalNames<'a> {
+    fn new(list: &'a str) -> SignalNames<'a> {
+        SignalNames {
+            list,
+            seen: BTreeSet::new(),
+        }
+    }
+
+    /// Checks `name`; returns how errors about it start (``read `t` ``).
+    fn check(&mut self, name: &str) -> Result<String, String> {
+        let list = self.list;
+        if name.is_empty() {
+            return Err(format!("{list}: a signal without a name"));
+        }
+        let at = format!("{list} `{name}`");
+        match self.seen.insert(name.to_string()) {
+            true => Ok(at),
+            false => Err(format!("{at}: declared twice")),
+        }
     }
 }
 

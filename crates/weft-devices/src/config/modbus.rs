@@ -1,12 +1,11 @@
 //! The `modbus-tcp` device table: a server's address and unit, how often
 //! to poll it, and its register/coil map of named signals.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{check_address, duration};
+use super::{SignalNames, check_address, duration};
 
 /// A Modbus TCP server the node polls.
 #[derive(Debug, Clone, PartialEq)]
@@ -183,16 +182,10 @@ pub(super) fn modbus(raw: RawModbus) -> Result<ModbusConfig, String> {
 }
 
 fn signals(list: &str, raw: Vec<RawSignal>, tables: &[Table]) -> Result<Vec<Signal>, String> {
-    let mut names = BTreeSet::new();
+    let mut names = SignalNames::new(list);
     raw.into_iter()
         .map(|s| {
-            let at = format!("{list} `{}`", s.name);
-            if s.name.is_empty() {
-                return Err(format!("{list}: a signal without a name"));
-            }
-            if !names.insert(s.name.clone()) {
-                return Err(format!("{at}: declared twice"));
-            }
+            let at = names.check(&s.name)?;
             if !tables.contains(&s.table) {
                 return Err(format!(
                     "{at}: table {:?} cannot be {}",

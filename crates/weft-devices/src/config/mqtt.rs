@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{check_address, duration};
+use super::{SignalNames, check_address, duration};
 
 /// An MQTT broker the node subscribes to and publishes on.
 #[derive(Debug, Clone, PartialEq)]
@@ -224,19 +224,13 @@ struct Checked {
 }
 
 fn signals(list: &str, raw: Vec<RawSignal>, sparkplug: bool) -> Result<Vec<Checked>, String> {
-    let mut names = BTreeSet::new();
+    let mut names = SignalNames::new(list);
     let mut routes = BTreeSet::new();
     raw.into_iter()
         .map(|s| {
-            let at = format!("{list} `{}`", s.name);
-            if s.name.is_empty() {
-                return Err(format!("{list}: a signal without a name"));
-            }
-            if !names.insert(s.name.clone()) {
-                return Err(format!("{at}: declared twice"));
-            }
+            let at = names.check(&s.name)?;
             let route = route(&s, sparkplug).map_err(|e| format!("{at}: {e}"))?;
-            if !routes.insert(format!("{route:?}")) {
+            if !routes.insert(route_key(&route, list)) {
                 return Err(format!(
                     "{at}: another {list} signal has the same topic or metric"
                 ));
@@ -258,6 +252,17 @@ fn signals(list: &str, raw: Vec<RawSignal>, sparkplug: bool) -> Result<Vec<Check
             })
         })
         .collect()
+}
+
+/// What two signals of one list may not share: a metric; a topic to write;
+/// a topic read the same way (reads of one JSON topic may take different
+/// pointers).
+fn route_key(route: &Route, list: &str) -> String {
+    match route {
+        Route::Metric(name) => format!("metric {name}"),
+        Route::Topic { topic, .. } if list == "write" => format!("topic {topic}"),
+        Route::Topic { topic, format, .. } => format!("topic {topic} {format:?}"),
+    }
 }
 
 fn route(s: &RawSignal, sparkplug: bool) -> Result<Route, String> {

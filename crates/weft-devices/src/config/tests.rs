@@ -319,3 +319,32 @@ fn mqtt_mistakes_are_refused_with_where_they_are() {
         );
     }
 }
+
+/// Reads of one JSON topic may take different pointers; two writes to one
+/// topic would fight over it.
+#[test]
+fn reads_share_a_json_topic_but_writes_do_not() {
+    let json_read = |name: &str, pointer: &str| {
+        format!(
+            "[[devices.cell.read]]\nname = \"{name}\"\ntopic = \"tank\"\nformat = \"json\"\npointer = \"{pointer}\"\n"
+        )
+    };
+    let head = "[devices.cell]\nkind = \"mqtt\"\nbroker = \"127.0.0.1:1883\"\n";
+    let shared = format!(
+        "{head}{}{}",
+        json_read("level", "/level"),
+        json_read("temp", "/temp")
+    );
+    assert!(parse(&shared).is_ok(), "{:?}", parse(&shared));
+    let write = |name: &str, format: &str| {
+        format!(
+            "[[devices.cell.write]]\nname = \"{name}\"\ntopic = \"out\"\nformat = \"{format}\"\n"
+        )
+    };
+    let fighting = format!("{head}{}{}", write("a", "text"), write("b", "f64-le"));
+    assert!(
+        parse(&fighting)
+            .unwrap_err()
+            .contains("write `b`: another write signal has the same topic or metric")
+    );
+}

@@ -14,7 +14,7 @@
 //! So each connection is a fresh client, made after the link's backoff,
 //! that subscribes and publishes its births when the broker accepts it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ use rumqttc::{
 };
 use weft_abi::sample::Quality;
 
-use crate::config::{MqttConfig, Qos, Route};
+use crate::config::{self, MqttConfig, Qos, Route};
 use crate::latch::Scan;
 use crate::link::{FIRST_BACKOFF, Link, unix_ns};
 use crate::sparkplug::{self, EdgeNode, Metric, Topics};
@@ -49,24 +49,25 @@ struct Driver {
     /// The latest value of each read signal (`None`: none yet).
     inputs: RefCell<Vec<Option<f64>>>,
     /// The arrival of the newest input, monotonic and Unix ns.
-    arrived: RefCell<(u64, u64)>,
+    arrived: Cell<(u64, u64)>,
     /// The latest value written to each output (NaN: never), for births.
     outputs: RefCell<Vec<f64>>,
     edge: Option<(Topics, RefCell<EdgeNode>)>,
-    seq: RefCell<u32>,
+    /// The sequence number of the newest scan latched.
+    seq: Cell<u32>,
 }
 
 impl Driver {
     fn new(link: Arc<Link>, config: MqttConfig) -> Driver {
         Driver {
             inputs: RefCell::new(config.read.iter().map(|s| s.initial).collect()),
-            arrived: RefCell::new((0, 0)),
+            arrived: Cell::new((0, 0)),
             outputs: RefCell::new(vec![f64::NAN; config.write.len()]),
             edge: config
                 .sparkplug
                 .as_ref()
                 .map(|s| (Topics::new(s), RefCell::default())),
-            seq: RefCell::new(0),
+            seq: Cell::new(0),
             link,
             config,
         }
@@ -89,10 +90,13 @@ impl Driver {
     /// One connection, from CONNECT until it fails or the link stops.
     async fn session(&self, connections: &mut u64, backoff: &mut Duration) -> anyhow::Result<()> {
         let (client, mut events) = AsyncClient::new(self.options()?, CLIENT_QUEUE);
-        let connected = RefCell::new(false);
+        let connected = Cell::new(false);
         let reader = async {
             loop {
-                let event = events.poll().await.context("connection lost")?;
+                let event = events.poll().await.with_context(|| match connected.get() {
+                    true => format!("connection to {} lost", self.config.broker),
+                    false => format!("cannot connect to {}", self.config.broker),
+                })?;
                 match event {
                     Event::Incoming(Packet::ConnAck(ack)) => {
                         if ack.code != ConnectReturnCode::Success {
@@ -102,7 +106,7 @@ impl Driver {
                         self.link.came_up(*connections > 1);
                         *backoff = FIRST_BACKOFF;
                         self.on_connected(&client)?;
-                        *connected.borrow_mut() = true;
+                        connected.set(true);
                         // Writes queued while down go out now.
                         self.write_pending(&client);
                     }
@@ -123,14 +127,14 @@ impl Driver {
                     tokio::time::sleep(self.config.timeout).await;
                     return Ok(());
                 }
-                if *connected.borrow() {
+                if connected.get() {
                     self.write_pending(&client);
                 }
             }
         };
         let first_answer = async {
             tokio::time::sleep(self.config.timeout).await;
-            if !*connected.borrow() {
+            if !connected.get() {
                 bail!("no CONNACK within {:?}", self.config.timeout);
             }
             std::future::pending().await
@@ -143,17 +147,14 @@ impl Driver {
     }
 
     fn options(&self) -> anyhow::Result<MqttOptions> {
-        let (host, port) = self
-            .config
-            .broker
-            .rsplit_once(':')
-            .context("broker is not host:port")?;
+        let (host, port) =
+            config::host_port(&self.config.broker).context("broker is not host:port")?;
         let id = self
             .config
             .client_id
             .clone()
             .unwrap_or_else(|| format!("weft-{}-{}", self.link.name, std::process::id()));
-        let mut options = MqttOptions::new(id, host, port.parse()?);
+        let mut options = MqttOptions::new(id, host, port);
         options.set_keep_alive(self.config.keep_alive);
         options.set_clean_session(true);
         if let Some((topics, edge)) = &self.edge {
@@ -309,7 +310,8 @@ impl Driver {
     }
 
     fn arrived_now(&self) {
-        *self.arrived.borrow_mut() = (weft_runtime::rt::monotonic_ns(), unix_ns());
+        self.arrived
+            .set((weft_runtime::rt::monotonic_ns(), unix_ns()));
         self.link.received();
         self.push_sample();
     }
@@ -318,14 +320,14 @@ impl Driver {
     fn push_sample(&self) {
         let inputs = self.inputs.borrow();
         let complete = inputs.iter().all(Option::is_some);
-        let (values_ns, unix) = *self.arrived.borrow();
-        let mut seq = self.seq.borrow_mut();
-        *seq = seq.wrapping_add(1);
+        let (values_ns, unix) = self.arrived.get();
+        let seq = self.seq.get().wrapping_add(1);
+        self.seq.set(seq);
         self.link.latch.push(Scan {
             at_ns: weft_runtime::rt::monotonic_ns(),
             values_ns,
             unix_ns: unix,
-            seq: *seq,
+            seq,
             quality: if complete {
                 Quality::Good
             } else {
